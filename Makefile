@@ -1,0 +1,43 @@
+# Stepwell's developer and CI commands. `make` alone lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+# Extra arguments for pytest: make test ARGS="-x -k sandbox"
+ARGS ?=
+# Settings for commands run by hand: the same local defaults as `make run`.
+DEV_ENV := source scripts/services.sh && dev_env &&
+
+.PHONY: help install install-test run test lint bench-sandbox bench migrate clean
+
+help: ## List the targets
+	@echo "Stepwell: make TARGET"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: ## Install Debian packages, the .venv (Python >= 3.12) and Python packages (idempotent)
+	@bash scripts/install.sh
+
+install-test: ## install, plus what the tests need (PostgreSQL, Chromium, chromium-driver)
+	@WITH_TEST_DEPS=1 bash scripts/install.sh
+
+run: install ## Run web + worker + clock on SQLite with a demo tenant, until Ctrl-C
+	@bash scripts/run.sh
+
+test: install-test ## Run the whole test suite on PostgreSQL and Redis (ARGS=... for pytest)
+	@bash scripts/test.sh $(ARGS)
+
+lint: install ## ruff check and ruff format --check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench-sandbox: install ## Benchmark the sandbox (bench/sandbox.py)
+	@$(DEV_ENV) $(VENV)/bin/python bench/sandbox.py
+
+bench: install ## Benchmark the engine (bench/engine.py)
+	@$(DEV_ENV) $(VENV)/bin/python bench/engine.py
+
+migrate: install ## Apply database migrations to the local database
+	@$(DEV_ENV) $(VENV)/bin/python manage.py migrate
+
+clean: ## Remove caches and build output (keeps .venv and the data in var/)
+	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +
+	rm -rf .pytest_cache .ruff_cache build dist *.egg-info var/staticfiles

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The whole test suite against PostgreSQL and Redis (`make test`, `make test ARGS=-x`).
+# The tests get their own database (pytest-django makes and drops test_stepwell),
+# their own Redis db number, a fresh SECRET_KEY and a throwaway var dir; never the
+# data of `make run`. Extra arguments go to pytest; its exit code is ours.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/services.sh
+source scripts/services.sh
+
+[[ -x .venv/bin/python ]] || die ".venv is missing; run: make install"
+
+export DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/stepwell}
+export REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379/13}
+# Everything else that could point the tests at shared data follows the two above.
+unset CELERY_BROKER_URL STEPWELL_CHANNELS_PREFIX STEPWELL_CELERY_EAGER
+SECRET_KEY=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(50))')
+export SECRET_KEY DEBUG=false
+STEPWELL_VAR_DIR=$(mktemp -d /tmp/stepwell-test.XXXXXX)
+# Sandboxed steps run as an unprivileged uid and may need to reach their state dir.
+chmod 755 "$STEPWELL_VAR_DIR"
+export STEPWELL_VAR_DIR
+trap 'rm -rf "$STEPWELL_VAR_DIR"; stop_started_services' EXIT
+
+ensure_postgres "$DATABASE_URL"
+ensure_redis "$REDIS_URL"
+
+cat <<EOF
+==> Stepwell tests
+    python        $(.venv/bin/python --version)
+    DATABASE_URL  $DATABASE_URL (tests use test_${DATABASE_URL##*/})
+    REDIS_URL     $REDIS_URL
+    var dir       $STEPWELL_VAR_DIR (removed at exit)
+    CI            ${CI:-false}
+==> manage.py makemigrations --check --dry-run
+EOF
+if ! .venv/bin/python manage.py makemigrations --check --dry-run; then
+    die "models and migrations disagree: run manage.py makemigrations and commit the result"
+fi
+
+echo "==> pytest $*"
+status=0
+.venv/bin/pytest "$@" </dev/null || status=$?
+case $status in
+    0) say "tests passed" ;;
+    5) say "FAILED: pytest collected no tests (exit 5); the suite must not be empty" ;;
+    *) say "FAILED: pytest exited with $status" ;;
+esac
+exit "$status"
