@@ -1,0 +1,133 @@
+"""Tenants, their people, their API tokens and their limits."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Tenant(models.Model):
+    class ReviewPolicy(models.TextChoices):
+        AUTOMATIC = "automatic", "Run new versions after the automatic checks"
+        MANUAL = "manual", "Hold new versions for staff review"
+
+    slug = models.SlugField(max_length=50, unique=True)
+    name = models.CharField(max_length=200)
+    review_policy = models.CharField(
+        max_length=20, choices=ReviewPolicy.choices, default=ReviewPolicy.AUTOMATIC
+    )
+    suspended_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def quota(self) -> Quota:
+        quota, _ = Quota.objects.get_or_create(tenant=self)
+        return quota
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner"
+        DEVELOPER = "developer"
+        VIEWER = "viewer"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.DEVELOPER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "user"], name="one_membership_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.tenant} ({self.role})"
+
+    @property
+    def can_write(self) -> bool:
+        return self.role in (self.Role.OWNER, self.Role.DEVELOPER)
+
+
+class ApiTokenQuerySet(models.QuerySet):
+    def active(self) -> ApiTokenQuerySet:
+        now = timezone.now()
+        return self.filter(revoked_at__isnull=True).filter(
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
+        )
+
+
+class ApiToken(models.Model):
+    """A bearer token. Only its SHA-256 is stored; the token is shown once, at creation."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, db_index=True)
+    token_hash = models.CharField(max_length=64, unique=True)
+    read_only = models.BooleanField(default=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or self.expires_at > timezone.now()
+
+
+class Quota(models.Model):
+    """Per-tenant limits. The defaults are the plan every new tenant starts on."""
+
+    tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="quota_row")
+    step_memory_mb = models.PositiveIntegerField(default=256)
+    step_cpu_seconds = models.PositiveIntegerField(default=30)
+    step_timeout_seconds = models.PositiveIntegerField(default=60)
+    step_pids = models.PositiveIntegerField(default=64)
+    step_output_bytes = models.PositiveIntegerField(default=1024 * 1024)
+    step_result_bytes = models.PositiveIntegerField(default=256 * 1024)
+    payload_bytes = models.PositiveIntegerField(default=256 * 1024)
+    concurrent_activations = models.PositiveIntegerField(default=8)
+    running_instances = models.PositiveIntegerField(default=1000)
+    steps_per_instance = models.PositiveIntegerField(default=1000)
+    network = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return f"quota of {self.tenant}"
+
+    def sandbox_limits(self, timeout_seconds: float | None = None):
+        """The sandbox limits of one activation under this quota."""
+        from execution.sandbox import Limits
+
+        wall = min(timeout_seconds or self.step_timeout_seconds, self.step_timeout_seconds)
+        return Limits(
+            memory_bytes=self.step_memory_mb * 2**20,
+            cpu_seconds=self.step_cpu_seconds,
+            wall_seconds=wall,
+            pids=self.step_pids,
+            output_bytes=self.step_output_bytes,
+            # The runtime's outcome wraps the step result and its logs.
+            result_bytes=self.step_result_bytes + self.step_output_bytes + 64 * 1024,
+            network=self.network,
+        )

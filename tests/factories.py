@@ -1,0 +1,28 @@
+"""Personas and builders shared by the tests: tenant acme with alice, globex with bob."""
+
+from __future__ import annotations
+
+import textwrap
+
+from django.contrib.auth import get_user_model
+
+from execution.workflows import upload_version
+from tenants.models import Membership, Quota, Tenant
+from tenants.tokens import create_token
+
+
+def make_tenant(slug: str, username: str, **quota) -> Tenant:
+    tenant = Tenant.objects.create(slug=slug, name=slug.title())
+    Quota.objects.create(tenant=tenant, **quota)
+    user = get_user_model().objects.create_user(username, password="pw-" + username + "-123!")
+    Membership.objects.create(tenant=tenant, user=user, role=Membership.Role.OWNER)
+    return tenant
+
+
+def make_token(tenant: Tenant, name: str = "test", **kwargs) -> str:
+    _, raw = create_token(tenant, name, **kwargs)
+    return raw
+
+
+def upload(tenant: Tenant, name: str, code: str):
+    return upload_version(tenant, name, textwrap.dedent(code))
