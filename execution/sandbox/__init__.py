@@ -1,0 +1,69 @@
+"""Run tenant code in nsjail: the one interface the engine sees (ARCHITECTURE.md, "The sandbox").
+
+    result = get_sandbox().run(SandboxRequest(tenant="acme", code=src, input=x, limits=lim))
+
+A sandbox violation is always a SandboxResult with a non-ok status, never an exception.
+"""
+
+import threading
+from typing import Any, Protocol
+
+from execution.sandbox.config import SandboxConfig, SandboxSetupError
+from execution.sandbox.fresh import FreshSandbox
+from execution.sandbox.limits import Limits
+from execution.sandbox.result import SandboxRequest, SandboxResult, Status
+
+__all__ = [
+    "FreshSandbox",
+    "Limits",
+    "Sandbox",
+    "SandboxConfig",
+    "SandboxRequest",
+    "SandboxResult",
+    "SandboxSetupError",
+    "Status",
+    "get_sandbox",
+    "prepare",
+    "run_python",
+]
+
+
+class Sandbox(Protocol):
+    """Fresh and warm modes both implement this; the engine never knows which ran a step."""
+
+    def run(self, request: SandboxRequest) -> SandboxResult: ...
+
+
+_sandboxes: dict[str, Sandbox] = {}
+_sandboxes_lock = threading.Lock()
+
+
+def get_sandbox(mode: str = "fresh") -> Sandbox:
+    """The process-wide sandbox for a mode, configured from Django settings."""
+    if mode == "warm":
+        raise NotImplementedError("the warm sandbox mode is not built yet")
+    if mode != "fresh":
+        raise ValueError(f"unknown sandbox mode {mode!r}")
+    with _sandboxes_lock:
+        if mode not in _sandboxes:
+            _sandboxes[mode] = FreshSandbox(SandboxConfig.from_settings())
+        return _sandboxes[mode]
+
+
+def prepare() -> None:
+    """Idempotent start-up: cgroup parents, a sweep of leftovers, the code cache dir."""
+    get_sandbox("fresh").prepare()
+
+
+def run_python(
+    code: str,
+    input: Any,
+    limits: Limits | None = None,
+    *,
+    tenant: str = "default",
+    mode: str = "call",
+) -> SandboxResult:
+    request = SandboxRequest(
+        tenant=tenant, code=code, input=input, limits=limits or Limits(), mode=mode
+    )
+    return get_sandbox("fresh").run(request)

@@ -1,0 +1,231 @@
+"""cgroup v1 and v2: find the layout, make a per-job memory cgroup, read it, sweep leftovers.
+
+nsjail makes ``NSJAIL.<pid>`` cgroups under a parent and removes them when it exits, so
+their counters are gone by the time the host looks. The host therefore makes one cgroup
+per job and hands it to nsjail as the memory parent: the job cgroup carries the memory
+limit (nsjail's own is a little higher), so an OOM shows in the job cgroup's counters,
+which outlive nsjail until the host removes them.
+"""
+
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from execution.sandbox.config import SandboxSetupError
+
+PARENT = "NSJAIL"
+V1_CONTROLLERS = ("memory", "pids", "cpu")
+V2_CONTROLLERS = ("memory", "pids", "cpu")
+NSJAIL_MARGIN_BYTES = 16 * 2**20  # nsjail's limit sits above the job cgroup's
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def _read_int(path: Path) -> int | None:
+    text = _read(path)
+    try:
+        return int(text.strip()) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _read_keyed(path: Path) -> dict[str, int]:
+    values = {}
+    for line in (_read(path) or "").splitlines():
+        key, _, value = line.partition(" ")
+        with contextlib.suppress(ValueError):
+            values[key] = int(value)
+    return values
+
+
+def _write(path: Path, value: str) -> None:
+    try:
+        path.write_text(value)
+    except OSError as exc:
+        raise SandboxSetupError(f"cannot write {value!r} to {path}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class JobUsage:
+    oom: bool  # the job hit its memory limit and something was killed or refused
+    peak_memory_bytes: int | None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the cgroups are: v1 (one hierarchy per controller) or v2 (unified)."""
+
+    version: int
+    root: Path  # v1: the directory holding memory/, pids/, cpu/; v2: the cgroup2 mount
+
+    @classmethod
+    def detect(cls, root: str | Path) -> "Layout":
+        root = Path(root)
+        if (root / "cgroup.controllers").is_file():
+            return cls(2, root)
+        if all((root / ctrl / "cgroup.procs").is_file() for ctrl in V1_CONTROLLERS):
+            return cls(1, root)
+        unified = root / "unified"
+        controllers = (_read(unified / "cgroup.controllers") or "").split()
+        if all(ctrl in controllers for ctrl in V2_CONTROLLERS):
+            return cls(2, unified)
+        raise SandboxSetupError(
+            f"no usable cgroups under {root}: need v1 memory, pids and cpu hierarchies "
+            "or a cgroup2 mount with those controllers"
+        )
+
+    def parents(self) -> list[Path]:
+        if self.version == 1:
+            return [self.root / ctrl / PARENT for ctrl in V1_CONTROLLERS]
+        return [self.root / PARENT]
+
+    def prepare(self) -> None:
+        """Create the parents nsjail needs (without them it exits 255); idempotent."""
+        try:
+            for parent in self.parents():
+                parent.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise SandboxSetupError(f"cannot create sandbox cgroups: {exc}") from exc
+        if self.version == 2:
+            enable = " ".join(f"+{ctrl}" for ctrl in V2_CONTROLLERS)
+            _write(self.root / "cgroup.subtree_control", enable)
+            _write(self.root / PARENT / "cgroup.subtree_control", enable)
+
+    def job_path(self, name: str) -> Path:
+        if self.version == 1:
+            return self.root / "memory" / PARENT / name
+        return self.root / PARENT / name
+
+    def create_job(self, name: str, memory_bytes: int) -> "JobCgroup":
+        path = self.job_path(name)
+        try:
+            path.mkdir()
+        except OSError as exc:
+            raise SandboxSetupError(f"cannot create the job cgroup {path}: {exc}") from exc
+        job = JobCgroup(self, path)
+        try:
+            job.limit(memory_bytes)
+        except SandboxSetupError:
+            job.remove()
+            raise
+        return job
+
+    def sweep(self, is_alive=None) -> int:
+        """Remove job and NSJAIL.<pid> cgroups whose owner is gone; returns how many."""
+        is_alive = is_alive or _pid_alive
+        removed = 0
+        for parent in self.parents():
+            for child in _subdirs(parent):
+                owner = _owner_pid(child.name)
+                if owner is not None and is_alive(owner):
+                    continue
+                removed += _remove_tree(child)
+        return removed
+
+
+class JobCgroup:
+    """One job's memory cgroup; nsjail puts its NSJAIL.<pid> under it."""
+
+    def __init__(self, layout: Layout, path: Path) -> None:
+        self.layout = layout
+        self.path = path
+
+    @property
+    def nsjail_memory_max(self) -> int:
+        return self._limit + NSJAIL_MARGIN_BYTES
+
+    def limit(self, memory_bytes: int) -> None:
+        self._limit = memory_bytes
+        if self.layout.version == 1:
+            _write(self.path / "memory.limit_in_bytes", str(memory_bytes))
+            # memory+swap gets a little room above memory: the memory counter must be the
+            # one that fails, as only its failcnt is kept (memsw's is not, on new kernels).
+            if (self.path / "memory.memsw.limit_in_bytes").exists():
+                memsw = memory_bytes + NSJAIL_MARGIN_BYTES // 2
+                _write(self.path / "memory.memsw.limit_in_bytes", str(memsw))
+            with contextlib.suppress(SandboxSetupError):
+                _write(self.path / "memory.swappiness", "0")
+        else:
+            _write(self.path / "memory.max", str(memory_bytes))
+            if (self.path / "memory.swap.max").exists():
+                _write(self.path / "memory.swap.max", "0")
+            enable = " ".join(f"+{ctrl}" for ctrl in V2_CONTROLLERS)
+            _write(self.path / "cgroup.subtree_control", enable)
+
+    def usage(self) -> JobUsage:
+        if self.layout.version == 1:
+            failcnt = _read_int(self.path / "memory.failcnt") or 0
+            oom_kill = _read_keyed(self.path / "memory.oom_control").get("oom_kill", 0)
+            peak = _read_int(self.path / "memory.max_usage_in_bytes")
+            at_limit = peak is not None and peak >= self._limit
+            return JobUsage(bool(failcnt or oom_kill or at_limit), peak)
+        events = _read_keyed(self.path / "memory.events")
+        peak = _read_int(self.path / "memory.peak")
+        return JobUsage(bool(events.get("oom_kill") or events.get("max")), peak)
+
+    def kill_all(self) -> None:
+        """SIGKILL whatever is still inside (after nsjail itself was SIGKILLed)."""
+        for path in [self.path, *_subdirs(self.path)]:
+            for line in (_read(path / "cgroup.procs") or "").split():
+                with contextlib.suppress(ValueError, OSError):
+                    os.kill(int(line), signal.SIGKILL)
+
+    def remove(self) -> None:
+        _remove_tree(self.path)
+
+
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        return [entry for entry in path.iterdir() if entry.is_dir()]
+    except OSError:
+        return []
+
+
+def _owner_pid(name: str) -> int | None:
+    """NSJAIL.<nsjail pid> or job-<worker pid>-<n>."""
+    if name.startswith(f"{PARENT}."):
+        digits = name.removeprefix(f"{PARENT}.")
+    elif name.startswith("job-"):
+        digits = name.split("-")[1]
+    else:
+        return None
+    return int(digits) if digits.isdigit() else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_tree(path: Path) -> int:
+    """rmdir a cgroup and its children, deepest first, killing stragglers."""
+    removed = 0
+    for child in _subdirs(path):
+        removed += _remove_tree(child)
+    for attempt in range(50):
+        try:
+            path.rmdir()
+            return removed + 1
+        except FileNotFoundError:
+            return removed
+        except OSError:
+            for line in (_read(path / "cgroup.procs") or "").split():
+                with contextlib.suppress(ValueError, OSError):
+                    os.kill(int(line), signal.SIGKILL)
+            if attempt:
+                import time
+
+                time.sleep(0.01)
+    return removed

@@ -1,0 +1,63 @@
+"""Checks of what tenant code passes to `step.*`, with errors that say what to fix."""
+
+from typing import Any
+
+from ._durations import parse_duration
+
+MAX_NAME_CHARS = 200
+BACKOFFS = ("constant", "linear", "exponential")
+DEFAULT_RETRIES = {"limit": 3, "delay": "1 second", "backoff": "exponential"}
+
+
+def check_text(value: Any, what: str) -> str:
+    """A non-blank string of at most 200 characters (step names, event types, ids)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, not {value!r}")
+    if not value.strip():
+        raise ValueError(f"{what} must not be empty")
+    if len(value) > MAX_NAME_CHARS:
+        raise ValueError(f"{what} is {len(value)} characters long; the limit is {MAX_NAME_CHARS}")
+    return value
+
+
+def parse_retries(retries: Any) -> dict[str, Any]:
+    """The retry policy as the host reads it: limit, delay_seconds, backoff."""
+    if retries is None:
+        retries = {}
+    if not isinstance(retries, dict):
+        raise TypeError(f"retries must be a dict like {DEFAULT_RETRIES!r}, not {retries!r}")
+    unknown = sorted(map(repr, set(retries) - set(DEFAULT_RETRIES)))
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {', '.join(unknown)} in retries: use limit, delay and backoff"
+        )
+    policy = {**DEFAULT_RETRIES, **retries}
+    return {
+        "limit": _retry_limit(policy["limit"]),
+        "delay_seconds": parse_duration(policy["delay"], "retries delay"),
+        "backoff": _backoff(policy["backoff"]),
+    }
+
+
+def _retry_limit(limit: Any) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"retries limit must be a whole number, not {limit!r}")
+    if limit < 0:
+        raise ValueError(f"retries limit must be zero or more, not {limit!r}")
+    return limit
+
+
+def _backoff(backoff: Any) -> str:
+    if backoff not in BACKOFFS:
+        raise ValueError(f"retries backoff must be one of {', '.join(BACKOFFS)}, not {backoff!r}")
+    return backoff
+
+
+def attempt_timeout(timeout: Any, limit: float) -> float:
+    """Seconds one attempt may run: the tenant's choice, never past the tenant's quota."""
+    if timeout is None:
+        return limit
+    seconds = parse_duration(timeout, "step timeout")
+    if seconds <= 0:
+        raise ValueError(f"step timeout must be more than zero, not {timeout!r}")
+    return min(seconds, limit)

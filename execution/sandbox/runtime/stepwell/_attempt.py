@@ -1,0 +1,44 @@
+"""One attempt of a `step.do` function: captured output, a time limit, a checked result."""
+
+import time
+from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from typing import Any
+
+from ._capture import CappedLog, StepTimeout, time_limit
+from ._errors import NonRetryableError
+from ._protocol import Limits
+from ._results import ResultError, as_json
+from ._tracebacks import describe
+
+
+@dataclass
+class Attempt:
+    output: Any = None
+    error: dict[str, str] | None = None
+    retryable: bool = True
+    logs: str = ""
+    duration_ms: float = 0.0
+
+
+def run_attempt(fn: Callable[[], Any], name: str, timeout: float, limits: Limits) -> Attempt:
+    attempt = Attempt()
+    log = CappedLog(limits.log_bytes)
+    started = time.perf_counter()
+    try:
+        # time_limit innermost, so the alarm is disarmed before anything else unwinds.
+        with redirect_stdout(log), redirect_stderr(log), time_limit(timeout) as timer:
+            value = fn()
+        if timer.fired:  # the function caught StepTimeout and carried on
+            raise StepTimeout(timeout)
+        attempt.output = as_json(value, limits.result_bytes, f"the result of step {name!r}")
+    except ResultError as exc:
+        attempt.error = {"type": exc.type, "message": str(exc), "traceback": ""}
+        attempt.retryable = False
+    except BaseException as exc:  # whatever the tenant raised, SystemExit included
+        attempt.error = describe(exc)
+        attempt.retryable = not isinstance(exc, NonRetryableError)
+    attempt.duration_ms = (time.perf_counter() - started) * 1000
+    attempt.logs = log.getvalue()
+    return attempt

@@ -1,0 +1,32 @@
+"""Values that leave the sandbox: JSON only, within the tenant's size limit."""
+
+import json
+from typing import Any
+
+
+class ResultError(Exception):
+    """A value cannot be recorded; `type` names the reason for the host and the tenant."""
+
+    def __init__(self, type: str, message: str) -> None:
+        super().__init__(message)
+        self.type = type
+
+
+def as_json(value: Any, limit: int, what: str) -> Any:
+    """`value` as it will read back from the record, or ResultError.
+
+    Size is counted as compact UTF-8 JSON. Returning the round-tripped value
+    means a step's first run sees exactly what every replay will see.
+    """
+    try:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        size = len(text.encode("utf-8"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ResultError(
+            "ResultNotSerializable", f"{what} is not JSON-serialisable: {exc}"
+        ) from None
+    if size > limit:
+        raise ResultError(
+            "ResultTooLarge", f"{what} is {size} bytes of JSON, over the limit of {limit} bytes"
+        )
+    return json.loads(text)

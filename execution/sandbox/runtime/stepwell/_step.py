@@ -1,0 +1,235 @@
+"""The `event` and `step` objects that `run(event, step)` receives, and replay."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NoReturn
+
+from ._arguments import attempt_timeout, check_text, parse_retries
+from ._attempt import run_attempt
+from ._durations import after, format_instant, parse_duration, parse_instant
+from ._errors import NestedStepError, StepError, WaitTimeout
+from ._progress import announce
+from ._protocol import Activation, Record
+from ._results import ResultError, as_json
+
+WAITS = ("wait_for_event", "wait_for_workflow")
+DEFAULT_WAIT = "24 hours"
+
+
+@dataclass(frozen=True)
+class Event:
+    """What the instance was started with."""
+
+    payload: Any
+    instance_id: str
+    timestamp: str
+
+
+class Suspend(BaseException):
+    """Unwinds `run` once this activation's outcome is decided.
+
+    A BaseException, so that tenant code catching Exception lets it through.
+    Tenant code that catches BaseException is tampering: the decided outcome
+    is kept in `Step` and returned all the same.
+    """
+
+
+class Step:
+    """Replays recorded steps and turns the first new one into the activation's outcome."""
+
+    def __init__(self, activation: Activation) -> None:
+        self._activation = activation
+        self._next_index = 0
+        self._outcome: dict[str, Any] | None = None
+        self._running: str | None = None  # the step whose function is running now
+        self._nested_call: str | None = None
+
+    def do(
+        self, name: str, fn: Callable[[], Any], *, retries: Any = None, timeout: Any = None
+    ) -> Any:
+        """Run `fn()` once, durably; return its JSON-serialisable result."""
+        self._enter("do", name)
+        name = check_text(name, "step name")
+        if not callable(fn):
+            raise TypeError(f"step.do({name!r}, fn): fn must be callable, not {fn!r}")
+        policy = parse_retries(retries)
+        seconds = attempt_timeout(timeout, self._activation.limits.step_timeout_seconds)
+        index, record = self._claim(name, "do")
+        if record is not None and record.status not in ("failed", "running"):
+            return _replay(record)
+        self._finish(self._execute(index, name, fn, policy, seconds))
+
+    def sleep(self, name: str, duration: Any) -> None:
+        """Suspend the instance for `duration`, counted from this activation."""
+        self._enter("sleep", name)
+        name = check_text(name, "step name")
+        seconds = parse_duration(duration, "sleep duration")
+        self._sleep(name, after(self._activation.now, seconds, "sleep duration"))
+
+    def sleep_until(self, name: str, when: Any) -> None:
+        """Suspend the instance until `when` (aware datetime, ISO string or Unix timestamp)."""
+        self._enter("sleep_until", name)
+        name = check_text(name, "step name")
+        self._sleep(name, parse_instant(when, "sleep_until time"))
+
+    def wait_for_event(self, name: str, event_type: str, *, timeout: Any = DEFAULT_WAIT) -> Any:
+        """Suspend until an event of `event_type` arrives; return its payload."""
+        self._enter("wait_for_event", name)
+        name = check_text(name, "step name")
+        request = {
+            "event_type": check_text(event_type, "event_type"),
+            "timeout_seconds": parse_duration(timeout, "wait_for_event timeout"),
+        }
+        return self._suspend_or_replay(name, "wait_for_event", "wait", request)
+
+    def start_workflow(
+        self, name: str, workflow: str, payload: Any, *, instance_id: str | None = None
+    ) -> str:
+        """Start an instance of another workflow, exactly once; return its id."""
+        self._enter("start_workflow", name)
+        name = check_text(name, "step name")
+        request = {
+            "workflow": check_text(workflow, "workflow"),
+            "payload": self._payload(payload),
+            "instance_id": None if instance_id is None else check_text(instance_id, "instance_id"),
+        }
+        return self._suspend_or_replay(name, "start_workflow", "start_workflow", request)
+
+    def wait_for_workflow(self, name: str, instance_id: str, *, timeout: Any = DEFAULT_WAIT) -> Any:
+        """Suspend until that instance ends; return its output."""
+        self._enter("wait_for_workflow", name)
+        name = check_text(name, "step name")
+        request = {
+            "instance_id": check_text(instance_id, "instance_id"),
+            "timeout_seconds": parse_duration(timeout, "wait_for_workflow timeout"),
+        }
+        return self._suspend_or_replay(name, "wait_for_workflow", "wait_workflow", request)
+
+    # What the engine reads once `run` is over.
+
+    @property
+    def outcome(self) -> dict[str, Any] | None:
+        """The decided outcome (a new step or non-determinism), if any."""
+        return self._outcome
+
+    def first_unreached(self) -> Record | None:
+        """The first recorded step that this replay did not reach, if any."""
+        history = self._activation.history
+        return history[self._next_index] if self._next_index < len(history) else None
+
+    # Replay.
+
+    def _enter(self, method: str, name: Any) -> None:
+        if self._outcome is not None:  # tenant code swallowed Suspend: stop it again
+            raise Suspend
+        if self._running is not None:
+            self._nested_call = f"step.{method}({name!r})"
+            raise NestedStepError(
+                f"step.{method}({name!r}) was called inside the function of step "
+                f"{self._running!r}: call step methods from run(), not from a step function"
+            )
+
+    def _claim(self, name: str, kind: str) -> tuple[int, Record | None]:
+        """The next index, and its record if there is one; stop on non-determinism."""
+        index = self._next_index
+        self._next_index += 1
+        history = self._activation.history
+        record = history[index] if index < len(history) else None
+        if record is not None and (record.name, record.kind) != (name, kind):
+            self._finish(nondeterminism(record, {"name": name, "kind": kind}))
+        return index, record
+
+    def _suspend_or_replay(
+        self, name: str, kind: str, outcome_kind: str, request: dict[str, Any]
+    ) -> Any:
+        index, record = self._claim(name, kind)
+        if record is not None and record.status in ("complete", "errored", "timed_out"):
+            return _replay(record)
+        self._finish(
+            {"kind": outcome_kind, "index": index, "name": name, "step_kind": kind, **request}
+        )
+
+    def _sleep(self, name: str, until: datetime) -> None:
+        self._suspend_or_replay(name, "sleep", "sleep", {"until": format_instant(until)})
+
+    def _execute(
+        self, index: int, name: str, fn: Callable[[], Any], retries: dict, timeout: float
+    ) -> dict[str, Any]:
+        self._running = name
+        announce(
+            {
+                "kind": "intent",
+                "index": index,
+                "name": name,
+                "step_kind": "do",
+                "retries": retries,
+                "timeout_seconds": timeout,
+            }
+        )
+        try:
+            attempt = run_attempt(fn, name, timeout, self._activation.limits)
+        finally:
+            self._running = None
+        if self._nested_call is not None:  # fails the step even if the function hid the error
+            attempt.error = attempt.error or {
+                "type": NestedStepError.__name__,
+                "message": f"{self._nested_call} was called inside the function of step {name!r}",
+                "traceback": "",
+            }
+            attempt.retryable = False
+        outcome = {"kind": "step", "index": index, "name": name, "step_kind": "do"}
+        if attempt.error is None:
+            outcome.update(status="complete", output=attempt.output)
+        else:
+            outcome.update(status="failed", error=attempt.error, retryable=attempt.retryable)
+        outcome.update(
+            retries=retries,
+            timeout_seconds=timeout,
+            logs=attempt.logs,
+            duration_ms=attempt.duration_ms,
+        )
+        return outcome
+
+    def _payload(self, payload: Any) -> Any:
+        try:
+            return as_json(payload, self._activation.limits.result_bytes, "the workflow payload")
+        except ResultError as exc:
+            raise (TypeError if exc.type == "ResultNotSerializable" else ValueError)(
+                str(exc)
+            ) from None
+
+    def _finish(self, outcome: dict[str, Any]) -> NoReturn:
+        self._outcome = outcome
+        raise Suspend
+
+
+def _replay(record: Record) -> Any:
+    """A settled step's recorded result, or the exception it recorded."""
+    if record.status == "complete":
+        return None if record.kind == "sleep" else record.output
+    if record.kind == "sleep":  # a sleep has nothing to fail with
+        return None
+    if record.status == "timed_out" and record.kind in WAITS:
+        raise WaitTimeout(record.name, record.kind)
+    error = record.error or {}
+    default_type = "StepTimeout" if record.status == "timed_out" else "Error"
+    raise StepError(
+        record.name, str(error.get("type", default_type)), str(error.get("message", ""))
+    )
+
+
+def nondeterminism(recorded: Record, new: dict[str, Any], why: str = "") -> dict[str, Any]:
+    """The outcome for a replay that called steps in a different order than recorded."""
+    now = why or f"is {new['name']!r} ({new['kind']}) now"
+    message = (
+        f"step {recorded.index} was {recorded.name!r} ({recorded.kind}) when recorded but {now}: "
+        "the workflow must call steps in the same order on every replay"
+    )
+    return {
+        "kind": "nondeterminism",
+        "index": recorded.index,
+        "recorded": {"name": recorded.name, "kind": recorded.kind},
+        "new": new,
+        "error": {"type": "NonDeterminismError", "message": message},
+    }

@@ -1,0 +1,78 @@
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from execution.sandbox import FreshSandbox, Limits, SandboxConfig, SandboxRequest
+from execution.sandbox.limits import MiB
+
+SLOTS = 8
+# A uid range of this session's own, so concurrent test runs never see each other's jails.
+UID_BASE = 200000 + (os.getpid() % 10000) * SLOTS
+
+# Small limits keep the hostile suite quick.
+SMALL = Limits(
+    memory_bytes=64 * MiB,
+    cpu_seconds=5,
+    wall_seconds=5,
+    pids=32,
+    output_bytes=256 * 1024,
+    result_bytes=256 * 1024,
+    tmp_bytes=4 * MiB,
+    open_files=64,
+)
+
+
+@pytest.fixture(scope="session")
+def sandbox_config():
+    # pytest's tmp_path sits under a 0700 dir the sandbox uids cannot traverse.
+    state = Path(tempfile.mkdtemp(prefix="stepwell-sandbox-test-"))
+    state.chmod(0o755)
+    yield SandboxConfig(uid_base=UID_BASE, slots=SLOTS, state_dir=state)
+    shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sandbox(sandbox_config):
+    if os.geteuid() != 0:
+        pytest.skip("the sandbox needs root to create cgroups and namespaces")
+    box = FreshSandbox(sandbox_config)
+    box.prepare()
+    return box
+
+
+@pytest.fixture
+def run(sandbox):
+    """run(code, input=None, tenant="acme", **limit_overrides) -> SandboxResult"""
+
+    def run(code, input=None, tenant="acme", mode="call", **overrides):
+        limits = Limits(**{**SMALL.to_json(), **overrides})
+        return sandbox.run(
+            SandboxRequest(tenant=tenant, code=code, input=input, limits=limits, mode=mode)
+        )
+
+    return run
+
+
+@pytest.fixture
+def sandbox_pids(sandbox_config):
+    """sandbox_pids() -> host pids running as any sandbox slot's uid."""
+    return lambda: _sandbox_pids(sandbox_config)
+
+
+def _sandbox_pids(config: SandboxConfig) -> list[int]:
+    uids = range(config.uid_base, config.uid_base + config.slots)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("Uid:") and int(line.split()[1]) in uids:
+                found.append(int(entry.name))
+    return found

@@ -1,0 +1,337 @@
+"""Normal behaviour of the sandbox, and its pieces without nsjail."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from execution.sandbox import (
+    Limits,
+    SandboxConfig,
+    SandboxRequest,
+    SandboxResult,
+    SandboxSetupError,
+    Status,
+    get_sandbox,
+)
+from execution.sandbox import jail as jail_module
+from execution.sandbox.cgroups import JobCgroup, Layout
+from execution.sandbox.outcome import JailExit
+from execution.sandbox.protocol import ProtocolError, nesting_depth, parse_result
+from execution.sandbox.slots import Slots
+
+sandbox_test = pytest.mark.sandbox
+
+
+@sandbox_test
+def test_it_returns_the_steps_value(run):
+    result = run("def main(x):\n    return {'doubled': x * 2}\n", 21)
+    assert result.status == Status.OK
+    assert result.result == {"doubled": 42}
+    assert result.error is None
+    assert json.loads(json.dumps(result.to_json())) == result.to_json()
+
+
+@sandbox_test
+def test_it_captures_stdout_and_stderr(run):
+    code = "import sys\ndef main(x):\n    print('to out')\n    print('to err', file=sys.stderr)\n"
+    result = run(code)
+    assert result.status == Status.OK
+    assert result.result is None
+    assert result.stdout == "to out\n"
+    assert result.stderr == "to err\n"
+    assert not result.stdout_truncated and not result.stderr_truncated
+
+
+@sandbox_test
+def test_an_exception_is_an_error_with_the_tenants_traceback(run):
+    code = "def helper():\n    raise ValueError('bad input')\n\ndef main(x):\n    helper()\n"
+    result = run(code)
+    assert result.status == Status.ERROR
+    assert result.error["type"] == "ValueError"
+    assert result.error["message"] == "bad input"
+    assert 'File "/code/tenant.py", line 2, in helper' in result.error["traceback"]
+    assert "boot.py" not in result.error["traceback"]
+
+
+@sandbox_test
+def test_a_syntax_error_is_an_error(run):
+    result = run("def main(x) return 1\n")
+    assert result.status == Status.ERROR
+    assert result.error["type"] == "SyntaxError"
+    assert "tenant.py" in result.error["traceback"]
+
+
+@sandbox_test
+def test_a_module_without_main_is_an_error(run):
+    result = run("x = 1\n")
+    assert result.status == Status.ERROR
+    assert "main(input)" in result.error["message"]
+
+
+@sandbox_test
+def test_timings_and_memory_are_reported(run):
+    result = run("def main(x):\n    return sum(range(10**6))\n")
+    assert result.status == Status.OK
+    assert 0 < result.wall_seconds < 5
+    assert 0 < result.cpu_seconds < 5
+    assert result.peak_memory_bytes and result.peak_memory_bytes < 64 * 2**20
+
+
+@sandbox_test
+def test_the_jail_has_the_promised_shape(run):
+    code = """
+import os, resource, socket
+def main(x):
+    st = os.statvfs("/tmp")
+    return {
+        "uid": os.getuid(), "gid": os.getgid(), "cwd": os.getcwd(),
+        "hostname": socket.gethostname(),
+        "tmp_bytes": st.f_blocks * st.f_frsize,
+        "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        "path0": __import__("sys").path[0],
+        "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
+    }
+"""
+    result = run(code, tmp_bytes=4 * 2**20)
+    assert result.status == Status.OK, result.error
+    shape = result.result
+    assert (shape["uid"], shape["gid"], shape["cwd"]) == (1000, 1000, "/work")
+    assert shape["hostname"] == "sandbox"
+    assert shape["tmp_bytes"] == 4 * 2**20
+    assert shape["nofile"] == 64
+    assert shape["path0"] == "/runtime"
+    assert len(shape["fds"]) <= 5  # 0, 1, 2, the private result channel, listdir's own
+
+
+@sandbox_test
+def test_input_round_trips_as_json(run):
+    value = {"text": "héllo ✓", "n": [1, 2.5, None, True], "nested": {"a": {"b": []}}}
+    result = run("def main(x):\n    return x\n", value)
+    assert result.result == value
+
+
+@sandbox_test
+def test_input_that_is_not_json_is_an_error_before_any_jail(run):
+    result = run("def main(x):\n    return x\n", {1, 2})
+    assert result.status == Status.ERROR
+    assert result.error["type"] == "BadInput"
+
+
+@sandbox_test
+def test_a_broken_setup_is_a_sandbox_failure(sandbox_config):
+    from execution.sandbox import FreshSandbox
+
+    config = SandboxConfig(
+        python="/nonexistent/python3",
+        uid_base=sandbox_config.uid_base,
+        slots=2,
+        state_dir=sandbox_config.state_dir,
+    )
+    result = FreshSandbox(config).run(
+        SandboxRequest(tenant="acme", code="def main(x): pass", input=None, limits=Limits())
+    )
+    assert result.status == Status.SANDBOX_FAILURE
+    assert result.error["message"].startswith("the sandbox failed to start")
+
+
+@sandbox_test
+def test_the_same_code_is_cached_once(run, sandbox_config):
+    code = "def main(x):\n    return 'cached'\n"
+    run(code)
+    run(code)
+    request = SandboxRequest(tenant="acme", code=code, input=None, limits=Limits())
+    directory = sandbox_config.code_dir / request.code_sha256
+    assert (directory / "tenant.py").read_text() == code
+    assert [p.name for p in directory.iterdir()] == ["tenant.py"]
+
+
+def test_get_sandbox_has_no_warm_mode_yet():
+    with pytest.raises(NotImplementedError):
+        get_sandbox("warm")
+
+
+def test_config_comes_from_django_settings(settings, tmp_path):
+    settings.STEPWELL_SANDBOX_PYTHON = "/opt/python"
+    settings.STEPWELL_SANDBOX_UID = 123000
+    settings.STEPWELL_SANDBOX_SLOTS = 3
+    settings.STEPWELL_CGROUP_ROOT = "/cg"
+    settings.VAR_DIR = tmp_path
+    config = SandboxConfig.from_settings()
+    assert (config.python, config.uid_base, config.slots) == ("/opt/python", 123000, 3)
+    assert config.cgroup_root == "/cg"
+    assert config.state_dir == tmp_path / "sandbox"
+
+
+def test_config_refuses_root_uids():
+    with pytest.raises(ValueError):
+        SandboxConfig(uid_base=0)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"memory_bytes": 0}, {"wall_seconds": -1}, {"pids": 1.5}, {"open_files": 2}],
+)
+def test_limits_refuse_nonsense(bad):
+    with pytest.raises(ValueError):
+        Limits(**bad)
+
+
+def test_a_request_computes_its_code_hash_and_checks_its_mode():
+    request = SandboxRequest(tenant="acme", code="x = 1", input=None, limits=Limits())
+    assert len(request.code_sha256) == 64
+    with pytest.raises(ValueError):
+        SandboxRequest(tenant="acme", code="x", input=None, limits=Limits(), mode="eval")
+
+
+def test_a_result_is_json():
+    result = SandboxResult(
+        Status.TIMED_OUT, None, {"type": "TimedOut", "message": "timed out after 30 s"},
+        "", "", False, False, 30.01, 29.9, None,
+    )  # fmt: skip
+    assert json.loads(json.dumps(result.to_json())) == result.to_json()
+    assert result.to_json()["status"] == "timed_out"
+
+
+# cgroup layouts, with a fake cgroup root
+
+
+def fake_v1(root: Path) -> Path:
+    for ctrl in ("memory", "pids", "cpu"):
+        (root / ctrl).mkdir(parents=True)
+        (root / ctrl / "cgroup.procs").write_text("")
+    return root
+
+
+def test_it_detects_cgroup_v1(tmp_path):
+    layout = Layout.detect(fake_v1(tmp_path))
+    assert layout.version == 1
+    layout.prepare()
+    assert all((tmp_path / ctrl / "NSJAIL").is_dir() for ctrl in ("memory", "pids", "cpu"))
+
+
+def test_it_detects_cgroup_v2(tmp_path):
+    (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    (tmp_path / "cgroup.subtree_control").write_text("")
+    layout = Layout.detect(tmp_path)
+    assert (layout.version, layout.root) == (2, tmp_path)
+    layout.prepare()
+    assert (tmp_path / "NSJAIL").is_dir()
+    assert (tmp_path / "cgroup.subtree_control").read_text() == "+memory +pids +cpu"
+
+
+def test_it_uses_a_hybrid_unified_mount_only_with_the_controllers(tmp_path):
+    (tmp_path / "unified").mkdir()
+    (tmp_path / "unified" / "cgroup.controllers").write_text("")
+    with pytest.raises(SandboxSetupError):
+        Layout.detect(tmp_path)
+    (tmp_path / "unified" / "cgroup.controllers").write_text("memory pids cpu")
+    assert Layout.detect(tmp_path) == Layout(2, tmp_path / "unified")
+
+
+def test_it_reads_oom_from_a_v2_job_cgroup(tmp_path):
+    job = tmp_path / "NSJAIL" / "job-1-0"
+    job.mkdir(parents=True)
+    (job / "memory.events").write_text("low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\n")
+    (job / "memory.peak").write_text("67108864\n")
+    usage = JobCgroup(Layout(2, tmp_path), job).usage()
+    assert usage.oom and usage.peak_memory_bytes == 67108864
+
+
+def test_it_reads_oom_from_a_v1_job_cgroup(tmp_path):
+    job = tmp_path / "memory" / "NSJAIL" / "job-1-0"
+    job.mkdir(parents=True)
+    cgroup = JobCgroup(Layout(1, tmp_path), job)
+    cgroup._limit = 64 * 2**20
+    (job / "memory.failcnt").write_text("0\n")
+    (job / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 0\n")
+    (job / "memory.max_usage_in_bytes").write_text("1000\n")
+    assert not cgroup.usage().oom
+    (job / "memory.failcnt").write_text("7\n")
+    assert cgroup.usage().oom
+
+
+def test_the_sweep_removes_only_cgroups_whose_owner_is_gone(tmp_path):
+    layout = Layout(1, fake_v1(tmp_path))
+    layout.prepare()
+    for name in ("NSJAIL.111", "NSJAIL.222"):
+        (tmp_path / "pids" / "NSJAIL" / name).mkdir()
+    (tmp_path / "memory" / "NSJAIL" / "job-111-4").mkdir()
+    removed = layout.sweep(is_alive=lambda pid: pid == 222)
+    assert removed == 2
+    assert [p.name for p in (tmp_path / "pids" / "NSJAIL").iterdir()] == ["NSJAIL.222"]
+    assert list((tmp_path / "memory" / "NSJAIL").iterdir()) == []
+
+
+def test_none_of_this_is_a_cgroup_root(tmp_path):
+    with pytest.raises(SandboxSetupError):
+        Layout.detect(tmp_path)
+
+
+# The nsjail config and the protocol
+
+
+def test_the_config_follows_the_policy(tmp_path):
+    config = SandboxConfig(uid_base=99000, state_dir=tmp_path, nsjail_path="/bin/true")
+    job = JobCgroup(Layout(1, Path("/sys/fs/cgroup")), Path("/sys/fs/cgroup/memory/NSJAIL/j"))
+    job._limit = 64 * 2**20
+    spec = jail_module.JailSpec(Limits(memory_bytes=64 * 2**20), 99003, tmp_path / "code", job)
+    text = jail_module.render(config, spec)
+    assert 'outside_id: "99003"' in text and 'outside_id: "0"' not in text
+    assert "keep_env" not in text  # false is the default, so it is not written
+    assert "mount_proc: true" in text
+    assert 'cgroup_mem_parent: "NSJAIL/j"' in text
+    assert "cgroup_mem_swap_max: 0" in text
+    assert 'src: "/"\n' not in text and 'dst: "/sys' not in text
+    assert "clone_newnet" not in text  # true is the default
+    cfg = jail_module.build(config, spec)
+    assert cfg.keep_env is False and cfg.clone_newnet and cfg.clone_newuser
+    assert {m.dst for m in cfg.mount} >= {"/usr", "/runtime", "/code", "/tmp", "/work"}
+    assert cfg.exec_bin.arg[-1] == "/runtime/boot.py"
+
+
+def test_network_on_drops_only_the_network_namespace(tmp_path):
+    config = SandboxConfig(state_dir=tmp_path, nsjail_path="/bin/true")
+    job = JobCgroup(Layout(1, Path("/sys/fs/cgroup")), Path("/x/job"))
+    job._limit = 64 * 2**20
+    spec = jail_module.JailSpec(Limits(network=True), 99000, tmp_path, job)
+    cfg = jail_module.build(config, spec)
+    assert not cfg.clone_newnet and cfg.clone_newpid and cfg.clone_newuser
+
+
+def test_the_protocol_accepts_only_its_schema():
+    assert parse_result(b'{"ok": true, "result": [1]}') == (True, [1])
+    ok, error = parse_result(b'{"ok": false, "error": {"type": "E", "message": "m"}}')
+    assert (ok, error) == (False, {"type": "E", "message": "m"})
+    for bad in (b"", b"[]", b'{"ok": 1}', b'{"ok": false, "error": {"type": 1}}'):
+        with pytest.raises(ProtocolError):
+            parse_result(bad)
+
+
+def test_nesting_is_measured_outside_strings_without_recursion():
+    assert nesting_depth(b'[{"a": "[[[[\\"]]"}]') == 2
+    assert nesting_depth(b"[" * 10**6) == 10**6
+    with pytest.raises(ProtocolError, match="nested deeper"):
+        parse_result(b'{"ok": true, "result": ' + b"[" * 101 + b"]" * 101 + b"}")
+
+
+def test_nsjail_log_lines_are_read():
+    assert JailExit.from_log(
+        "[I][x] pid=12 ([STANDALONE MODE]) exited with status: 3, (PIDs left: 0)"
+    ) == JailExit(True, 3, None, False)
+    log = (
+        "[I][x] pid=9 run time >= time limit (3 >= 3) ([STANDALONE MODE]). Killing it\n"
+        "[I][x] pid=9 ([STANDALONE MODE]) terminated with signal: SIGKILL (9), (PIDs left: 0)"
+    )
+    assert JailExit.from_log(log) == JailExit(True, None, 9, True)
+    failed = "[E][x] standaloneMode():274 Couldn't launch the child process\n" + (
+        "[I][x] pid=9 ([STANDALONE MODE]) exited with status: 255, (PIDs left: 0)"
+    )
+    assert not JailExit.from_log(failed).launched
+
+
+def test_slots_are_exclusive(tmp_path):
+    slots = Slots(tmp_path / "slots", 2)
+    slots.prepare()
+    with slots.acquire() as a, slots.acquire() as b:
+        assert {a, b} == {0, 1}
