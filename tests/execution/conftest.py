@@ -1,0 +1,40 @@
+import pytest
+
+from execution import dispatch, engine
+from execution.models import Instance
+from tests.execution.inprocess import run_in_process
+
+
+class Driver:
+    """Runs the engine synchronously: enqueued instances are advanced in this process."""
+
+    def __init__(self):
+        self.queue: list[int] = []
+
+    def enqueue(self, pk: int) -> None:
+        self.queue.append(pk)
+
+    def drain(self, limit: int = 200) -> None:
+        for _ in range(limit):
+            if not self.queue:
+                return
+            engine.advance(self.queue.pop(0))
+        raise AssertionError("the engine did not settle")
+
+    def run(self, instance: Instance) -> Instance:
+        self.drain()
+        instance.refresh_from_db()
+        return instance
+
+    def tick(self) -> None:
+        """What the clock does: send every due instance, then run them."""
+        dispatch.sweep()
+        self.drain()
+
+
+@pytest.fixture
+def driver(monkeypatch, transactional_db):
+    d = Driver()
+    monkeypatch.setattr(engine, "run_sandbox", run_in_process)
+    monkeypatch.setattr(dispatch, "enqueue", d.enqueue)
+    return d

@@ -1,0 +1,210 @@
+"""Real processes for the integration suite: a private Redis, Celery workers, the clock.
+
+Every process is started in its own session so that it and its children (nsjail
+included) can be stopped as a group, and every one is stopped at teardown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Process:
+    def __init__(self, name: str, argv: list[str], env: dict, log_dir: Path):
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.log_path = log_dir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Process:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole process group: the process and every child it started."""
+        if self.proc and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 10) -> None:
+        if not self.proc:
+            return
+        self.kill(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill(signal.SIGKILL)
+            self.proc.wait(5)
+        # Children that outlived their parent (a pool process, a jail) go too.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+class Redis:
+    def __init__(self, log_dir: Path):
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.log_dir = log_dir
+        self.process: Process | None = None
+
+    def start(self) -> None:
+        argv = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ]
+        self.process = Process("redis", argv, dict(os.environ), self.log_dir).start()
+        wait_until(self.answers, 10, what="redis to answer")
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+    def restart(self, down_for: float = 1.0) -> None:
+        self.process.kill(signal.SIGKILL)
+        self.process.proc.wait(5)
+        time.sleep(down_for)
+        self.start()
+
+
+class Stack:
+    """A Stepwell deployment in miniature, pointed at the test database."""
+
+    def __init__(self, database_url: str):
+        self.dir = Path(tempfile.mkdtemp(prefix="stepwell-it-"))
+        # The sandbox uids read tenant code from below here.
+        self.dir.chmod(0o755)
+        self.redis = Redis(self.dir)
+        self.database_url = database_url
+        self.workers: list[Process] = []
+        self.clock: Process | None = None
+        self._worker_count = 0
+
+    def env(self) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+        env.update(
+            DATABASE_URL=self.database_url,
+            REDIS_URL=self.redis.url,
+            CELERY_BROKER_URL=self.redis.url,
+            DJANGO_SETTINGS_MODULE="console.settings",
+            SECRET_KEY=os.environ.get("SECRET_KEY", "integration-tests"),
+            DEBUG="false",
+            STEPWELL_LEASE_SECONDS="2",
+            STEPWELL_REDISPATCH_SECONDS="3",
+            STEPWELL_CLOCK_INTERVAL="0.1",
+            STEPWELL_VAR_DIR=str(self.dir / "var"),
+        )
+        return env
+
+    def start(self, workers: int = 1, concurrency: int = 2) -> Stack:
+        self.redis.start()
+        for _ in range(workers):
+            self.start_worker(concurrency)
+        self.clock = Process(
+            "clock", [str(VENV_BIN / "python"), "manage.py", "clock"], self.env(), self.dir
+        ).start()
+        return self
+
+    def start_worker(self, concurrency: int = 2) -> Process:
+        self._worker_count += 1
+        name = f"worker{self._worker_count}"
+        argv = [
+            str(VENV_BIN / "celery"),
+            "-A",
+            "console",
+            "worker",
+            "-Q",
+            "stepwell",
+            "-c",
+            str(concurrency),
+            "--pool",
+            "prefork",
+            "-l",
+            "info",
+            "-n",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+        worker = Process(name, argv, self.env(), self.dir).start()
+        wait_until(
+            lambda: " ready." in worker.log() or worker.proc.poll() is not None,
+            60,
+            what=f"{name} to be ready",
+        )
+        assert worker.proc.poll() is None, worker.log()
+        self.workers.append(worker)
+        return worker
+
+    def logs(self, tail: int = 4000) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.log()[-tail:]}" for p in [*self.workers, self.clock] if p
+        )
+
+    def stop(self) -> None:
+        for process in [*self.workers, self.clock]:
+            if process:
+                process.stop()
+        self.redis.stop()
+        if os.environ.get("STEPWELL_KEEP_TEST_LOGS"):
+            print(f"integration logs kept in {self.dir}")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
