@@ -97,6 +97,9 @@ class ApiToken(models.Model):
         return self.expires_at is None or self.expires_at > timezone.now()
 
 
+STEP_TIMEOUT_MARGIN_SECONDS = 2
+
+
 class Quota(models.Model):
     """Per-tenant limits. The defaults are the plan every new tenant starts on."""
 
@@ -124,7 +127,9 @@ class Quota(models.Model):
         return Limits(
             memory_bytes=self.step_memory_mb * 2**20,
             cpu_seconds=self.step_cpu_seconds,
-            wall_seconds=wall,
+            # A margin over the step timeout lets the runtime's own timer end a slow
+            # step cleanly, with its logs, before the host has to kill the jail.
+            wall_seconds=wall + STEP_TIMEOUT_MARGIN_SECONDS,
             pids=self.step_pids,
             output_bytes=self.step_output_bytes,
             # The runtime's outcome wraps the step result and its logs.

@@ -1,0 +1,63 @@
+"""Progress notes on the result channel: lines before the final document."""
+
+import json
+
+import pytest
+
+from execution.sandbox.protocol import ProtocolError, parse_result, split_channel
+
+
+def line(doc) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+
+
+def test_notes_come_before_the_final_document():
+    data = line({"progress": {"kind": "intent", "index": 2}}) + line({"ok": True, "result": 7})
+    notes, _ = split_channel(data)
+    assert notes == [{"kind": "intent", "index": 2}]
+    assert parse_result(data) == (True, 7)
+
+
+def test_a_killed_jail_leaves_only_its_notes():
+    notes, rest = split_channel(line({"progress": {"kind": "intent", "index": 0}}))
+    assert notes == [{"kind": "intent", "index": 0}] and rest == b""
+    with pytest.raises(ProtocolError):
+        parse_result(line({"progress": {"kind": "intent"}}))
+
+
+def test_a_second_final_document_is_still_refused():
+    data = line({"ok": True, "result": 1}) + line({"ok": True, "result": 2})
+    with pytest.raises(ProtocolError):
+        parse_result(data)
+
+
+def test_notes_that_are_not_notes_end_the_notes():
+    data = line({"progress": "nope"}) + line({"ok": True, "result": 1})
+    notes, _ = split_channel(data)
+    assert notes == []
+    with pytest.raises(ProtocolError):
+        parse_result(data)
+
+
+@pytest.mark.sandbox
+def test_a_step_killed_for_memory_still_names_its_step(run):
+    code = (
+        "def run(event, step):\n"
+        "    def bomb():\n"
+        "        blocks = []\n"
+        "        while True:\n"
+        "            blocks.append(bytearray(8 * 1024 * 1024))\n"
+        "    step.do('bomb', bomb)\n"
+    )
+    activation = {
+        "instance_id": "i-1",
+        "payload": {},
+        "timestamp": "2026-01-01T00:00:00+00:00",
+        "now": "2026-01-01T00:00:00+00:00",
+        "history": [],
+        "limits": {"result_bytes": 65536, "log_bytes": 65536, "step_timeout_seconds": 5.0},
+    }
+    result = run(code, activation, mode="workflow")
+    assert result.status == "memory_exceeded"
+    assert result.progress[-1]["kind"] == "intent"
+    assert (result.progress[-1]["index"], result.progress[-1]["name"]) == (0, "bomb")
