@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -60,6 +61,14 @@ class CodeVersion(models.Model):
     code = models.TextField()
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.APPROVED)
     status_reason = models.TextField(blank=True, default="")
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
     flags = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -119,6 +128,9 @@ class Instance(models.Model):
     version = models.ForeignKey(CodeVersion, on_delete=models.PROTECT, related_name="instances")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     status_before_pause = models.CharField(max_length=20, blank=True, default="")
+    # Who paused it: "user", or the platform ("quarantine", "suspension"), so that lifting
+    # a quarantine or a suspension resumes only what it paused.
+    paused_reason = models.CharField(max_length=20, blank=True, default="")
     payload = models.JSONField(default=dict, blank=True)
     output = models.JSONField(null=True, blank=True)
     error = models.JSONField(null=True, blank=True)

@@ -146,7 +146,7 @@ def _locked(instance: Instance) -> Instance:
 
 
 @transaction.atomic
-def pause(instance: Instance) -> Instance:
+def pause(instance: Instance, reason: str = "user") -> Instance:
     from execution.engine import set_status
 
     instance = _locked(instance)
@@ -158,6 +158,7 @@ def pause(instance: Instance) -> Instance:
         instance,
         Instance.Status.PAUSED,
         status_before_pause=before,
+        paused_reason=reason,
         lease_owner="",
         lease_expires_at=None,
         generation=instance.generation + 1,
@@ -175,7 +176,7 @@ def resume(instance: Instance) -> Instance:
     status = instance.status_before_pause or Instance.Status.QUEUED
     if status == Instance.Status.RUNNING:
         status = Instance.Status.QUEUED
-    set_status(instance, status, status_before_pause="")
+    set_status(instance, status, status_before_pause="", paused_reason="")
     record_event(instance, "instance.resumed")
     dispatch.run_now(instance)
     return instance

@@ -114,7 +114,17 @@ class Quota(models.Model):
     concurrent_activations = models.PositiveIntegerField(default=8)
     running_instances = models.PositiveIntegerField(default=1000)
     steps_per_instance = models.PositiveIntegerField(default=1000)
+    instance_starts_per_minute = models.PositiveIntegerField(default=600)
+    events_per_minute = models.PositiveIntegerField(default=1200)
     network = models.BooleanField(default=False)
+
+    class SandboxMode(models.TextChoices):
+        FRESH = "fresh", "A fresh jail per step"
+        WARM = "warm", "A warm jail per code version, a fresh process per step"
+
+    sandbox_mode = models.CharField(
+        max_length=10, choices=SandboxMode.choices, default=SandboxMode.FRESH
+    )
 
     def __str__(self) -> str:
         return f"quota of {self.tenant}"
@@ -136,3 +146,29 @@ class Quota(models.Model):
             result_bytes=self.step_result_bytes + self.step_output_bytes + 64 * 1024,
             network=self.network,
         )
+
+
+class AuditLog(models.Model):
+    """Who did what, when and why: moderation, tokens, quotas, suspensions, terminations."""
+
+    tenant = models.ForeignKey(
+        Tenant, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_log"
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    actor_token = models.ForeignKey(
+        ApiToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=60, db_index=True)
+    target_type = models.CharField(max_length=60, blank=True, default="")
+    target_id = models.CharField(max_length=100, blank=True, default="")
+    reason = models.TextField(blank=True, default="")
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.target_type} {self.target_id}"
