@@ -222,7 +222,8 @@ def wake_waiting_parents(child: Instance) -> None:
 
 def run_sandbox(activation: Activation) -> SandboxResult:
     instance = Instance.objects.select_related("tenant").get(pk=activation.instance_pk)
-    limits = instance.tenant.quota.sandbox_limits()
+    quota = instance.tenant.quota
+    limits = quota.sandbox_limits()
     request = SandboxRequest(
         tenant=activation.tenant_slug,
         code=activation.code,
@@ -231,7 +232,7 @@ def run_sandbox(activation: Activation) -> SandboxResult:
         limits=limits,
         mode="workflow",
     )
-    return get_sandbox(settings.STEPWELL_SANDBOX_MODE).run(request)
+    return get_sandbox(quota.sandbox_mode).run(request)
 
 
 class Heartbeat:
