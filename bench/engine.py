@@ -472,7 +472,7 @@ def run(args) -> None:
         say(f"timers: {args.sleepers} instances sleeping 2 s")
         tim = phase_timers(tenant, args)
         report(args, stack, box, thr, lat, tim)
-    except BenchError:
+    except Exception:
         if stack.workers:
             print(stack.logs(), file=sys.stderr)
         raise

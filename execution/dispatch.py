@@ -1,8 +1,14 @@
-"""Handing instances to workers: right away through Celery, and as a backstop by the clock.
+"""Handing instances to workers, fairly, with the database as the record.
 
-The database is the record of what must run when (`Instance.next_run_at` and the
-step rows); a Celery message only makes it happen sooner. A message lost with a
-Redis restart is made good by the clock once the backstop time passes.
+An instance is *due* when `next_run_at` has passed (or its lease ran out) and no
+worker holds or has been sent it. Due instances are sent to Celery by `fill`, at
+most as many per tenant as its quota's concurrent activations allow, counting
+those already sent or running. So one tenant's flood never fills the queue ahead
+of another tenant: each tenant has at most its cap of messages waiting.
+
+A Celery message only makes things happen sooner. If one is lost (a Redis
+restart), the instance stays marked as sent until `STEPWELL_REDISPATCH_SECONDS`
+passes, and then the clock's sweep sends it again.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from execution.models import Instance
@@ -25,18 +31,17 @@ def redispatch_delay() -> timedelta:
 
 
 def run_now(instance: Instance) -> None:
-    """Mark the instance due now and enqueue it when the caller's transaction commits."""
-    now = timezone.now()
-    Instance.objects.filter(pk=instance.pk).update(next_run_at=now + redispatch_delay())
-    instance.next_run_at = now + redispatch_delay()
-    pk = instance.pk
-    transaction.on_commit(lambda: enqueue(pk))
+    """Make the instance due now; it is sent to a worker once the transaction commits."""
+    run_at(instance, timezone.now())
+    tenant_id = instance.tenant_id
+    transaction.on_commit(lambda: fill(tenant_id))
 
 
 def run_at(instance: Instance, when: datetime) -> None:
     """Leave the instance to the clock until `when`: no message waits in the broker."""
-    Instance.objects.filter(pk=instance.pk).update(next_run_at=when)
+    Instance.objects.filter(pk=instance.pk).update(next_run_at=when, dispatched_at=None)
     instance.next_run_at = when
+    instance.dispatched_at = None
 
 
 def enqueue(instance_pk: int) -> None:
@@ -45,36 +50,75 @@ def enqueue(instance_pk: int) -> None:
     try:
         advance.apply_async(args=[instance_pk])
     except Exception:
-        # The broker is down: the clock re-sends once next_run_at passes.
+        # The broker is down: the clock sends it again once the redispatch delay passes.
         log.warning(
             "could not enqueue instance %s; the clock will retry", instance_pk, exc_info=True
         )
 
 
-def sweep(now: datetime | None = None, limit: int = 500) -> int:
-    """Enqueue every instance that is due or whose lease ran out; returns how many.
+def due(now: datetime):
+    """Active instances that should run and that no worker holds or was sent."""
+    lease_free = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
+    not_sent = Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=now - redispatch_delay())
+    lease_lapsed = ~Q(lease_owner="") & Q(lease_expires_at__lt=now)
+    return (
+        Instance.objects.filter(status__in=Instance.ACTIVE_STATUSES)
+        .filter(lease_free & not_sent)
+        .filter(Q(next_run_at__lte=now) | lease_lapsed)
+    )
 
-    Rows are taken with skip_locked and pushed forward by the backstop delay in the
-    same statement's transaction, so several clocks can sweep at once without
-    sending the same instance twice.
+
+def in_flight(tenant_id: int, now: datetime) -> int:
+    """Instances of the tenant that a worker holds or has been sent."""
+    held = ~Q(lease_owner="") & Q(lease_expires_at__gte=now)
+    sent = Q(dispatched_at__gte=now - redispatch_delay())
+    return (
+        Instance.objects.filter(tenant_id=tenant_id, status__in=Instance.ACTIVE_STATUSES)
+        .filter(held | sent)
+        .count()
+    )
+
+
+def fill(tenant_id: int, now: datetime | None = None) -> int:
+    """Send the tenant's oldest due instances, up to its free concurrency; returns how many.
+
+    Rows are taken with skip_locked and marked as sent in the same transaction, so
+    several clocks and workers can fill at once without sending one instance twice.
     """
+    from tenants.models import Quota
+
     now = now or timezone.now()
+    cap = (
+        Quota.objects.filter(tenant_id=tenant_id)
+        .values_list("concurrent_activations", flat=True)
+        .first()
+    )
+    cap = cap if cap is not None else Quota._meta.get_field("concurrent_activations").default
     with transaction.atomic():
+        free = cap - in_flight(tenant_id, now)
+        if free <= 0:
+            return 0
         pks = list(
-            Instance.objects.due(now)
-            .order_by("next_run_at")
+            due(now)
+            .filter(tenant_id=tenant_id)
+            .order_by("next_run_at", "pk")
             .select_for_update(skip_locked=True)
-            .values_list("pk", flat=True)[:limit]
+            .values_list("pk", flat=True)[:free]
         )
         if pks:
-            Instance.objects.filter(pk__in=pks).update(next_run_at=now + redispatch_delay())
+            Instance.objects.filter(pk__in=pks).update(dispatched_at=now)
     for pk in pks:
         enqueue(pk)
     return len(pks)
 
 
-def expired_leases(now: datetime | None = None):
+def sweep(now: datetime | None = None, tenants: int = 200) -> int:
+    """The clock's pass: fill every tenant with due work, longest-waiting tenant first."""
     now = now or timezone.now()
-    return Instance.objects.filter(
-        Q(lease_expires_at__lt=now) & ~Q(lease_owner=""), status__in=Instance.ACTIVE_STATUSES
+    waiting = (
+        due(now)
+        .values("tenant_id")
+        .annotate(oldest=Min("next_run_at"), n=Count("pk"))
+        .order_by("oldest")[:tenants]
     )
+    return sum(fill(row["tenant_id"], now) for row in waiting)

@@ -23,6 +23,7 @@ from execution import dispatch, outcomes
 from execution.models import Instance, Step
 from execution.progress import record_event, step_summary
 from execution.sandbox import SandboxRequest, SandboxResult, get_sandbox
+from tenants.models import Tenant
 
 log = logging.getLogger(__name__)
 
@@ -61,23 +62,45 @@ def advance(instance_pk: int) -> None:
 
 
 def claim(instance_pk: int, token: str) -> bool:
-    """Take the lease of an active instance nobody else holds. Never check-then-act."""
+    """Take the lease of an active instance nobody else holds. Never check-then-act.
+
+    The tenant's row is locked while its activations are counted, so two workers
+    can never both take the last free place under the tenant's concurrency cap.
+    """
     now = timezone.now()
-    free = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
-    claimed = (
-        Instance.objects.filter(pk=instance_pk, status__in=Instance.ACTIVE_STATUSES)
-        .filter(free)
-        .update(
-            lease_owner=token,
-            lease_expires_at=now + lease_duration(),
-            activations=F("activations") + 1,
+    tenant_id = Instance.objects.filter(pk=instance_pk).values_list("tenant_id", flat=True).first()
+    if tenant_id is None:
+        return False
+    with transaction.atomic():
+        tenant = Tenant.objects.select_for_update().get(pk=tenant_id)
+        if tenant.suspended_at is not None:
+            return False
+        held = (
+            Instance.objects.filter(tenant_id=tenant_id, lease_expires_at__gte=now)
+            .exclude(lease_owner="")
+            .exclude(pk=instance_pk)
+            .count()
         )
-    )
+        if held >= tenant.quota.concurrent_activations:
+            # Over the cap (a message sent before others took the places): due again.
+            Instance.objects.filter(pk=instance_pk).update(dispatched_at=None)
+            return False
+        free = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
+        claimed = (
+            Instance.objects.filter(pk=instance_pk, status__in=Instance.ACTIVE_STATUSES)
+            .filter(free)
+            .update(
+                lease_owner=token,
+                lease_expires_at=now + lease_duration(),
+                dispatched_at=None,
+                activations=F("activations") + 1,
+            )
+        )
     return claimed == 1
 
 
 def release(instance_pk: int, token: str, *, retry_in: timedelta | None = None) -> None:
-    fields = {"lease_owner": "", "lease_expires_at": None}
+    fields = {"lease_owner": "", "lease_expires_at": None, "dispatched_at": None}
     if retry_in is not None:
         fields["next_run_at"] = timezone.now() + retry_in
     Instance.objects.filter(pk=instance_pk, lease_owner=token).update(**fields)

@@ -7,7 +7,6 @@ import uuid
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
 from django.utils import timezone
 
 from tenants.models import Tenant
@@ -95,17 +94,6 @@ class CodeVersion(models.Model):
         super().save(*args, **kwargs)
 
 
-class InstanceQuerySet(TenantQuerySet):
-    def due(self, now):
-        """Instances the clock should hand to a worker now."""
-        free = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
-        return (
-            self.filter(status__in=Instance.ACTIVE_STATUSES)
-            .filter(free)
-            .filter(Q(next_run_at__lte=now) | Q(lease_expires_at__lt=now))
-        )
-
-
 class Instance(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -142,6 +130,9 @@ class Instance(models.Model):
     next_run_at = models.DateTimeField(null=True, blank=True)
     lease_owner = models.CharField(max_length=64, blank=True, default="")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # When it was last sent to Celery; it counts as in flight until a worker claims it
+    # or the redispatch delay passes.
+    dispatched_at = models.DateTimeField(null=True, blank=True)
     generation = models.PositiveIntegerField(default=0)
     last_seq = models.PositiveBigIntegerField(default=0)
     activations = models.PositiveIntegerField(default=0)
@@ -149,7 +140,7 @@ class Instance(models.Model):
     updated_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    objects = InstanceQuerySet.as_manager()
+    objects = TenantQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -158,6 +149,7 @@ class Instance(models.Model):
         ]
         indexes = [
             models.Index(fields=["status", "next_run_at"], name="instance_dispatch"),
+            models.Index(fields=["tenant", "status"], name="instance_tenant_status"),
             models.Index(fields=["tenant", "-created_at", "-id"], name="instance_listing"),
         ]
 

@@ -1,0 +1,85 @@
+"""Fair dispatch: each tenant has at most its cap of activations sent or running."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from execution import dispatch, engine, workflows
+from execution.models import Instance
+from tests.factories import make_tenant, upload
+
+CODE = """
+def run(event, step):
+    return step.do("one", lambda: 1)
+"""
+
+
+@pytest.fixture
+def sent(monkeypatch, transactional_db):
+    sent: list[int] = []
+    monkeypatch.setattr(dispatch, "enqueue", sent.append)
+    return sent
+
+
+def flood(tenant, n):
+    wf = upload(tenant, "wf", CODE).workflow
+    return [workflows.start_instance(wf)[0] for _ in range(n)]
+
+
+def test_a_flooding_tenant_has_at_most_its_cap_in_flight(sent):
+    acme = make_tenant("acme", "alice", concurrent_activations=3)
+    flood(acme, 20)
+    assert len(sent) == 3
+    dispatch.sweep()
+    assert len(sent) == 3
+
+
+def test_another_tenant_is_sent_at_once_during_a_flood(sent):
+    acme = make_tenant("acme", "alice", concurrent_activations=3)
+    globex = make_tenant("globex", "bob", concurrent_activations=3)
+    flood(acme, 50)
+    (bob_instance,) = flood(globex, 1)
+    assert sent[-1] == bob_instance.pk
+    assert sent.count(bob_instance.pk) == 1
+
+
+def test_a_finished_activation_frees_its_place_for_the_next(sent, monkeypatch):
+    from tests.execution.inprocess import run_in_process
+
+    monkeypatch.setattr(engine, "run_sandbox", run_in_process)
+    acme = make_tenant("acme", "alice", concurrent_activations=1)
+    first, second = flood(acme, 2)
+    assert sent == [first.pk]
+    engine.advance(sent.pop(0))
+    # The first instance's next step and the second instance compete for one place.
+    assert len(sent) == 1
+
+
+def test_a_claim_over_the_cap_is_refused_and_left_due(sent):
+    acme = make_tenant("acme", "alice", concurrent_activations=1)
+    a, b = flood(acme, 2)
+    assert engine.claim(a.pk, "worker-a")
+    assert not engine.claim(b.pk, "worker-b")
+    b.refresh_from_db()
+    assert b.lease_owner == "" and b.dispatched_at is None
+
+
+def test_a_lost_message_is_sent_again_after_the_redispatch_delay(sent, settings):
+    acme = make_tenant("acme", "alice", concurrent_activations=5)
+    (instance,) = flood(acme, 1)
+    assert sent == [instance.pk]
+    dispatch.sweep()
+    assert sent == [instance.pk]
+    later = timezone.now() + timedelta(seconds=settings.STEPWELL_REDISPATCH_SECONDS + 1)
+    dispatch.sweep(now=later)
+    assert sent == [instance.pk, instance.pk]
+
+
+def test_a_suspended_tenants_instances_are_not_claimed(sent):
+    acme = make_tenant("acme", "alice")
+    (instance,) = flood(acme, 1)
+    acme.suspended_at = timezone.now()
+    acme.save()
+    assert not engine.claim(instance.pk, "w")
+    assert Instance.objects.get(pk=instance.pk).lease_owner == ""
