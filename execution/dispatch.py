@@ -14,6 +14,8 @@ passes, and then the clock's sweep sends it again.
 from __future__ import annotations
 
 import logging
+import threading
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -30,11 +32,44 @@ def redispatch_delay() -> timedelta:
     return timedelta(seconds=settings.STEPWELL_REDISPATCH_SECONDS)
 
 
+class Kept(threading.local):
+    """The instance a worker will run next itself (see engine.advance)."""
+
+    pk: int | None = None
+    ready: bool = False
+
+
+_kept = Kept()
+
+
+@contextmanager
+def kept(instance_pk: int | None):
+    _kept.pk, _kept.ready = instance_pk, False
+    try:
+        yield _kept
+    finally:
+        _kept.pk = None
+
+
 def run_now(instance: Instance) -> None:
     """Make the instance due now; it is sent to a worker once the transaction commits."""
+    if _kept.pk == instance.pk:
+        # The worker that holds it goes on with it: count it as sent, send nothing.
+        now = timezone.now()
+        Instance.objects.filter(pk=instance.pk).update(next_run_at=now, dispatched_at=now)
+        _kept.ready = True
+        return
     run_at(instance, timezone.now())
     tenant_id = instance.tenant_id
     transaction.on_commit(lambda: fill(tenant_id))
+
+
+def send_kept(instance_pk: int) -> None:
+    """A kept instance the worker will not run after all goes to the queue."""
+    Instance.objects.filter(pk=instance_pk, lease_owner="").update(dispatched_at=None)
+    tenant_id = Instance.objects.filter(pk=instance_pk).values_list("tenant_id", flat=True).first()
+    if tenant_id is not None:
+        fill(tenant_id)
 
 
 def run_at(instance: Instance, when: datetime) -> None:

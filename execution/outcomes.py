@@ -74,6 +74,9 @@ def record(activation: Activation, result: SandboxResult) -> None:
             except InvalidOutcome as exc:
                 error_instance(instance, {"type": "InvalidOutcome", "message": str(exc)})
         release(instance.pk, activation.token)
+        # The place this activation held is free: another due instance may take it.
+        tenant_id = instance.tenant_id
+        transaction.on_commit(lambda: dispatch.fill(tenant_id))
 
 
 def check_outcome(outcome: Any) -> dict:

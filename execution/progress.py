@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
 from django.utils import timezone
 
 from execution.models import Instance, ProgressEvent, Step
-
-log = logging.getLogger(__name__)
+from execution.publisher import publish
 
 
 def instance_group(instance_id: int) -> str:
@@ -39,8 +33,7 @@ def record_event(instance: Instance, type_: str, **data) -> ProgressEvent:
     The sequence number comes from an atomic increment on the instance row, so two
     writers can never hand out the same number and no number is skipped.
     """
-    Instance.objects.filter(pk=instance.pk).update(last_seq=F("last_seq") + 1)
-    seq = Instance.objects.values_list("last_seq", flat=True).get(pk=instance.pk)
+    seq = next_seq(instance.pk)
     instance.last_seq = seq
     event = ProgressEvent.objects.create(
         instance=instance, seq=seq, type=type_, data=data, created_at=timezone.now()
@@ -49,6 +42,17 @@ def record_event(instance: Instance, type_: str, **data) -> ProgressEvent:
     tenant_id = instance.tenant_id
     transaction.on_commit(lambda: _send(instance.pk, tenant_id, message))
     return event
+
+
+def next_seq(instance_pk: int) -> int:
+    table = connection.ops.quote_name(Instance._meta.db_table)
+    with connection.cursor() as cursor:
+        # One statement that increments and reads (PostgreSQL, and SQLite >= 3.35).
+        cursor.execute(
+            f"UPDATE {table} SET last_seq = last_seq + 1 WHERE id = %s RETURNING last_seq",
+            [instance_pk],
+        )
+        return cursor.fetchone()[0]
 
 
 def event_message(event: ProgressEvent, instance_key: str) -> dict:
@@ -62,18 +66,5 @@ def event_message(event: ProgressEvent, instance_key: str) -> dict:
 
 
 def _send(instance_pk: int, tenant_id: int, message: dict) -> None:
-    # Live delivery is best effort: the stored event is the record, and clients that
-    # missed it catch up with ?after=N. A Redis outage must never fail the engine.
-    try:
-        layer = get_channel_layer()
-        if layer is None:
-            return
-        payload = {"type": "progress.event", "event": message}
-
-        async def send_both() -> None:
-            await layer.group_send(instance_group(instance_pk), payload)
-            await layer.group_send(tenant_group(tenant_id), payload)
-
-        async_to_sync(send_both)()
-    except Exception:
-        log.warning("could not publish progress event %s", message.get("seq"), exc_info=True)
+    payload = {"type": "progress.event", "event": message}
+    publish([instance_group(instance_pk), tenant_group(tenant_id)], payload)
