@@ -152,6 +152,15 @@ STEPWELL_SANDBOX_SLOTS = env_int("STEPWELL_SANDBOX_SLOTS", 64, minimum=1)
 STEPWELL_CGROUP_ROOT = env_str("STEPWELL_CGROUP_ROOT", "/sys/fs/cgroup")
 STEPWELL_LEASE_SECONDS = env_float("STEPWELL_LEASE_SECONDS", 10.0, minimum=1.0)
 STEPWELL_CLOCK_INTERVAL = env_float("STEPWELL_CLOCK_INTERVAL", 0.25, minimum=0.05)
+# How long a worker may go on with one instance whose next step is ready before it
+# hands the instance back to the queue (0 sends every step through the broker).
+STEPWELL_INLINE_SECONDS = env_float("STEPWELL_INLINE_SECONDS", 1.0, minimum=0.0)
 STEPWELL_MAX_CODE_BYTES = env_int("STEPWELL_MAX_CODE_BYTES", 256 * 1024, minimum=1024)
+# The largest request body the API reads; over it: 413. Room for a full code upload.
+STEPWELL_MAX_BODY_BYTES = env_int(
+    "STEPWELL_MAX_BODY_BYTES", 2**20 + STEPWELL_MAX_CODE_BYTES, minimum=STEPWELL_MAX_CODE_BYTES
+)
+# How many live (unrevoked, unexpired) API tokens a tenant may hold.
+STEPWELL_MAX_TOKENS_PER_TENANT = env_int("STEPWELL_MAX_TOKENS_PER_TENANT", 100, minimum=1)
 # How long a dispatched instance may wait for a worker before the clock sends it again.
 STEPWELL_REDISPATCH_SECONDS = env_float("STEPWELL_REDISPATCH_SECONDS", 15.0, minimum=0.5)
