@@ -122,9 +122,11 @@ def claim(instance_pk: int, token: str) -> bool:
 
 
 def release(instance_pk: int, token: str, *, retry_in: timedelta | None = None) -> None:
-    fields = {"lease_owner": "", "lease_expires_at": None, "dispatched_at": None}
+    # dispatched_at is left alone: the claim cleared it, and an instance this worker
+    # keeps running (dispatch.kept) has it set so that nobody else is sent it.
+    fields = {"lease_owner": "", "lease_expires_at": None}
     if retry_in is not None:
-        fields["next_run_at"] = timezone.now() + retry_in
+        fields.update(next_run_at=timezone.now() + retry_in, dispatched_at=None)
     Instance.objects.filter(pk=instance_pk, lease_owner=token).update(**fields)
 
 

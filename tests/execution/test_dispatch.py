@@ -84,3 +84,24 @@ def test_a_suspended_tenants_instances_are_not_claimed(sent):
     acme.save()
     assert not engine.claim(instance.pk, "w")
     assert Instance.objects.get(pk=instance.pk).lease_owner == ""
+
+
+def test_running_on_inline_sends_no_duplicate_messages(sent, monkeypatch):
+    from tests.execution.inprocess import run_in_process
+
+    monkeypatch.setattr(engine, "run_sandbox", run_in_process)
+    acme = make_tenant("acme", "alice", concurrent_activations=4)
+    wf = upload(
+        acme,
+        "five",
+        """
+def run(event, step):
+    return [step.do(f"s{i}", lambda i=i: i) for i in range(5)]
+""",
+    ).workflow
+    instance, _ = workflows.start_instance(wf)
+    assert sent == [instance.pk]
+    engine.advance(sent.pop(0))
+    instance.refresh_from_db()
+    assert instance.status == "complete" and instance.activations == 6
+    assert sent == []

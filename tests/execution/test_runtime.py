@@ -4,6 +4,7 @@ The runtime is pure stdlib and is imported here as the jail imports it: the
 package `stepwell` from `execution/sandbox/runtime`.
 """
 
+import ast
 import json
 import subprocess
 import sys
@@ -885,3 +886,43 @@ def test_the_runtime_works_on_the_sandbox_interpreter():
 
     assert version[0] == 3 and version[1] >= 11
     assert (outcome["name"], outcome["output"], outcome["logs"]) == ("b", 2, "hello\n")
+
+
+# Every step starts a fresh interpreter, so what the runtime imports is paid on every step.
+
+COLD_START = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import stepwell._engine
+print(sorted(sys.modules))
+import json  # as boot.py does, before it activates
+module = type(sys)("tenant")
+exec("def run(event, step):\\n    return step.do('one', lambda: 1)\\n", module.__dict__)
+outcome = stepwell._engine.activate(module, json.loads(sys.argv[2]))
+assert (outcome["kind"], outcome["output"]) == ("step", 1), outcome
+print(sorted(sys.modules))
+"""
+HEAVY_MODULES = {"dataclasses", "inspect", "ast", "traceback", "re", "typing", "threading"}
+
+
+@pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="no system Python")
+def test_the_runtime_imports_no_heavy_modules_on_the_happy_path():
+    data = {
+        "instance_id": "i",
+        "payload": None,
+        "timestamp": NOW,
+        "now": NOW,
+        "history": [],
+        "limits": LIMITS,
+    }
+
+    command = ["/usr/bin/python3", "-I", "-S", "-B", "-c", COLD_START, str(RUNTIME_DIR)]
+
+    result = subprocess.run(
+        [*command, json.dumps(data)], capture_output=True, text=True, timeout=30, check=True
+    )
+    after_import, after_step = (set(ast.literal_eval(line)) for line in result.stdout.splitlines())
+
+    assert after_import & HEAVY_MODULES == set()
+    # json brings re; a one-step activation adds none of the others, nor their cousins.
+    assert after_step & (HEAVY_MODULES | {"contextlib", "datetime", "signal"}) == {"re"}

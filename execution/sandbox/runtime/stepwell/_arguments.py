@@ -1,8 +1,12 @@
 """Checks of what tenant code passes to `step.*`, with errors that say what to fix."""
 
-from typing import Any
+from __future__ import annotations
 
 from ._durations import parse_duration
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_NAME_CHARS = 200
 BACKOFFS = ("constant", "linear", "exponential")

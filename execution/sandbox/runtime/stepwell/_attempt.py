@@ -1,25 +1,31 @@
 """One attempt of a `step.do` function: captured output, a time limit, a checked result."""
 
-import time
-from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass
-from typing import Any
+from __future__ import annotations
 
-from ._capture import CappedLog, StepTimeout, time_limit
+import time
+
+from ._capture import CappedLog, StepTimeout, capture_output, time_limit
 from ._errors import NonRetryableError
-from ._protocol import Limits
 from ._results import ResultError, as_json
 from ._tracebacks import describe
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
-@dataclass
+    from ._protocol import Limits
+
+
 class Attempt:
-    output: Any = None
-    error: dict[str, str] | None = None
-    retryable: bool = True
-    logs: str = ""
-    duration_ms: float = 0.0
+    __slots__ = ("duration_ms", "error", "logs", "output", "retryable")
+
+    def __init__(self) -> None:
+        self.output: Any = None
+        self.error: dict[str, str] | None = None
+        self.retryable = True
+        self.logs = ""
+        self.duration_ms = 0.0
 
 
 def run_attempt(fn: Callable[[], Any], name: str, timeout: float, limits: Limits) -> Attempt:
@@ -28,7 +34,7 @@ def run_attempt(fn: Callable[[], Any], name: str, timeout: float, limits: Limits
     started = time.perf_counter()
     try:
         # time_limit innermost, so the alarm is disarmed before anything else unwinds.
-        with redirect_stdout(log), redirect_stderr(log), time_limit(timeout) as timer:
+        with capture_output(log), time_limit(timeout) as timer:
             value = fn()
         if timer.fired:  # the function caught StepTimeout and carried on
             raise StepTimeout(timeout)

@@ -4,16 +4,18 @@
 dict for the host (see the activation protocol in ARCHITECTURE.md and SDK.md).
 """
 
-import traceback
-from contextlib import redirect_stderr, redirect_stdout
-from types import ModuleType
-from typing import Any
+from __future__ import annotations
 
-from ._capture import CappedLog
+from ._capture import CappedLog, capture_output
 from ._protocol import Activation, ProtocolError, parse_activation
 from ._results import ResultError, as_json
 from ._step import Event, Step, Suspend, nondeterminism
 from ._tracebacks import describe, message_of
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Any
 
 
 def activate(tenant_module: ModuleType, data: Any) -> dict[str, Any]:
@@ -26,6 +28,8 @@ def activate(tenant_module: ModuleType, data: Any) -> dict[str, Any]:
     try:
         return _activate(tenant_module, activation, step)
     except BaseException as exc:  # a runtime bug must still produce an answer
+        import traceback
+
         return step.outcome or _error(
             {
                 "type": "StepwellRuntimeError",
@@ -45,7 +49,7 @@ def _activate(tenant_module: ModuleType, activation: Activation, step: Step) -> 
     # noise; it must not reach the process's own stdout either.
     discarded = CappedLog(activation.limits.log_bytes)
     try:
-        with redirect_stdout(discarded), redirect_stderr(discarded):
+        with capture_output(discarded):
             value = run(event, step)
     except Suspend:
         # Only tenant code that raises the runtime's private signal itself gets here.

@@ -4,8 +4,12 @@ The one note so far is the intent to run a do step: if the jail is then killed
 (memory, CPU, a signal), the host still knows which step's attempt failed.
 """
 
-from collections.abc import Callable
-from typing import Any
+from __future__ import annotations
+
+TYPE_CHECKING = False  # typing itself costs an import on every step
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 _sink: Callable[[dict], None] | None = None
 

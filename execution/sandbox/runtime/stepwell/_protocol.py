@@ -1,10 +1,13 @@
 """The activation input the host sends, parsed and checked."""
 
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from __future__ import annotations
 
 from ._durations import parse_iso
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from datetime import datetime
+    from typing import Any
 
 STEP_KINDS = ("do", "sleep", "wait_for_event", "start_workflow", "wait_for_workflow")
 STATUSES = ("complete", "errored", "timed_out", "failed", "running")
@@ -14,34 +17,63 @@ class ProtocolError(Exception):
     """The host's input breaks the activation protocol (a host bug, not the tenant's)."""
 
 
-@dataclass(frozen=True)
+# Plain classes rather than dataclasses, which import inspect, ast and re. Read-only by
+# convention: nothing changes them once parsed.
+
+
 class Limits:
-    result_bytes: int
-    log_bytes: int
-    step_timeout_seconds: float
+    __slots__ = ("log_bytes", "result_bytes", "step_timeout_seconds")
+
+    def __init__(self, *, result_bytes: int, log_bytes: int, step_timeout_seconds: float) -> None:
+        self.result_bytes = result_bytes
+        self.log_bytes = log_bytes
+        self.step_timeout_seconds = step_timeout_seconds
 
 
-@dataclass(frozen=True)
 class Record:
     """One recorded step of the instance's history."""
 
-    index: int
-    name: str
-    kind: str
-    status: str
-    attempts: int
-    output: Any
-    error: dict | None
+    __slots__ = ("attempts", "error", "index", "kind", "name", "output", "status")
+
+    def __init__(
+        self,
+        *,
+        index: int,
+        name: str,
+        kind: str,
+        status: str,
+        attempts: int,
+        output: Any,
+        error: dict | None,
+    ) -> None:
+        self.index = index
+        self.name = name
+        self.kind = kind
+        self.status = status
+        self.attempts = attempts
+        self.output = output
+        self.error = error
 
 
-@dataclass(frozen=True)
 class Activation:
-    instance_id: str
-    payload: Any
-    timestamp: str
-    now: datetime
-    history: list[Record]
-    limits: Limits
+    __slots__ = ("history", "instance_id", "limits", "now", "payload", "timestamp")
+
+    def __init__(
+        self,
+        *,
+        instance_id: str,
+        payload: Any,
+        timestamp: str,
+        now: datetime,
+        history: list[Record],
+        limits: Limits,
+    ) -> None:
+        self.instance_id = instance_id
+        self.payload = payload
+        self.timestamp = timestamp
+        self.now = now
+        self.history = history
+        self.limits = limits
 
 
 def parse_activation(data: Any) -> Activation:

@@ -1,7 +1,10 @@
 """Values that leave the sandbox: JSON only, within the tenant's size limit."""
 
-import json
-from typing import Any
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class ResultError(Exception):
@@ -18,6 +21,8 @@ def as_json(value: Any, limit: int, what: str) -> Any:
     Size is counted as compact UTF-8 JSON. Returning the round-tripped value
     means a step's first run sees exactly what every replay will see.
     """
+    import json  # already loaded by boot.py; imported here to keep `import stepwell` light
+
     try:
         text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
         size = len(text.encode("utf-8"))

@@ -1,9 +1,6 @@
 """The `event` and `step` objects that `run(event, step)` receives, and replay."""
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, NoReturn
+from __future__ import annotations
 
 from ._arguments import attempt_timeout, check_text, parse_retries
 from ._attempt import run_attempt
@@ -13,17 +10,54 @@ from ._progress import announce
 from ._protocol import Activation, Record
 from ._results import ResultError, as_json
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime
+    from typing import Any, NoReturn
+
 WAITS = ("wait_for_event", "wait_for_workflow")
 DEFAULT_WAIT = "24 hours"
 
 
-@dataclass(frozen=True)
 class Event:
-    """What the instance was started with."""
+    """What the instance was started with.
 
-    payload: Any
-    instance_id: str
-    timestamp: str
+    Immutable, compared and printed like the frozen dataclass it was; a plain class
+    because dataclasses imports inspect, ast and re.
+    """
+
+    __slots__ = ("instance_id", "payload", "timestamp")
+    __match_args__ = ("payload", "instance_id", "timestamp")
+
+    def __init__(self, payload: Any, instance_id: str, timestamp: str) -> None:
+        object.__setattr__(self, "payload", payload)
+        object.__setattr__(self, "instance_id", instance_id)
+        object.__setattr__(self, "timestamp", timestamp)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: the event is read-only")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: the event is read-only")
+
+    def __repr__(self) -> str:
+        return (
+            f"Event(payload={self.payload!r}, instance_id={self.instance_id!r}, "
+            f"timestamp={self.timestamp!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.payload, self.instance_id, self.timestamp) == (
+            other.payload,
+            other.instance_id,
+            other.timestamp,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.payload, self.instance_id, self.timestamp))
 
 
 class Suspend(BaseException):

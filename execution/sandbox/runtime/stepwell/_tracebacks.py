@@ -1,8 +1,12 @@
 """Error reports that show the tenant its own code, not the runtime's."""
 
+from __future__ import annotations
+
 import os
-import traceback
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 MAX_MESSAGE_CHARS = 4_000
@@ -32,6 +36,8 @@ def message_of(exc: BaseException) -> str:
 
 def tenant_traceback(exc: BaseException) -> str:
     """The formatted traceback, chained exceptions included, minus runtime frames."""
+    import traceback  # only errors pay for it
+
     try:
         report = traceback.TracebackException.from_exception(exc)
         _drop_runtime_frames(report, set())
@@ -44,6 +50,8 @@ def tenant_traceback(exc: BaseException) -> str:
 
 
 def _drop_runtime_frames(report: Any, seen: set[int]) -> None:
+    import traceback
+
     if report is None or id(report) in seen:
         return
     seen.add(id(report))
