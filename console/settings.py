@@ -150,6 +150,10 @@ STEPWELL_SANDBOX_PYTHON = env_str("STEPWELL_SANDBOX_PYTHON", "/usr/bin/python3")
 STEPWELL_SANDBOX_UID = env_int("STEPWELL_SANDBOX_UID", 99000, minimum=1000)
 STEPWELL_SANDBOX_SLOTS = env_int("STEPWELL_SANDBOX_SLOTS", 64, minimum=1)
 STEPWELL_CGROUP_ROOT = env_str("STEPWELL_CGROUP_ROOT", "/sys/fs/cgroup")
+# Warm sandbox mode: the warm jails one worker process keeps (least recently used goes
+# first), and how long an idle one lives.
+STEPWELL_WARM_JAILS_PER_WORKER = env_int("STEPWELL_WARM_JAILS_PER_WORKER", 4, minimum=1)
+STEPWELL_WARM_IDLE_SECONDS = env_float("STEPWELL_WARM_IDLE_SECONDS", 300.0, minimum=1.0)
 STEPWELL_LEASE_SECONDS = env_float("STEPWELL_LEASE_SECONDS", 10.0, minimum=1.0)
 STEPWELL_CLOCK_INTERVAL = env_float("STEPWELL_CLOCK_INTERVAL", 0.25, minimum=0.05)
 # How long a worker may go on with one instance whose next step is ready before it

@@ -7,6 +7,8 @@ from django.urls import path
 from console import views
 from console.api import api
 
+handler404 = "console.views.not_found"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
@@ -14,6 +16,25 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(template_name="console/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.home, name="home"),
+    path("no-tenant/", views.no_tenant, name="no_tenant"),
+    path("tenant/", views.switch, name="switch_tenant"),
+    path("workflows/", views.workflow_list, name="workflow_list"),
+    path("workflows/_new/", views.workflow_new, name="workflow_new"),
+    path("workflows/_validate/", views.workflow_validate, name="workflow_validate"),
+    path("workflows/<str:name>/", views.workflow_detail, name="workflow_detail"),
+    path("workflows/<str:name>/versions/", views.workflow_versions, name="workflow_versions"),
+    path("workflows/<str:name>/start/", views.workflow_start, name="workflow_start"),
+    path("instances/", views.instance_list, name="instance_list"),
+    path("instances/<str:key>/", views.instance_detail, name="instance_detail"),
+    path("instances/<str:key>/data/", views.instance_data, name="instance_data"),
+    path("instances/<str:key>/events/", views.instance_event, name="instance_event"),
+    path(
+        "instances/<str:key>/<str:action>/",
+        views.instance_control,
+        name="instance_control",
+    ),
+    path("tokens/", views.token_list, name="tokens"),
+    path("tokens/<int:pk>/revoke/", views.token_revoke, name="token_revoke"),
 ]
 
 if settings.DEBUG:

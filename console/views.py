@@ -1,8 +1,44 @@
-from django.contrib.auth.decorators import login_required
-from django.http import JsonResponse
-from django.shortcuts import render
+"""The browser console. Every view reads the current tenant from console.tenancy and
+looks rows up through `for_tenant`, so another tenant's objects are a 404."""
 
-from tenants.models import Membership
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import Http404, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from console import usage
+from console.diffs import diff_lines
+from console.forms import CodeForm, EventForm, StartForm, TokenForm
+from console.tenancy import memberships_of, switch_tenant, tenant_required, writer_required
+from execution import quotas, workflows
+from execution.models import CodeVersion, Instance, Workflow
+from execution.schemas import InstanceOut, instance_out
+from tenants.models import ApiToken, AuditLog
+from tenants.tokens import create_token, revoke_token
+
+STATUSES = [s.value for s in Instance.Status]
+
+
+def restart(instance: Instance) -> Instance:
+    """Restart; a finished instance that runs again needs room under the running quota."""
+    if not instance.is_terminal:
+        return workflows.restart(instance)
+    with transaction.atomic():
+        quotas.check_running(instance.tenant)
+        return workflows.restart(instance)
+
+
+CONTROLS = {
+    "pause": workflows.pause,
+    "resume": workflows.resume,
+    "terminate": workflows.terminate,
+    "restart": restart,
+}
 
 
 def healthz(request):
@@ -10,6 +46,302 @@ def healthz(request):
 
 
 @login_required
+def no_tenant(request):
+    if memberships_of(request.user).exists():
+        return redirect("home")
+    return render(request, "console/no_tenant.html")
+
+
+@login_required
+@require_POST
+def switch(request):
+    if switch_tenant(request, request.POST.get("tenant", "")) is None:
+        raise Http404("no such tenant")
+    return redirect(request.POST.get("next") or "home")
+
+
+@tenant_required
 def home(request):
-    memberships = Membership.objects.filter(user=request.user).select_related("tenant")
-    return render(request, "console/home.html", {"memberships": memberships})
+    recent = Instance.objects.for_tenant(request.tenant).select_related("workflow")[:8]
+    return render(
+        request,
+        "console/home.html",
+        {
+            "meters": usage.meters(request.tenant),
+            "limits": usage.limits(request.tenant),
+            "recent": recent,
+            "workflow_count": Workflow.objects.for_tenant(request.tenant).count(),
+        },
+    )
+
+
+# Workflows and their code
+
+
+def get_workflow(request, name: str) -> Workflow:
+    workflows_ = Workflow.objects.for_tenant(request.tenant).select_related("current_version")
+    return get_object_or_404(workflows_, name=name)
+
+
+@tenant_required
+def workflow_list(request):
+    rows = Workflow.objects.for_tenant(request.tenant).select_related("current_version")
+    return render(request, "console/workflow_list.html", {"workflows": rows})
+
+
+@tenant_required
+def workflow_new(request):
+    return edit_code(request, None)
+
+
+@tenant_required
+def workflow_detail(request, name):
+    return edit_code(request, get_workflow(request, name))
+
+
+def edit_code(request, workflow: Workflow | None):
+    """The code editor: GET shows the current code, POST saves a new version."""
+    current = workflow.current_version if workflow else None
+    initial = {"name": workflow.name, "description": workflow.description} if workflow else {}
+    initial["code"] = current.code if current else NEW_WORKFLOW
+    form = CodeForm(request.POST or None, request.FILES or None, initial=initial)
+    errors = []
+    if request.method == "POST":
+        if not request.membership.can_write:
+            return render(request, "console/forbidden.html", status=403)
+        if form.is_valid():
+            name = workflow.name if workflow else form.cleaned_data["name"]
+            try:
+                upload = workflows.upload_version(
+                    request.tenant,
+                    name,
+                    form.cleaned_data["code"],
+                    form.cleaned_data["description"],
+                )
+            except workflows.CodeRejected as exc:
+                errors = [e.as_dict() for e in exc.report.errors]
+            else:
+                say_saved(request, upload)
+                return redirect("workflow_detail", name=name)
+    context = {"workflow": workflow, "form": form, "errors": errors, "current": current}
+    return render(request, "console/workflow_edit.html", context, status=422 if errors else 200)
+
+
+def say_saved(request, upload: workflows.Upload) -> None:
+    version = upload.version
+    if not upload.created:
+        messages.info(request, "No change: the code equals the current version.")
+    elif version.status == CodeVersion.Status.APPROVED:
+        messages.success(request, f"Saved version {version.sha256[:12]}.")
+    else:
+        messages.warning(request, f"Saved version {version.sha256[:12]}: {version.status}.")
+
+
+@tenant_required
+@require_POST
+def workflow_validate(request):
+    """Live checks for the editor; saves nothing."""
+    return JsonResponse(workflows.check_code(request.POST.get("code", "")).as_dict())
+
+
+@tenant_required
+def workflow_versions(request, name):
+    workflow = get_workflow(request, name)
+    versions = list(workflow.versions.select_related("reviewed_by"))
+    a, b = request.GET.get("a"), request.GET.get("b")
+    if not (a and b) and len(versions) > 1:
+        a, b = str(versions[1].pk), str(versions[0].pk)
+    diff, old, new = [], None, None
+    if a and b:
+        by_id = {str(v.pk): v for v in versions}
+        old, new = by_id.get(a), by_id.get(b)
+        if old is None or new is None:
+            raise Http404("no such version")
+        diff = diff_lines(old.code, new.code, old.sha256[:12], new.sha256[:12])
+    context = {"workflow": workflow, "versions": versions, "diff": diff, "old": old, "new": new}
+    return render(request, "console/workflow_versions.html", context)
+
+
+@tenant_required
+def workflow_start(request, name):
+    workflow = get_workflow(request, name)
+    limit = request.tenant.quota.payload_bytes
+    form = StartForm(request.POST or None, payload_limit=limit)
+    if request.method == "POST":
+        if not request.membership.can_write:
+            return render(request, "console/forbidden.html", status=403)
+        if form.is_valid():
+            try:
+                quotas.check_start(request.tenant)
+                instance, _ = workflows.start_instance(
+                    workflow,
+                    payload=form.cleaned_data["payload"],
+                    key=form.cleaned_data["key"] or None,
+                )
+            except workflows.StartError as exc:
+                form.add_error(None, str(exc))
+            else:
+                return redirect("instance_detail", key=instance.key)
+    return render(request, "console/workflow_start.html", {"workflow": workflow, "form": form})
+
+
+# Instances
+
+
+def get_instance(request, key: str) -> Instance:
+    rows = Instance.objects.for_tenant(request.tenant).select_related(
+        "workflow", "version", "parent"
+    )
+    return get_object_or_404(rows, key=key)
+
+
+@tenant_required
+def instance_list(request):
+    status = request.GET.get("status", "")
+    rows = Instance.objects.for_tenant(request.tenant).select_related("workflow", "version")
+    if status in STATUSES:
+        rows = rows.filter(status=status)
+    workflow = request.GET.get("workflow", "")
+    if workflow:
+        rows = rows.filter(workflow__name=workflow)
+    context = {"instances": rows[:100], "status": status, "statuses": STATUSES}
+    template = "console/_instance_rows.html" if request.GET.get("partial") else None
+    return render(request, template or "console/instance_list.html", context)
+
+
+def instance_json(instance: Instance) -> dict:
+    data = InstanceOut.model_validate(instance_out(instance)).model_dump(mode="json")
+    return {**data, "seq": instance.last_seq}
+
+
+@tenant_required
+def instance_detail(request, key):
+    instance = get_instance(request, key)
+    limit = request.tenant.quota.payload_bytes
+    context = {
+        "instance": instance,
+        "data": instance_json(instance),
+        "event_form": EventForm(payload_limit=limit),
+        "can_write": request.membership.can_write,
+    }
+    return render(request, "console/instance_detail.html", context)
+
+
+@tenant_required
+def instance_data(request, key):
+    return JsonResponse(instance_json(get_instance(request, key)))
+
+
+def wants_json(request) -> bool:
+    return request.headers.get("x-requested-with") == "fetch"
+
+
+def answer(request, instance: Instance, ok: bool, message: str, status: int = 200):
+    if wants_json(request):
+        return JsonResponse({"ok": ok, "detail": message}, status=status)
+    (messages.success if ok else messages.error)(request, message)
+    return redirect("instance_detail", key=instance.key)
+
+
+@writer_required
+@require_POST
+def instance_event(request, key):
+    instance = get_instance(request, key)
+    form = EventForm(request.POST, payload_limit=request.tenant.quota.payload_bytes)
+    if not form.is_valid():
+        problems = "; ".join(m for errs in form.errors.values() for m in errs)
+        return answer(request, instance, False, problems, status=400)
+    try:
+        quotas.check_event(request.tenant)
+    except quotas.QuotaExceeded as exc:
+        return answer(request, instance, False, str(exc), status=429)
+    workflows.send_event(instance, form.cleaned_data["type"], form.cleaned_data["payload"])
+    return answer(request, instance, True, f"Sent event {form.cleaned_data['type']!r}.", 202)
+
+
+@writer_required
+@require_POST
+def instance_control(request, key, action):
+    if action not in CONTROLS:
+        raise Http404("no such action")
+    instance = get_instance(request, key)
+    try:
+        CONTROLS[action](instance)
+    except workflows.StateConflict as exc:
+        return answer(request, instance, False, str(exc), status=409)
+    except quotas.QuotaExceeded as exc:
+        return answer(request, instance, False, str(exc), status=429)
+    return answer(
+        request, instance, True, f"{action.title()}d." if action != "restart" else "Restarted."
+    )
+
+
+# API tokens
+
+
+@tenant_required
+def token_list(request):
+    form = TokenForm(request.POST or None)
+    created = None
+    if request.method == "POST":
+        if not request.membership.can_write:
+            return render(request, "console/forbidden.html", status=403)
+        if form.is_valid():
+            created = make_token(request, form)
+            form = TokenForm()
+    tokens = ApiToken.objects.filter(tenant=request.tenant).select_related("created_by")
+    context = {"form": form, "tokens": tokens, "created": created}
+    return render(request, "console/tokens.html", context)
+
+
+@transaction.atomic
+def make_token(request, form: TokenForm) -> str:
+    token, raw = create_token(
+        request.tenant,
+        form.cleaned_data["name"],
+        created_by=request.user,
+        expires_at=form.expires_at(),
+        read_only=form.cleaned_data["read_only"],
+    )
+    audit(request, "token.created", token)
+    return raw
+
+
+@writer_required
+@require_POST
+def token_revoke(request, pk):
+    token = get_object_or_404(ApiToken.objects.filter(tenant=request.tenant), pk=pk)
+    with transaction.atomic():
+        revoke_token(token)
+        audit(request, "token.revoked", token)
+    messages.success(request, f"Revoked {token.name}.")
+    return redirect(reverse("tokens"))
+
+
+def audit(request, action: str, token: ApiToken) -> None:
+    AuditLog.objects.create(
+        tenant=request.tenant,
+        actor=request.user,
+        action=action,
+        target_type="token",
+        target_id=str(token.pk),
+        details={"name": token.name, "prefix": token.prefix, "read_only": token.read_only},
+    )
+
+
+NEW_WORKFLOW = """\
+def run(event, step):
+    name = event.payload.get("name", "world")
+    greeting = step.do("greet", lambda: f"hello, {name}")
+    step.sleep("pause", "1 second")
+    return {"greeting": greeting}
+"""
+
+
+def not_found(request, exception=None):
+    """API clients get JSON with a `detail`, browsers the usual page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": f"no route for {request.path}"}, status=404)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)

@@ -4,59 +4,55 @@ from __future__ import annotations
 
 import json
 
+from django.db import transaction
 from django.http import Http404, HttpRequest
-from ninja import Path, Query, Router, Schema
+from ninja import Path, Query, Router, Status
 from ninja.errors import HttpError
-from pydantic import Field
 
-from execution import workflows
-from execution.models import NAME_PATTERN, Instance, Workflow
+from execution import quotas, workflows
+from execution.models import Instance, Workflow
 from execution.schemas import (
+    AUTH_ERRORS,
+    WRITE_ERRORS,
     AcceptedOut,
+    CodeErrorsOut,
+    Detail,
     EventIn,
     InstanceOut,
     InstancePageOut,
+    InstancePath,
+    ListFilters,
     StartIn,
     ValidateIn,
     ValidateOut,
     WorkflowDetailOut,
     WorkflowIn,
     WorkflowOut,
+    WorkflowPath,
     WorkflowUploadOut,
+    decode_cursor,
+    encode_cursor,
     instance_out,
     instance_summary,
     version_out,
     workflow_out,
 )
+from tenants.auth import require_write
 
 router = Router(tags=["workflows"])
 
-
-class Detail(Schema):
-    detail: str
-
-
-class CodeErrors(Schema):
-    detail: list[dict]
-
-
-class WorkflowPath(Schema):
-    name: str = Field(pattern=NAME_PATTERN, max_length=100)
+NOT_FOUND = {404: Detail}
+QUOTA = {429: Detail}
 
 
 def tenant_of(request: HttpRequest):
     return request.auth.tenant
 
 
-def require_write(request: HttpRequest) -> None:
-    if request.auth.read_only:
-        raise HttpError(403, "this token is read-only")
-
-
 def get_workflow(request: HttpRequest, name: str) -> Workflow:
     workflow = (
         Workflow.objects.for_tenant(tenant_of(request))
-        .select_related("current_version")
+        .select_related("current_version", "tenant")
         .filter(name=name)
         .first()
     )
@@ -68,7 +64,7 @@ def get_workflow(request: HttpRequest, name: str) -> Workflow:
 def get_instance(request: HttpRequest, key: str) -> Instance:
     instance = (
         Instance.objects.for_tenant(tenant_of(request))
-        .select_related("workflow", "version", "parent")
+        .select_related("workflow", "version", "parent", "tenant")
         .filter(key=key)
         .first()
     )
@@ -83,8 +79,29 @@ def check_size(value, limit: int, what: str) -> None:
         raise HttpError(413, f"{what} is {size} bytes; the limit is {limit} bytes")
 
 
-@router.get("/workflows", response=list[WorkflowOut])
+def instance_page(request: HttpRequest, filters: ListFilters) -> dict:
+    """One page, newest first, by keyset on (created_at, id): the `instance_listing` index."""
+    qs = Instance.objects.for_tenant(tenant_of(request)).select_related("workflow", "version")
+    if filters.workflow:
+        qs = qs.filter(workflow__name=filters.workflow)
+    if filters.status:
+        qs = qs.filter(status=filters.status)
+    if filters.cursor:
+        created_at, pk = decode_cursor(filters.cursor)
+        # The first condition bounds the index scan; the second breaks ties in time.
+        qs = qs.filter(created_at__lte=created_at).exclude(created_at=created_at, pk__gte=pk)
+    rows = list(qs.order_by("-created_at", "-id")[: filters.limit + 1])
+    more = len(rows) > filters.limit
+    rows = rows[: filters.limit]
+    return {
+        "items": [instance_summary(i) for i in rows],
+        "next_cursor": encode_cursor(rows[-1]) if more else None,
+    }
+
+
+@router.get("/workflows", response={200: list[WorkflowOut], **AUTH_ERRORS})
 def list_workflows(request):
+    """The tenant's workflows, by name, each with its current version."""
     return [
         workflow_out(w)
         for w in Workflow.objects.for_tenant(tenant_of(request)).select_related("current_version")
@@ -93,120 +110,165 @@ def list_workflows(request):
 
 @router.put(
     "/workflows/{name}",
-    response={200: WorkflowUploadOut, 201: WorkflowUploadOut, 403: Detail, 422: CodeErrors},
+    response={200: WorkflowUploadOut, 201: WorkflowUploadOut, **WRITE_ERRORS, 422: CodeErrorsOut},
 )
 def put_workflow(request, path: Path[WorkflowPath], body: WorkflowIn):
+    """Upload code as the workflow's new current version (made on first upload).
+
+    201 with the new `version`; 200 when the code equals the current version. Invalid
+    code is 422 with `detail` a list of `{line, column, message}`: the first syntax
+    error, a missing or malformed `run`, and the size over the limit.
+    """
     require_write(request)
     try:
         upload = workflows.upload_version(
             tenant_of(request), path.name, body.code, body.description
         )
     except workflows.CodeRejected as exc:
-        return 422, {"detail": [e.as_dict() for e in exc.report.errors]}
+        return Status(422, {"detail": [e.as_dict() for e in exc.report.errors]})
     data = {**workflow_out(upload.workflow), "version": version_out(upload.version)}
-    return (201 if upload.created else 200), data
+    return Status(201 if upload.created else 200, data)
 
 
-@router.get("/workflows/{name}", response=WorkflowDetailOut)
+@router.get("/workflows/{name}", response={200: WorkflowDetailOut, **AUTH_ERRORS, **NOT_FOUND})
 def get_workflow_detail(request, path: Path[WorkflowPath]):
+    """The workflow with all its versions, newest first."""
     workflow = get_workflow(request, path.name)
     return {**workflow_out(workflow), "versions": [version_out(v) for v in workflow.versions.all()]}
 
 
-@router.post("/workflows/{name}/validate", response=ValidateOut)
+@router.post("/workflows/{name}/validate", response={200: ValidateOut, **AUTH_ERRORS, 413: Detail})
 def validate_workflow(request, path: Path[WorkflowPath], body: ValidateIn):
+    """Check code as an upload would, saving nothing; read-only tokens may call it.
+
+    `errors` (each with line and column) are what an upload would refuse; `flags`
+    are risky uses that are allowed but shown to reviewers.
+    """
     return workflows.check_code(body.code).as_dict()
 
 
 @router.post(
     "/workflows/{name}/instances",
-    response={200: InstanceOut, 201: InstanceOut, 403: Detail, 409: Detail, 413: Detail},
+    response={
+        200: InstanceOut,
+        201: InstanceOut,
+        **WRITE_ERRORS,
+        **NOT_FOUND,
+        409: Detail,
+        **QUOTA,
+    },
 )
 def start_instance(request, path: Path[WorkflowPath], body: StartIn):
+    """Start an instance: 201; the same `id` again: 200 with that instance.
+
+    409 when the workflow has no runnable version (none, or one held for review).
+    413 when the payload is over the tenant's payload size; 429 over the running
+    instances or instance starts per minute quota, with `detail` naming it.
+    """
     require_write(request)
     workflow = get_workflow(request, path.name)
+    existing = body.id and Instance.objects.for_tenant(workflow.tenant).filter(key=body.id).first()
+    if existing:
+        return start_answer(request, workflow, existing, created=False)
     payload = body.payload or {}
     check_size(payload, workflow.tenant.quota.payload_bytes, "the payload")
+    quotas.check_start(workflow.tenant)
     try:
         instance, created = workflows.start_instance(
             workflow, payload=payload, key=body.id, version_sha=body.version
         )
+    except quotas.QuotaExceeded:
+        raise
     except workflows.StartError as exc:
-        return 409, {"detail": str(exc)}
-    if not created and instance.workflow_id != workflow.pk:
-        return 409, {
-            "detail": f"instance id {body.id!r} is taken by workflow {instance.workflow.name!r}"
-        }
-    return (201 if created else 200), instance_out(instance)
+        return Status(409, {"detail": str(exc)})
+    return start_answer(request, workflow, instance, created=created)
 
 
-class ListFilters(Schema):
-    workflow: str | None = None
-    status: Instance.Status | None = None
-    limit: int = Field(default=50, ge=1, le=200)
-    cursor: str | None = Field(default=None, pattern=r"^[0-9]{1,20}$")
+def start_answer(request, workflow: Workflow, instance: Instance, *, created: bool) -> Status:
+    if instance.workflow_id != workflow.pk:
+        taken = f"instance id {instance.key!r} is taken by workflow {instance.workflow.name!r}"
+        return Status(409, {"detail": taken})
+    return Status(201 if created else 200, instance_out(get_instance(request, instance.key)))
 
 
-@router.get("/instances", response=InstancePageOut)
+@router.get("/instances", response={200: InstancePageOut, **AUTH_ERRORS})
 def list_instances(request, filters: Query[ListFilters]):
-    qs = Instance.objects.for_tenant(tenant_of(request)).select_related("workflow", "version")
-    if filters.workflow:
-        qs = qs.filter(workflow__name=filters.workflow)
-    if filters.status:
-        qs = qs.filter(status=filters.status)
-    if filters.cursor:
-        qs = qs.filter(pk__lt=int(filters.cursor))
-    rows = list(qs.order_by("-pk")[: filters.limit + 1])
-    more = len(rows) > filters.limit
-    rows = rows[: filters.limit]
-    return {
-        "items": [instance_summary(i) for i in rows],
-        "next_cursor": str(rows[-1].pk) if more else None,
-    }
+    """The tenant's instances, newest first, `limit` (at most 200) per page.
+
+    Filter by `workflow` (name) and `status`; pass `next_cursor` as `cursor` for the
+    next page. The cursor stays valid while instances are added.
+    """
+    return instance_page(request, filters)
 
 
-@router.get("/instances/{key}", response=InstanceOut)
-def get_instance_detail(request, key: str):
-    return instance_out(get_instance(request, key))
+@router.get("/instances/{id}", response={200: InstanceOut, **AUTH_ERRORS, **NOT_FOUND})
+def get_instance_detail(request, path: Path[InstancePath]):
+    """The instance with its steps, in order."""
+    return instance_out(get_instance(request, path.id))
 
 
-@router.post("/instances/{key}/events", response={202: AcceptedOut, 403: Detail, 413: Detail})
-def send_event(request, key: str, body: EventIn):
+@router.post(
+    "/instances/{id}/events",
+    response={202: AcceptedOut, **WRITE_ERRORS, **NOT_FOUND, **QUOTA},
+)
+def send_event(request, path: Path[InstancePath], body: EventIn):
+    """Send an event; a step waiting for its `type` receives its `payload`.
+
+    413 when the payload is over the tenant's payload size; 429 over the events
+    per minute quota.
+    """
     require_write(request)
-    instance = get_instance(request, key)
+    instance = get_instance(request, path.id)
     check_size(body.payload, instance.tenant.quota.payload_bytes, "the event payload")
+    quotas.check_event(instance.tenant)
     event = workflows.send_event(instance, body.type, body.payload)
-    return 202, {"detail": "accepted", "id": event.pk}
+    return Status(202, {"detail": "accepted", "id": event.pk})
 
 
-def _control(request, key: str, action):
+def control(request, key: str, action) -> Status:
     require_write(request)
     instance = get_instance(request, key)
     try:
         action(instance)
     except workflows.StateConflict as exc:
-        return 409, {"detail": str(exc)}
-    return 200, instance_out(get_instance(request, key))
+        return Status(409, {"detail": str(exc)})
+    return Status(200, instance_out(get_instance(request, key)))
 
 
-CONTROL_RESPONSES = {200: InstanceOut, 403: Detail, 409: Detail}
+def restart_checked(instance: Instance) -> Instance:
+    """Restart; a finished instance that runs again needs room under the running quota."""
+    if instance.is_terminal:
+        with transaction.atomic():
+            quotas.check_running(instance.tenant)
+            return workflows.restart(instance)
+    return workflows.restart(instance)
 
 
-@router.post("/instances/{key}/pause", response=CONTROL_RESPONSES)
-def pause_instance(request, key: str):
-    return _control(request, key, workflows.pause)
+CONTROL_RESPONSES = {200: InstanceOut, **AUTH_ERRORS, 403: Detail, **NOT_FOUND, 409: Detail}
 
 
-@router.post("/instances/{key}/resume", response=CONTROL_RESPONSES)
-def resume_instance(request, key: str):
-    return _control(request, key, workflows.resume)
+@router.post("/instances/{id}/pause", response=CONTROL_RESPONSES)
+def pause_instance(request, path: Path[InstancePath]):
+    """Pause an active instance: 409 when it is paused or finished."""
+    return control(request, path.id, workflows.pause)
 
 
-@router.post("/instances/{key}/terminate", response=CONTROL_RESPONSES)
-def terminate_instance(request, key: str):
-    return _control(request, key, workflows.terminate)
+@router.post("/instances/{id}/resume", response=CONTROL_RESPONSES)
+def resume_instance(request, path: Path[InstancePath]):
+    """Resume a paused instance where it stopped: 409 when it is not paused."""
+    return control(request, path.id, workflows.resume)
 
 
-@router.post("/instances/{key}/restart", response=CONTROL_RESPONSES)
-def restart_instance(request, key: str):
-    return _control(request, key, workflows.restart)
+@router.post("/instances/{id}/terminate", response=CONTROL_RESPONSES)
+def terminate_instance(request, path: Path[InstancePath]):
+    """Stop an instance for good: 409 when it has already finished."""
+    return control(request, path.id, workflows.terminate)
+
+
+@router.post("/instances/{id}/restart", response={**CONTROL_RESPONSES, **QUOTA})
+def restart_instance(request, path: Path[InstancePath]):
+    """Run again from the start, on the same version with the same payload.
+
+    429 when a finished instance would go over the running instances quota.
+    """
+    return control(request, path.id, restart_checked)

@@ -149,7 +149,10 @@ class Instance(models.Model):
         ]
         indexes = [
             models.Index(fields=["status", "next_run_at"], name="instance_dispatch"),
-            models.Index(fields=["tenant", "status"], name="instance_tenant_status"),
+            models.Index(
+                fields=["tenant", "status", "-created_at", "-id"], name="instance_tenant_status"
+            ),
+            models.Index(fields=["workflow", "-created_at", "-id"], name="instance_workflow"),
             models.Index(fields=["tenant", "-created_at", "-id"], name="instance_listing"),
         ]
 
@@ -240,7 +243,11 @@ class Event(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["instance", "type"], name="event_lookup")]
+        indexes = [
+            models.Index(fields=["instance", "type"], name="event_lookup"),
+            # The events-per-minute quota counts a tenant's recent events.
+            models.Index(fields=["created_at"], name="event_recent"),
+        ]
 
 
 class ProgressEvent(models.Model):

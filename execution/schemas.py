@@ -2,20 +2,60 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ninja import Schema
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from execution.models import CodeVersion, Instance, Step, Workflow
+from execution.models import NAME_PATTERN, CodeVersion, Instance, Step, Workflow
 from execution.progress import step_summary
+
+
+class Detail(Schema):
+    """Every error: `detail` says what is wrong, in words."""
+
+    detail: str
+
+
+class FieldErrorOut(Schema):
+    type: str = Field(description="what kind of problem, e.g. missing, string_type, json_invalid")
+    loc: list[str | int] = Field(description='where: ["body", "payload"], ["query", "limit"]')
+    field: str = Field(description="the field, dotted: payload, limit; empty for the whole body")
+    msg: str
+
+
+class FieldErrorsOut(Schema):
+    """A request whose JSON is malformed or whose fields have the wrong type or value."""
+
+    detail: list[FieldErrorOut]
 
 
 class ProblemOut(Schema):
     line: int
     column: int
     message: str
+
+
+class CodeErrorsOut(Schema):
+    """Code that is not valid (each problem with its line and column), or a bad request."""
+
+    detail: list[ProblemOut] | list[FieldErrorOut]
+
+
+# The error answers every authenticated route may give.
+AUTH_ERRORS = {401: Detail, 422: FieldErrorsOut}
+WRITE_ERRORS = {**AUTH_ERRORS, 403: Detail, 413: Detail}
+
+KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+
+
+class WorkflowPath(Schema):
+    name: str = Field(pattern=NAME_PATTERN, max_length=100)
+
+
+class InstancePath(Schema):
+    id: str = Field(pattern=KEY_PATTERN, max_length=100, description="the instance id")
 
 
 class VersionOut(Schema):
@@ -61,9 +101,17 @@ class ValidateOut(Schema):
 class StartIn(Schema):
     payload: dict[str, Any] | None = None
     id: str | None = Field(
-        default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+        default=None,
+        min_length=1,
+        max_length=100,
+        pattern=KEY_PATTERN,
+        description="a client-chosen id: starting the same id again returns that instance",
     )
-    version: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    version: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="the sha256 of the version to run; the current version when absent",
+    )
 
 
 class EventIn(Schema):
@@ -111,7 +159,45 @@ class InstanceSummaryOut(Schema):
 
 class InstancePageOut(Schema):
     items: list[InstanceSummaryOut]
-    next_cursor: str | None
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next page; null at the end"
+    )
+
+
+class ListFilters(Schema):
+    workflow: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=100)
+    status: Instance.Status | None = None
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = Field(
+        default=None, pattern=r"^[0-9]{1,16}\.[0-9]{1,19}$", description="a next_cursor"
+    )
+
+    @field_validator("cursor")
+    @classmethod
+    def cursor_is_a_position(cls, value: str | None) -> str | None:
+        if value is not None:
+            decode_cursor(value)  # raises ValueError, which is a 422 naming the field
+        return value
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def encode_cursor(instance: Instance) -> str:
+    """Where a page ended: the last instance's creation time (in µs) and id."""
+    micros = (instance.created_at - EPOCH) // timedelta(microseconds=1)
+    return f"{micros}.{instance.pk}"
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    micros, _, pk = cursor.partition(".")
+    try:
+        created_at = EPOCH + timedelta(microseconds=int(micros))
+    except OverflowError:
+        raise ValueError("the cursor is not one this API gave out") from None
+    if int(pk) >= 2**63:
+        raise ValueError("the cursor is not one this API gave out")
+    return created_at, int(pk)
 
 
 class AcceptedOut(Schema):

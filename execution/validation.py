@@ -7,6 +7,8 @@ searching the text.
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
 from dataclasses import dataclass, field
 
 RISKY_MODULES = {
@@ -25,6 +27,7 @@ RISKY_MODULES = {
     "ssl": "opens network connections",
     "asyncio": "runs an event loop",
 }
+NO_RUN = "the module defines no run(event, step) function at the top level"
 RISKY_CALLS = {
     "eval": "evaluates a string as code",
     "exec": "executes a string as code",
@@ -68,26 +71,73 @@ class ValidationReport:
 
 
 def validate_code(code: str, *, max_bytes: int) -> ValidationReport:
+    """Every problem found: the size, the first syntax error (Python stops there) and run.
+
+    Code that does not parse is still searched, token by token, for a top-level
+    `def run`, so one answer tells both what to fix in the syntax and what is missing.
+    """
     report = ValidationReport()
-    size = len(code.encode())
+    size = len(code.encode(errors="surrogatepass"))
     if size > max_bytes:
         report.errors.append(
             CodeProblem(1, 0, f"the code is {size} bytes; the limit is {max_bytes} bytes")
         )
+    tree = _parse(code, report)
+    if tree is None:
+        if report.errors and not _defines_run_token(code):
+            report.errors.append(
+                CodeProblem(
+                    1, 0, "the module defines no run(event, step) function at the top level"
+                )
+            )
         return report
+    _check_run(tree, report)
+    try:
+        report.flags.extend(_risky_uses(tree))
+    except RecursionError:
+        report.errors.append(CodeProblem(1, 0, "the code is nested too deeply to check"))
+    return report
+
+
+def _parse(code: str, report: ValidationReport) -> ast.Module | None:
+    """The syntax tree, or None with the reason in the report.
+
+    compile() after ast.parse finds what only the compiler checks ('return' outside
+    a function, 'nonlocal' at module level); it compiles, it never runs anything.
+    """
     try:
         tree = ast.parse(code, filename="workflow.py")
+        compile(tree, "workflow.py", "exec", dont_inherit=True)
     except SyntaxError as exc:
         report.errors.append(
             CodeProblem(exc.lineno or 1, max((exc.offset or 1) - 1, 0), f"syntax error: {exc.msg}")
         )
-        return report
-    except ValueError as exc:  # e.g. null bytes in the source
+        return None
+    except (ValueError, UnicodeError) as exc:  # e.g. null bytes in the source
         report.errors.append(CodeProblem(1, 0, str(exc)))
-        return report
-    _check_run(tree, report)
-    report.flags.extend(_risky_uses(tree))
-    return report
+        return None
+    except (RecursionError, MemoryError):
+        report.errors.append(CodeProblem(1, 0, "the code is nested too deeply to parse"))
+        return None
+    return tree
+
+
+def _defines_run_token(code: str) -> bool:
+    """Whether code that does not parse has `def run` at the top level, by its tokens."""
+    previous = None
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(code).readline):
+            if token.string == "run" and previous and previous[:2] == ("def", 0):
+                return True
+            if token.type not in (tokenize.NL, tokenize.COMMENT):
+                previous = (token.string, token.start[1])
+    except tokenize.TokenError:
+        return False  # raised at the end of the text: every token was seen
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        # The tokenizer stopped part way: whether a run follows is unknown, and
+        # saying nothing is better than a wrong error.
+        return True
+    return False
 
 
 def _check_run(tree: ast.Module, report: ValidationReport) -> None:
@@ -103,9 +153,7 @@ def _check_run(tree: ast.Module, report: ValidationReport) -> None:
                 )
             return
     line = (len(tree.body) and tree.body[-1].end_lineno) or 1
-    report.errors.append(
-        CodeProblem(line, 0, "the module defines no run(event, step) function at the top level")
-    )
+    report.errors.append(CodeProblem(line, 0, NO_RUN))
 
 
 def _risky_uses(tree: ast.Module) -> list[CodeProblem]:

@@ -84,6 +84,8 @@ def start_instance(
 
     Returns (instance, created).
     """
+    from execution.quotas import check_running
+
     tenant = workflow.tenant
     if key:
         existing = Instance.objects.for_tenant(tenant).filter(key=key).first()
@@ -92,6 +94,7 @@ def start_instance(
     version = pick_version(workflow, version_sha)
     try:
         with transaction.atomic():
+            check_running(tenant)  # raises QuotaExceeded, a StartError
             fields = {"key": key} if key else {}
             instance = Instance.objects.create(
                 tenant=tenant,
@@ -113,6 +116,8 @@ def start_instance(
 
 
 def pick_version(workflow: Workflow, version_sha: str | None) -> CodeVersion:
+    if workflow.tenant.suspended_at is not None:
+        raise StartError(f"tenant {workflow.tenant.slug!r} is suspended")
     if version_sha:
         version = workflow.versions.filter(sha256=version_sha).first()
         if version is None:

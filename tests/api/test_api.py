@@ -2,9 +2,8 @@
 
 import json
 
-import pytest
-
-from tests.factories import make_tenant, make_token
+from tests.api.conftest import Api
+from tests.factories import make_token
 
 CODE = """
 def run(event, step):
@@ -12,39 +11,6 @@ def run(event, step):
     got = step.wait_for_event("go", "go")
     return {"a": a, "got": got}
 """
-
-
-@pytest.fixture
-def acme(transactional_db):
-    return make_tenant("acme", "alice")
-
-
-@pytest.fixture
-def globex(transactional_db):
-    return make_tenant("globex", "bob")
-
-
-class Api:
-    def __init__(self, client, token):
-        self.client = client
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def call(self, method, path, body=None):
-        kwargs = {"headers": self.headers}
-        if body is not None:
-            kwargs.update(data=json.dumps(body), content_type="application/json")
-        response = getattr(self.client, method)("/api/v1" + path, **kwargs)
-        return response.status_code, response.json()
-
-
-@pytest.fixture
-def alice(client, acme):
-    return Api(client, make_token(acme))
-
-
-@pytest.fixture
-def bob(client, globex):
-    return Api(client, make_token(globex))
 
 
 def test_put_creates_a_version_and_an_unchanged_put_does_not(alice):
