@@ -194,6 +194,23 @@ class Stack:
         self.workers.append(worker)
         return worker
 
+    def start_web(self, **env) -> Process:
+        """A daphne serving the console; the caller stops it (stop() leaves it alone)."""
+        port = free_port()
+        argv = [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port)]
+        argv.append("console.asgi:application")
+        web = Process("web", argv, {**self.env(), **env}, self.dir).start()
+        web.url = f"http://127.0.0.1:{port}"
+
+        def answers() -> bool:
+            assert web.proc.poll() is None, web.log()
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+                return True
+            return False
+
+        wait_until(answers, 30, what="daphne to listen")
+        return web
+
     def logs(self, tail: int = 4000) -> str:
         return "\n".join(
             f"--- {p.name}\n{p.log()[-tail:]}" for p in [*self.workers, self.clock] if p

@@ -1,0 +1,107 @@
+"""Console forms: code uploads, starts, events and tokens."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from django import forms
+from django.core.validators import RegexValidator
+from django.utils import timezone
+
+from execution.models import NAME_PATTERN
+
+JSON_HELP = "A JSON object."
+
+
+def parse_json(text: str, *, object_only: bool):
+    text = (text or "").strip()
+    if not text:
+        return {} if object_only else None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise forms.ValidationError(f"not valid JSON: {exc.msg} at line {exc.lineno}") from exc
+    if object_only and not isinstance(value, dict):
+        raise forms.ValidationError("must be a JSON object, like {}")
+    return value
+
+
+class CodeForm(forms.Form):
+    name = forms.CharField(
+        max_length=100,
+        validators=[RegexValidator(NAME_PATTERN, "letters, digits, '_', '.', '-'")],
+    )
+    description = forms.CharField(required=False, max_length=10_000)
+    code = forms.CharField(required=False, widget=forms.Textarea, strip=False)
+    file = forms.FileField(required=False, help_text="Or upload a .py file.")
+
+    def clean(self):
+        data = super().clean()
+        upload = data.get("file")
+        if upload:
+            if not upload.name.endswith(".py"):
+                raise forms.ValidationError("upload a .py file")
+            try:
+                data["code"] = upload.read().decode()
+            except UnicodeDecodeError as exc:
+                raise forms.ValidationError("the file is not UTF-8 text") from exc
+        if not data.get("code", "").strip():
+            raise forms.ValidationError("write some code or upload a .py file")
+        return data
+
+
+class StartForm(forms.Form):
+    payload = forms.CharField(
+        required=False, widget=forms.Textarea, initial="{}", help_text=JSON_HELP
+    )
+    key = forms.CharField(
+        required=False,
+        max_length=100,
+        label="Instance id",
+        validators=[RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", "letters, digits, _.:-")],
+        help_text="Optional. Starting twice with the same id starts once.",
+    )
+
+    def __init__(self, *args, payload_limit: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.payload_limit = payload_limit
+
+    def clean_payload(self):
+        payload = parse_json(self.cleaned_data["payload"], object_only=True)
+        check_size(payload, self.payload_limit, "the payload")
+        return payload
+
+
+class EventForm(forms.Form):
+    type = forms.CharField(max_length=200, label="Event type")
+    payload = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3}), help_text="Any JSON value."
+    )
+
+    def __init__(self, *args, payload_limit: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.payload_limit = payload_limit
+
+    def clean_payload(self):
+        payload = parse_json(self.cleaned_data["payload"], object_only=False)
+        check_size(payload, self.payload_limit, "the event payload")
+        return payload
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    read_only = forms.BooleanField(required=False, label="Read-only")
+    expires_in_days = forms.IntegerField(
+        required=False, min_value=1, max_value=3650, label="Expires in (days)"
+    )
+
+    def expires_at(self):
+        days = self.cleaned_data.get("expires_in_days")
+        return timezone.now() + timedelta(days=days) if days else None
+
+
+def check_size(value, limit: int, what: str) -> None:
+    size = len(json.dumps(value))
+    if size > limit:
+        raise forms.ValidationError(f"{what} is {size} bytes; the limit is {limit} bytes")

@@ -1,0 +1,82 @@
+"""The real stack for browser tests: PostgreSQL, a private Redis, a Celery worker, the
+clock, and daphne serving the console, all pointed at the test database."""
+
+import pytest
+from django.db import connection
+
+from console.celery import app as celery_app
+from tests.factories import make_tenant
+from tests.integration.stack import Stack
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def database_url() -> str:
+    s = connection.settings_dict
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+def reset_broker_pools() -> None:
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+
+
+@pytest.fixture
+def stack(transactional_db, settings, monkeypatch):
+    if connection.vendor != "postgresql":
+        pytest.skip("browser tests run against PostgreSQL")
+    # Playwright's sync API keeps an event loop in this thread; the ORM calls in between
+    # are still plain synchronous code.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    stack = Stack(database_url())
+    web = None
+    try:
+        stack.start()
+        celery_app.conf.broker_url = stack.redis.url
+        reset_broker_pools()
+        settings.CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [stack.redis.url]},
+            }
+        }
+        # DEBUG serves the vendored static files from daphne itself.
+        web = stack.start_web(DEBUG="true")
+        stack.web = web
+        yield stack
+    finally:
+        if web is not None:
+            web.stop()
+        stack.stop()
+        reset_broker_pools()
+
+
+@pytest.fixture
+def acme(transactional_db):
+    return make_tenant("acme", "alice", step_timeout_seconds=20)
+
+
+@pytest.fixture
+def globex(transactional_db):
+    return make_tenant("globex", "bob")
+
+
+@pytest.fixture
+def browser(stack):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
