@@ -1,6 +1,107 @@
-from django.contrib import admin
+"""The operators' side of tenants: suspension, quotas, tokens and the audit log.
 
-from tenants.models import ApiToken, Membership, Quota, Tenant
+Every decision goes through `execution.moderation`, which writes the audit log; this
+module only asks for the reason and reports back.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+from django import forms
+from django.contrib import admin
+from django.contrib.admin import ActionLocation
+from django.contrib.auth import get_permission_codename
+from django.db import transaction
+from django.template.response import TemplateResponse
+from django.utils.html import format_html
+
+from execution import moderation
+from tenants.models import ApiToken, AuditLog, Membership, Quota, Tenant
+from tenants.tokens import revoke_token
+
+# Actions offered both on the list and on an object's own page.
+EVERYWHERE = [ActionLocation.CHANGE_LIST, ActionLocation.CHANGE_FORM]
+REASON_TEMPLATE = "admin/tenants/action_reason.html"
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 70}),
+        help_text="Recorded in the audit log; the tenant's owners can read it.",
+    )
+
+
+def asks_for_reason(title: str, confirm: str):
+    """Turn `func(modeladmin, request, queryset, reason)` into an admin action that asks why.
+
+    The first post (from the list or the object's page) shows a page with a required
+    reason; it posts everything back, so Django routes it to the same action again.
+    """
+
+    def decorator(func):
+        @functools.wraps(func)
+        def action(modeladmin, request, queryset):
+            form = ReasonForm(request.POST if "_with_reason" in request.POST else None)
+            if form.is_valid():
+                return func(modeladmin, request, queryset, form.cleaned_data["reason"])
+            replay = [
+                (name, value)
+                for name, values in request.POST.lists()
+                if name not in ("csrfmiddlewaretoken", "reason", "_with_reason")
+                for value in values
+            ]
+            context = {
+                **modeladmin.admin_site.each_context(request),
+                "title": title,
+                "confirm": confirm,
+                "form": form,
+                "objects": queryset,
+                "opts": modeladmin.opts,
+                "replay": replay,
+            }
+            return TemplateResponse(request, REASON_TEMPLATE, context)
+
+        return action
+
+    return decorator
+
+
+def has_model_perm(modeladmin, request, action: str) -> bool:
+    codename = get_permission_codename(action, modeladmin.opts)
+    return request.user.has_perm(f"{modeladmin.opts.app_label}.{codename}")
+
+
+def audit_quota_form(form, actor) -> None:
+    """Write one `quota.changed` row listing each changed field as [old, new].
+
+    A new quota row starts from the plan defaults, so those are its old values.
+    """
+    changes = {}
+    for name in form.changed_data:
+        field = Quota._meta.get_field(name)
+        if field.concrete and name not in ("id", "tenant"):
+            old = form.initial.get(name, field.get_default())
+            changes[name] = [old, form.cleaned_data[name]]
+    if changes:
+        quota = form.instance
+        moderation.audit("quota.changed", actor=actor, tenant=quota.tenant, target=quota, **changes)
+
+
+class PlanDefaults:
+    """Show each quota field's plan default next to it."""
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        formfield = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if formfield is not None and db_field.name != "id" and db_field.has_default():
+            formfield.help_text = f"Plan default: {db_field.get_default()}"
+        return formfield
+
+
+class QuotaInline(PlanDefaults, admin.StackedInline):
+    model = Quota
+    can_delete = False
 
 
 class MembershipInline(admin.TabularInline):
@@ -9,16 +110,73 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
-class QuotaInline(admin.StackedInline):
-    model = Quota
-    can_delete = False
-
-
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "review_policy", "suspended_at", "created_at"]
+    list_filter = ["review_policy", ("suspended_at", admin.EmptyFieldListFilter)]
     search_fields = ["slug", "name"]
+    # Suspension pauses instances and is audited: only the actions below change it.
+    readonly_fields = ["suspended_at"]
     inlines = [QuotaInline, MembershipInline]
+    actions = ["suspend", "unsuspend"]
+
+    @admin.action(
+        description="Suspend: pause its instances and stop its tokens",
+        permissions=["change"],
+        location=EVERYWHERE,
+    )
+    @asks_for_reason("Suspend tenants", "Suspend")
+    def suspend(self, request, queryset, reason):
+        with transaction.atomic():
+            tenants = list(queryset.select_for_update().filter(suspended_at__isnull=True))
+            for tenant in tenants:
+                moderation.suspend_tenant(tenant, actor=request.user, reason=reason)
+        self.message_user(request, f"Suspended {len(tenants)} tenant(s).")
+
+    @admin.action(
+        description="Unsuspend: resume what the suspension paused",
+        permissions=["change"],
+        location=EVERYWHERE,
+    )
+    @asks_for_reason("Unsuspend tenants", "Unsuspend")
+    def unsuspend(self, request, queryset, reason):
+        with transaction.atomic():
+            tenants = list(queryset.select_for_update().filter(suspended_at__isnull=False))
+            for tenant in tenants:
+                moderation.unsuspend_tenant(tenant, actor=request.user, reason=reason)
+        self.message_user(request, f"Unsuspended {len(tenants)} tenant(s).")
+
+    def save_formset(self, request, form, formset, change):
+        super().save_formset(request, form, formset, change)
+        if formset.model is Quota:
+            for quota_form in formset.forms:
+                if quota_form.has_changed():
+                    audit_quota_form(quota_form, request.user)
+
+
+@admin.register(Quota)
+class QuotaAdmin(PlanDefaults, admin.ModelAdmin):
+    list_display = [
+        "tenant",
+        "step_memory_mb",
+        "step_cpu_seconds",
+        "step_timeout_seconds",
+        "concurrent_activations",
+        "running_instances",
+        "network",
+        "sandbox_mode",
+    ]
+    search_fields = ["tenant__slug"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["tenant"] if obj is not None else []
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        audit_quota_form(form, request.user)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Membership)
@@ -30,6 +188,8 @@ class MembershipAdmin(admin.ModelAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
+    """Read-only: the raw token is never stored, and the hash is useless to a person."""
+
     list_display = [
         "name",
         "tenant",
@@ -40,24 +200,82 @@ class ApiTokenAdmin(admin.ModelAdmin):
         "revoked_at",
         "last_used_at",
     ]
-    list_filter = ["read_only"]
+    list_filter = ["read_only", ("revoked_at", admin.EmptyFieldListFilter)]
+    list_select_related = ["tenant"]
     search_fields = ["name", "prefix", "tenant__slug"]
-    # The hash is useless to a person and the raw token is never stored: nothing to edit here.
-    readonly_fields = ["tenant", "prefix", "token_hash", "created_by", "created_at", "last_used_at"]
+    exclude = ["token_hash"]
+    actions = ["revoke"]
+
+    @admin.action(
+        description="Revoke: the token stops working at once",
+        permissions=["revoke"],
+        location=EVERYWHERE,
+    )
+    def revoke(self, request, queryset):
+        with transaction.atomic():
+            tokens = list(queryset.select_for_update().filter(revoked_at__isnull=True))
+            for token in tokens:
+                revoke_token(token)
+                moderation.audit_token("token.revoked", token, actor=request.user)
+        self.message_user(request, f"Revoked {len(tokens)} token(s).")
+
+    def has_revoke_permission(self, request):
+        return has_model_perm(self, request, "change")
 
     def has_add_permission(self, request):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        return False
 
-@admin.register(Quota)
-class QuotaAdmin(admin.ModelAdmin):
-    list_display = [
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AuditLog)
+class AuditLogAdmin(admin.ModelAdmin):
+    """The record itself: nobody adds, edits or deletes a row here."""
+
+    list_display = ["created_at", "who", "action", "tenant", "target", "reason"]
+    list_filter = ["action", "tenant"]
+    list_select_related = ["actor", "actor_token", "tenant"]
+    search_fields = ["action", "reason", "target_id", "actor__username", "tenant__slug"]
+    date_hierarchy = "created_at"
+    fields = [
+        "created_at",
+        "actor",
+        "actor_token",
         "tenant",
-        "step_memory_mb",
-        "step_cpu_seconds",
-        "step_timeout_seconds",
-        "concurrent_activations",
-        "running_instances",
-        "network",
+        "action",
+        "target_type",
+        "target_id",
+        "reason",
+        "details_json",
     ]
-    search_fields = ["tenant__slug"]
+    readonly_fields = fields
+    show_full_result_count = False
+
+    @admin.display(description="who")
+    def who(self, entry: AuditLog) -> str:
+        if entry.actor is not None:
+            return entry.actor.get_username()
+        if entry.actor_token is not None:
+            return f"token {entry.actor_token.prefix}…"
+        return "—"
+
+    @admin.display(description="target")
+    def target(self, entry: AuditLog) -> str:
+        return f"{entry.target_type} {entry.target_id}".strip()
+
+    @admin.display(description="details")
+    def details_json(self, entry: AuditLog) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(entry.details, indent=2, sort_keys=True))
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

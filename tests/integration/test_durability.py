@@ -1,9 +1,9 @@
 """The engine end to end: real Celery workers, real nsjail, real PostgreSQL and Redis."""
 
 import itertools
-import subprocess
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -32,9 +32,33 @@ def finished(instance, timeout=60, stack=None):
     return instance
 
 
-def jails_running() -> int:
-    out = subprocess.run(["pgrep", "-c", "-x", "nsjail"], capture_output=True, text=True)
-    return int(out.stdout.strip() or 0)
+def jails_running(stack) -> int:
+    """nsjail processes started by this stack's workers (other test runs may have theirs)."""
+    roots = {w.proc.pid for w in stack.workers}
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and read_comm(entry.name) == "nsjail":
+            count += any(pid in roots for pid in ancestors(int(entry.name)))
+    return count
+
+
+def read_comm(pid) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def ancestors(pid: int) -> list[int]:
+    chain = []
+    while pid > 1 and len(chain) < 50:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+        chain.append(pid)
+    return chain
 
 
 def completed_once(instance) -> None:
@@ -80,7 +104,7 @@ def test_a_sleeping_instance_holds_nothing_and_wakes_within_a_second(stack, acme
     instance.refresh_from_db()
     assert instance.status == "sleeping"
     assert instance.lease_owner == "" and instance.lease_expires_at is None
-    assert jails_running() == 0
+    assert jails_running(stack) == 0
     import redis
 
     r = redis.Redis.from_url(stack.redis.url)
@@ -191,7 +215,7 @@ def test_a_worker_killed_mid_step_loses_nothing(stack, acme):
         what="the first step",
     )
     quick = Step.objects.get(instance=instance, name="quick")
-    wait_until(lambda: jails_running() > 0, 10, what="the slow step's jail")
+    wait_until(lambda: jails_running(stack) > 0, 10, what="the slow step's jail")
     time.sleep(0.5)
     killed = stack.workers.pop()
     killed.kill()  # SIGKILL to the worker, its pool and the jail

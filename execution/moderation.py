@@ -1,0 +1,142 @@
+"""Staff decisions on tenant code and tenants, each one written to the audit log.
+
+Quarantine and suspension pause what they stop and mark why (`paused_reason`), so
+lifting them resumes exactly those instances and leaves the ones a tenant paused.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from execution import workflows
+from execution.models import CodeVersion, Instance
+from tenants.models import ApiToken, AuditLog, Tenant
+
+
+class ModerationError(ValueError):
+    pass
+
+
+def audit(action: str, *, actor, tenant: Tenant | None, target, reason: str = "", **details):
+    return AuditLog.objects.create(
+        tenant=tenant,
+        actor=actor,
+        action=action,
+        target_type=type(target).__name__.lower() if target is not None else "",
+        target_id=str(getattr(target, "pk", "") or ""),
+        reason=reason,
+        details=details,
+    )
+
+
+def require_reason(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ModerationError("a reason is required: the tenant sees it")
+    return reason
+
+
+@transaction.atomic
+def review(version: CodeVersion, status: str, *, actor, reason: str) -> CodeVersion:
+    """Approve, reject or quarantine a version, with a reason the tenant sees."""
+    if status not in CodeVersion.Status.values or status == CodeVersion.Status.PENDING_REVIEW:
+        raise ModerationError(f"cannot set a version to {status!r}")
+    reason = require_reason(reason)
+    version = CodeVersion.objects.select_for_update().get(pk=version.pk)
+    before = version.status
+    version.status = status
+    version.status_reason = reason
+    version.reviewed_by = actor
+    version.reviewed_at = timezone.now()
+    version.save(update_fields=["status", "status_reason", "reviewed_by", "reviewed_at"])
+    if status == CodeVersion.Status.QUARANTINED:
+        pause_all(Instance.objects.filter(version=version), "quarantine")
+    elif before == CodeVersion.Status.QUARANTINED:
+        resume_all(Instance.objects.filter(version=version), "quarantine")
+    audit(
+        f"version.{status}",
+        actor=actor,
+        tenant=version.tenant,
+        target=version,
+        reason=reason,
+        sha256=version.sha256,
+        workflow=version.workflow.name,
+        before=before,
+    )
+    return version
+
+
+@transaction.atomic
+def suspend_tenant(tenant: Tenant, *, actor, reason: str) -> Tenant:
+    """Pause every active instance and stop every token; nothing is lost."""
+    reason = require_reason(reason)
+    Tenant.objects.filter(pk=tenant.pk).update(suspended_at=timezone.now())
+    tenant.refresh_from_db()
+    paused = pause_all(Instance.objects.for_tenant(tenant), "suspension")
+    audit(
+        "tenant.suspended", actor=actor, tenant=tenant, target=tenant, reason=reason, paused=paused
+    )
+    return tenant
+
+
+@transaction.atomic
+def unsuspend_tenant(tenant: Tenant, *, actor, reason: str = "") -> Tenant:
+    Tenant.objects.filter(pk=tenant.pk).update(suspended_at=None)
+    tenant.refresh_from_db()
+    resumed = resume_all(Instance.objects.for_tenant(tenant), "suspension")
+    audit(
+        "tenant.unsuspended",
+        actor=actor,
+        tenant=tenant,
+        target=tenant,
+        reason=reason,
+        resumed=resumed,
+    )
+    return tenant
+
+
+def staff_terminate(instance: Instance, *, actor, reason: str) -> Instance:
+    reason = require_reason(reason)
+    with transaction.atomic():
+        instance = workflows.terminate(instance)
+        audit(
+            "instance.terminated",
+            actor=actor,
+            tenant=instance.tenant,
+            target=instance,
+            reason=reason,
+            key=instance.key,
+        )
+    return instance
+
+
+def pause_all(instances, reason: str) -> int:
+    count = 0
+    for instance in instances.filter(status__in=Instance.ACTIVE_STATUSES):
+        try:
+            workflows.pause(instance, reason=reason)
+            count += 1
+        except workflows.StateConflict:
+            pass  # it ended meanwhile
+    return count
+
+
+def resume_all(instances, reason: str) -> int:
+    count = 0
+    for instance in instances.filter(status=Instance.Status.PAUSED, paused_reason=reason):
+        workflows.resume(instance)
+        count += 1
+    return count
+
+
+def audit_token(action: str, token: ApiToken, *, actor=None, actor_token=None) -> AuditLog:
+    return AuditLog.objects.create(
+        tenant=token.tenant,
+        actor=actor,
+        actor_token=actor_token,
+        action=action,
+        target_type="token",
+        target_id=str(token.pk),
+        details={"name": token.name, "prefix": token.prefix},
+    )

@@ -1,0 +1,35 @@
+"""Operators: a staff superuser driving the Django admin, and the tenants it acts on."""
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from tests.execution.conftest import driver  # noqa: F401
+from tests.factories import make_tenant
+
+SLEEPER = """
+def run(event, step):
+    step.do("one", lambda: 1)
+    step.sleep("nap", 3600)
+    return step.do("two", lambda: 2)
+"""
+
+
+@pytest.fixture
+def acme(transactional_db):
+    return make_tenant("acme", "alice")
+
+
+@pytest.fixture
+def operator(transactional_db):
+    return get_user_model().objects.create_superuser("ops", "ops@example.com", "pw-ops-123!")
+
+
+@pytest.fixture
+def staff_client(client, operator):
+    client.force_login(operator)
+    return client
+
+
+def post_action(client, url: str, action: str, pks, **data):
+    """Post an admin action from a change list, as its checkboxes and menu would."""
+    return client.post(url, {"action": action, "_selected_action": [str(pk) for pk in pks], **data})
