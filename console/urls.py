@@ -34,6 +34,7 @@ urlpatterns = [
         name="instance_control",
     ),
     path("tokens/", views.token_list, name="tokens"),
+    path("audit/", views.audit_log, name="audit_log"),
     path("tokens/<int:pk>/revoke/", views.token_revoke, name="token_revoke"),
 ]
 

@@ -18,6 +18,7 @@ from console.tenancy import memberships_of, switch_tenant, tenant_required, writ
 from execution import quotas, workflows
 from execution.models import CodeVersion, Instance, Workflow
 from execution.schemas import InstanceOut, instance_out
+from tenants.audit import audit_log_for
 from tenants.models import ApiToken, AuditLog
 from tenants.tokens import create_token, revoke_token
 
@@ -345,3 +346,14 @@ def not_found(request, exception=None):
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception)
+
+
+# Audit log (owners only: it names who did what in the tenant)
+
+
+@tenant_required
+def audit_log(request):
+    if request.membership.role != request.membership.Role.OWNER:
+        return render(request, "console/forbidden.html", status=403)
+    entries = audit_log_for(request.tenant)[:200]
+    return render(request, "console/audit_log.html", {"entries": entries})
