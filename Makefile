@@ -7,7 +7,7 @@ ARGS ?=
 # Settings for commands run by hand: the same local defaults as `make run`.
 DEV_ENV := source scripts/services.sh && dev_env &&
 
-.PHONY: help install install-test run test lint bench-sandbox bench bench-fairness migrate clean
+.PHONY: help install install-test run test lint bench-sandbox bench bench-fairness chaos migrate clean
 
 help: ## List the targets
 	@echo "Stepwell: make TARGET"
@@ -37,6 +37,9 @@ bench: install ## Benchmark the engine (bench/engine.py)
 
 bench-fairness: install ## Tenant B's start latency under tenant A's flood (bench/fairness.py)
 	@$(DEV_ENV) $(VENV)/bin/python bench/fairness.py
+
+chaos: install ## Chaos run: kill workers, restart Redis and PostgreSQL mid-run (bench/chaos.py)
+	@$(DEV_ENV) $(VENV)/bin/python bench/chaos.py
 
 migrate: install ## Apply database migrations to the local database
 	@$(DEV_ENV) $(VENV)/bin/python manage.py migrate

@@ -116,7 +116,11 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Without ack emulation kombu keeps no "unacked" hash in Redis, so it has nothing to
+# restore when the connection drops (its restore after a Redis restart crashed the
+# worker, kombu 5.7.0). A message a dying worker took but never ran is sent again by
+# the clock after STEPWELL_REDISPATCH_SECONDS.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "ack_emulation": False}
 CELERY_TASK_ALWAYS_EAGER = env_bool("STEPWELL_CELERY_EAGER", False)
 CELERY_TASK_DEFAULT_QUEUE = env_str("STEPWELL_QUEUE", "stepwell")
 

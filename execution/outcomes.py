@@ -151,8 +151,10 @@ def record_do(instance: Instance, existing: Step | None, outcome: dict) -> None:
         if not too_big:
             step.status, step.output, step.error, step.finished_at = "complete", output, None, now
             step.wake_at = None
+            is_new = step.pk is None
             step.save()
-            record_event(instance, "step.started", step=step_summary(step))
+            if is_new:  # a retried step announced its start with its first attempt
+                record_event(instance, "step.started", step=step_summary(step))
             publish_logs(instance, step)
             record_event(instance, "step.completed", step=step_summary(step))
             dispatch.run_now(instance)
