@@ -278,8 +278,41 @@ def run_sandbox(activation: Activation) -> SandboxResult:
         input=activation.input,
         limits=limits,
         mode="workflow",
+        on_progress=lambda note: note_started(activation, note),
     )
     return get_sandbox(quota.sandbox_mode).run(request)
+
+
+def note_started(activation: Activation, note: dict) -> None:
+    """The runtime is about to run a do step: show it as running, while it runs.
+
+    The row also tells a later activation which step a crashed worker was in.
+    """
+    if note.get("kind") != "intent":
+        return
+    try:
+        intent = outcomes.check_outcome({**note, "kind": "step"})
+    except outcomes.InvalidOutcome:
+        return
+    with transaction.atomic():
+        instance = Instance.objects.select_for_update().get(pk=activation.instance_pk)
+        if instance.lease_owner != activation.token:
+            return
+        step = Step.objects.filter(instance=instance, index=intent["index"]).first()
+        if step is not None and step.status in Step.RESOLVED_STATUSES:
+            return
+        if step is None:
+            step = Step(instance=instance, index=intent["index"], kind=Step.Kind.DO)
+        step.name = intent["name"]
+        step.status = Step.Status.RUNNING
+        step.started_at = timezone.now()
+        step.finished_at = None
+        step.config = {
+            "retries": intent.get("retries") or outcomes.DEFAULT_RETRIES,
+            "timeout_seconds": intent.get("timeout_seconds"),
+        }
+        step.save()
+        record_event(instance, "step.started", step=step_summary(step))
 
 
 class Heartbeat:

@@ -144,7 +144,9 @@ def record_do(instance: Instance, existing: Step | None, outcome: dict) -> None:
         "retries": outcome.get("retries") or DEFAULT_RETRIES,
         "timeout_seconds": outcome.get("timeout_seconds"),
     }
-    step.started_at = now - duration
+    if step.status != Step.Status.RUNNING:  # not announced while it ran
+        step.started_at = now - duration
+    announced = step.status == Step.Status.RUNNING
     if outcome.get("status") == "complete":
         output = outcome.get("output")
         too_big = json_size(output) > instance.tenant.quota.step_result_bytes
@@ -153,7 +155,7 @@ def record_do(instance: Instance, existing: Step | None, outcome: dict) -> None:
             step.wake_at = None
             is_new = step.pk is None
             step.save()
-            if is_new:  # a retried step announced its start with its first attempt
+            if is_new and not announced:
                 record_event(instance, "step.started", step=step_summary(step))
             publish_logs(instance, step)
             record_event(instance, "step.completed", step=step_summary(step))

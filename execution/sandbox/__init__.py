@@ -5,6 +5,7 @@
 A sandbox violation is always a SandboxResult with a non-ok status, never an exception.
 """
 
+import atexit
 import threading
 from typing import Any, Protocol
 
@@ -12,6 +13,7 @@ from execution.sandbox.config import SandboxConfig, SandboxSetupError
 from execution.sandbox.fresh import FreshSandbox
 from execution.sandbox.limits import Limits
 from execution.sandbox.result import SandboxRequest, SandboxResult, Status
+from execution.sandbox.warm import WarmSandbox
 
 __all__ = [
     "FreshSandbox",
@@ -22,6 +24,7 @@ __all__ = [
     "SandboxResult",
     "SandboxSetupError",
     "Status",
+    "WarmSandbox",
     "get_sandbox",
     "prepare",
     "run_python",
@@ -40,13 +43,16 @@ _sandboxes_lock = threading.Lock()
 
 def get_sandbox(mode: str = "fresh") -> Sandbox:
     """The process-wide sandbox for a mode, configured from Django settings."""
-    if mode == "warm":
-        raise NotImplementedError("the warm sandbox mode is not built yet")
-    if mode != "fresh":
+    if mode not in ("fresh", "warm"):
         raise ValueError(f"unknown sandbox mode {mode!r}")
     with _sandboxes_lock:
-        if mode not in _sandboxes:
-            _sandboxes[mode] = FreshSandbox(SandboxConfig.from_settings())
+        if "fresh" not in _sandboxes:
+            _sandboxes["fresh"] = FreshSandbox(SandboxConfig.from_settings())
+        if mode == "warm" and "warm" not in _sandboxes:
+            # Warm mode falls back on (and shares the slots of) the fresh sandbox.
+            warm = WarmSandbox.from_settings(fresh=_sandboxes["fresh"])
+            atexit.register(warm.close)
+            _sandboxes["warm"] = warm
         return _sandboxes[mode]
 
 

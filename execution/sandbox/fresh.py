@@ -12,7 +12,7 @@ from execution.sandbox import jail, process
 from execution.sandbox.cgroups import Layout
 from execution.sandbox.config import SandboxConfig, SandboxSetupError
 from execution.sandbox.outcome import classify
-from execution.sandbox.protocol import dumps_job
+from execution.sandbox.protocol import NoteWatcher, dumps_job
 from execution.sandbox.result import SandboxRequest, SandboxResult, Status
 from execution.sandbox.slots import Slots
 
@@ -117,6 +117,7 @@ class FreshSandbox:
                     wall_seconds=limits.wall_seconds,
                     kill_grace=self.config.kill_grace_seconds,
                     kill_all=job.kill_all,
+                    on_result=watch_notes(request.on_progress),
                 )
                 usage = job.usage()
             finally:
@@ -138,3 +139,17 @@ def failure(status: Status, kind: str, message: str, started: float) -> SandboxR
         cpu_seconds=0.0,
         peak_memory_bytes=None,
     )
+
+
+def watch_notes(callback):
+    """A result-channel watcher that passes progress notes to `callback`, or None."""
+    if callback is None:
+        return None
+
+    def safe(note: dict) -> None:
+        try:
+            callback(note)
+        except Exception:
+            logger.exception("a progress callback failed; the step goes on")
+
+    return NoteWatcher(safe).feed

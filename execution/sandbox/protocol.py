@@ -107,3 +107,31 @@ def _clean_error(error: Any) -> dict:
     if "traceback" in error and not isinstance(error["traceback"], str):
         raise ProtocolError('the result\'s "error.traceback" is not a string')
     return {key: value[:MAX_ERROR_FIELD] for key, value in error.items()}
+
+
+class NoteWatcher:
+    """Hands each progress note to a callback as soon as its line is complete.
+
+    Fed the result channel's bytes as they arrive; the first line that is not a
+    note (the final document) ends the watching. The callback's errors are its own.
+    """
+
+    def __init__(self, callback) -> None:
+        self.callback = callback
+        self.offset = 0
+        self.seen = 0
+        self.done = False
+
+    def feed(self, data: bytes | bytearray) -> None:
+        while not self.done:
+            end = data.find(b"\n", self.offset)
+            if end < 0:
+                return
+            line = bytes(data[self.offset : end])
+            self.offset = end + 1
+            notes, rest = split_channel(line + b"\n")
+            if not notes or rest or self.seen >= MAX_PROGRESS_NOTES:
+                self.done = True
+                return
+            self.seen += 1
+            self.callback(notes[0])

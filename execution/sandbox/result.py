@@ -1,6 +1,7 @@
 """What goes into a sandbox and what comes out of it."""
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -28,6 +29,9 @@ class SandboxRequest:
     limits: Limits = field(default_factory=Limits)
     mode: str = "call"  # "call": tenant.main(input); "workflow": stepwell._engine.activate
     code_sha256: str | None = None  # computed when None
+    # Called with each progress note (e.g. the do step about to run) while the jail
+    # still runs, so the engine can show a step as started. Never sees the outcome.
+    on_progress: Callable[[dict], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -195,6 +195,29 @@ def test_non_retryable_error_and_nondeterminism_error_the_instance(stack, acme):
     assert instance.error["type"] == "NonDeterminismError"
 
 
+def test_a_step_shows_as_running_while_it_runs(stack, acme):
+    code = """
+    import time
+
+    def run(event, step):
+        return step.do("slow", lambda: time.sleep(2) or "done")
+    """
+    instance = start(acme, "slow", code)
+    wait_until(
+        lambda: Step.objects.filter(instance=instance, status="running").exists(),
+        20,
+        what="the step to show as running",
+    )
+    started = ProgressEvent.objects.get(instance=instance, type="step.started")
+    assert not ProgressEvent.objects.filter(instance=instance, type="step.completed").exists()
+    instance = finished(instance, stack=stack)
+    step = instance.steps.get()
+    assert (step.status, step.attempts, instance.output) == ("complete", 1, "done")
+    assert (step.finished_at - step.started_at).total_seconds() >= 2
+    assert ProgressEvent.objects.filter(instance=instance, type="step.started").count() == 1
+    assert started.seq < ProgressEvent.objects.get(instance=instance, type="step.completed").seq
+
+
 def test_a_worker_killed_mid_step_loses_nothing(stack, acme):
     code = """
     import time
@@ -210,7 +233,7 @@ def test_a_worker_killed_mid_step_loses_nothing(stack, acme):
     """
     instance = start(acme, "killme", code)
     wait_until(
-        lambda: Step.objects.filter(instance=instance, name="quick").exists(),
+        lambda: Step.objects.filter(instance=instance, name="quick", status="complete").exists(),
         30,
         what="the first step",
     )

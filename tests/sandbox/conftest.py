@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from execution.sandbox import FreshSandbox, Limits, SandboxConfig, SandboxRequest
+from execution.sandbox import FreshSandbox, Limits, SandboxConfig, SandboxRequest, WarmSandbox
 from execution.sandbox.limits import MiB
 
-SLOTS = 8
+SLOTS = 16  # warm jails hold a slot for as long as they live
 # A uid range of this session's own, so concurrent test runs never see each other's jails.
 UID_BASE = 200000 + (os.getpid() % 10000) * SLOTS
 
@@ -43,23 +43,39 @@ def sandbox(sandbox_config):
     return box
 
 
+@pytest.fixture(scope="session")
+def warm_sandbox(sandbox, sandbox_config):
+    box = WarmSandbox(sandbox_config, jails_per_worker=4, idle_seconds=300, fresh=sandbox)
+    yield box
+    box.close()
+
+
+@pytest.fixture(params=["fresh", "warm"])
+def sandbox_mode(request):
+    """Every test that runs steps runs them in both modes."""
+    return request.param
+
+
 @pytest.fixture
-def run(sandbox):
-    """run(code, input=None, tenant="acme", **limit_overrides) -> SandboxResult"""
+def run(request, sandbox_mode):
+    """run(code, input=None, tenant="acme", **limit_overrides) -> SandboxResult; run.mode"""
+    box = request.getfixturevalue("warm_sandbox" if sandbox_mode == "warm" else "sandbox")
 
     def run(code, input=None, tenant="acme", mode="call", **overrides):
         limits = Limits(**{**SMALL.to_json(), **overrides})
-        return sandbox.run(
+        return box.run(
             SandboxRequest(tenant=tenant, code=code, input=input, limits=limits, mode=mode)
         )
 
+    run.mode = sandbox_mode
     return run
 
 
 @pytest.fixture
-def sandbox_pids(sandbox_config):
-    """sandbox_pids() -> host pids running as any sandbox slot's uid."""
-    return lambda: _sandbox_pids(sandbox_config)
+def sandbox_pids(request, sandbox_config):
+    """sandbox_pids() -> host pids running as any sandbox slot's uid, but live zygotes."""
+    warm = request.getfixturevalue("warm_sandbox")
+    return lambda: sorted(set(_sandbox_pids(sandbox_config)) - warm.zygote_pids())
 
 
 def _sandbox_pids(config: SandboxConfig) -> list[int]:

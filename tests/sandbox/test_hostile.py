@@ -275,8 +275,10 @@ def main(x):
 """
     result = run(code)
     assert result.status == Status.OK, result.error
-    assert result.result["me"] == 1
-    assert result.result["pids"] == [1]
+    me = result.result["me"]
+    # A warm step is the zygote's child; the zygote is the jail's pid 1.
+    assert me == 1 if run.mode == "fresh" else me > 1
+    assert result.result["pids"] == sorted({1, me})
     assert os.getpid() not in result.result["pids"] or os.getpid() == 1
 
 
@@ -442,7 +444,7 @@ def main(x):
 
 
 # 16
-def test_no_processes_or_cgroups_are_left_behind(run, sandbox, sandbox_pids):
+def test_no_processes_or_cgroups_are_left_behind(run, sandbox, sandbox_pids, warm_sandbox):
     code = """
 import os, time
 def main(x):
@@ -464,9 +466,24 @@ def main(x):
         leftovers = [
             child.name
             for child in parent.iterdir()
-            if child.is_dir() and (child.name.startswith(mine) or child.name.startswith(PARENT))
+            if child.is_dir()
+            and (child.name.startswith(mine) or _ours_or_orphaned(child.name, sandbox.config))
+            and child.name not in warm_sandbox.cgroup_names()  # live warm jails stay
         ]
         assert leftovers == [], parent
+
+
+def _ours_or_orphaned(name: str, config) -> bool:
+    """An NSJAIL.<pid> cgroup of this session's uids, or one whose process is gone
+    (other test sessions on the machine run jails of their own meanwhile)."""
+    if not name.startswith(f"{PARENT}."):
+        return False
+    try:
+        status = Path(f"/proc/{name.removeprefix(f'{PARENT}.')}/status").read_text()
+    except OSError:
+        return True
+    uid = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("Uid:"))
+    return config.uid_base <= uid < config.uid_base + config.slots
 
 
 # 17
@@ -645,13 +662,9 @@ def main(me):
     for tenant in ("acme", "globex"):
         result = results[tenant]
         assert result.status == Status.OK, result.error
-        assert result.result == {
-            "me": tenant,
-            "tmp": [tenant],
-            "work": [tenant],
-            "code": 1,
-            "pids": [1],
-        }
+        pids = result.result.pop("pids")
+        assert result.result == {"me": tenant, "tmp": [tenant], "work": [tenant], "code": 1}
+        assert pids == [1] if run.mode == "fresh" else len(pids) == 2 and pids[0] == 1
 
 
 def test_rlimits_are_set_inside(run):

@@ -61,3 +61,52 @@ def test_a_step_killed_for_memory_still_names_its_step(run):
     assert result.status == "memory_exceeded"
     assert result.progress[-1]["kind"] == "intent"
     assert (result.progress[-1]["index"], result.progress[-1]["name"]) == (0, "bomb")
+
+
+def test_the_watcher_hands_over_each_note_once_as_its_line_completes():
+    from execution.sandbox.protocol import NoteWatcher
+
+    seen = []
+    watcher = NoteWatcher(seen.append)
+    data = bytearray(line({"progress": {"kind": "intent", "index": 0}})[:-5])
+    watcher.feed(data)
+    assert seen == []
+    data += line({"progress": {"kind": "intent", "index": 0}})[-5:]
+    watcher.feed(data)
+    data += line({"progress": {"kind": "intent", "index": 1}}) + line({"ok": True, "result": 1})
+    watcher.feed(data)
+    watcher.feed(data)
+    assert seen == [{"kind": "intent", "index": 0}, {"kind": "intent", "index": 1}]
+
+
+@pytest.mark.sandbox
+def test_notes_reach_the_callback_while_the_step_runs(sandbox):
+    import time
+
+    from execution.sandbox import SandboxRequest
+    from tests.sandbox.conftest import SMALL
+
+    seen = []
+    code = "import time\ndef run(event, step):\n    step.do('slow', lambda: time.sleep(1) or 1)\n"
+    activation = {
+        "instance_id": "i-1",
+        "payload": {},
+        "timestamp": "2026-01-01T00:00:00+00:00",
+        "now": "2026-01-01T00:00:00+00:00",
+        "history": [],
+        "limits": {"result_bytes": 65536, "log_bytes": 65536, "step_timeout_seconds": 5.0},
+    }
+    started = time.monotonic()
+    request = SandboxRequest(
+        tenant="acme",
+        code=code,
+        input=activation,
+        limits=SMALL,
+        mode="workflow",
+        on_progress=lambda note: seen.append((note, time.monotonic() - started)),
+    )
+    result = sandbox.run(request)
+    assert result.status == "ok" and result.result["status"] == "complete"
+    ((note, at),) = seen
+    assert (note["kind"], note["name"]) == ("intent", "slow")
+    assert at < result.wall_seconds - 0.5  # heard before the step's second was over

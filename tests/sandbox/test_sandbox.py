@@ -146,9 +146,14 @@ def test_the_same_code_is_cached_once(run, sandbox_config):
     assert [p.name for p in directory.iterdir()] == ["tenant.py"]
 
 
-def test_get_sandbox_has_no_warm_mode_yet():
-    with pytest.raises(NotImplementedError):
-        get_sandbox("warm")
+def test_get_sandbox_has_a_fresh_and_a_warm_mode():
+    from execution.sandbox import FreshSandbox, WarmSandbox
+
+    assert isinstance(get_sandbox("fresh"), FreshSandbox)
+    assert isinstance(get_sandbox("warm"), WarmSandbox)
+    assert get_sandbox("warm").fresh is get_sandbox("fresh")
+    with pytest.raises(ValueError):
+        get_sandbox("lukewarm")
 
 
 def test_config_comes_from_django_settings(settings, tmp_path):

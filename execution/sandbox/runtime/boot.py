@@ -79,8 +79,10 @@ def send_progress(channel):
     return sink
 
 
-def run_job(job, channel=None):
-    tenant = load_tenant()
+def run_job(job, channel=None, tenant=None):
+    # A warm jail's zygote imported the tenant module once, before forking this process.
+    if tenant is None:
+        tenant = load_tenant()
     if job["mode"] == "workflow":
         from stepwell import _progress
         from stepwell._engine import activate
@@ -99,14 +101,14 @@ def encode(doc):
     return json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
 
 
-def outcome(job_bytes, channel=None):
+def outcome(job_bytes, channel=None, tenant=None):
     import json
 
     try:
         job = json.loads(job_bytes)
         if not isinstance(job, dict) or job.get("mode") not in ("call", "workflow"):
             raise ValueError("bad job document")
-        value = run_job(job, channel)
+        value = run_job(job, channel, tenant)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt are step errors too
         return encode(error_doc(exc))
     try:
@@ -125,12 +127,14 @@ def flush_std_streams():
             pass
 
 
-def main():
+def main(job_bytes=None, tenant=None):
+    """Answer one job; a warm jail's child passes the job and the tenant module it inherited."""
     channel = take_channel()
     if RUNTIME_DIR not in sys.path:
         sys.path.insert(0, RUNTIME_DIR)
-    job_bytes = sys.stdin.buffer.read()
-    doc = outcome(job_bytes, channel)
+    if job_bytes is None:
+        job_bytes = sys.stdin.buffer.read()
+    doc = outcome(job_bytes, channel, tenant)
     flush_std_streams()
     if channel is not None:
         try:  # noqa: SIM105 - the host reports a missing result
@@ -142,4 +146,12 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--warm"]:
+        # A warm jail: the zygote forks one child per activation, and each child runs
+        # this module's main() as __main__, exactly as a fresh jail would.
+        sys.path.insert(0, RUNTIME_DIR)
+        import zygote
+
+        zygote.serve(sys.modules[__name__])
+    else:
+        main()

@@ -1,0 +1,174 @@
+"""Fresh against warm sandbox mode, through the one Sandbox interface (issue 8).
+
+    .venv/bin/python bench/warm.py [--runs 200] [--threads 2]
+
+Measures, for each mode in one run: per-activation overhead (p50/p95 of a trivial
+``return x`` step), the latency of a 10-step workflow (its 11 activations one after the
+other, each replaying the history so far, as the engine would run them), and
+activations/s with --threads threads at once. Goal on 2 cores: warm at least 250 steps/s.
+``measure()`` returns the numbers for other benchmarks (bench/engine.py).
+"""
+
+import argparse
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.sandbox import summary
+from execution.sandbox import (
+    FreshSandbox,
+    Limits,
+    SandboxConfig,
+    SandboxRequest,
+    Status,
+    WarmSandbox,
+)
+
+TRIVIAL = "def main(x):\n    return x\n"
+WORKFLOW = """
+def run(event, step):
+    total = 0
+    for i in range(10):
+        total += step.do(f"s{i}", lambda i=i: i)
+    return total
+"""
+STEPS_PER_SECOND_GOAL = 250.0
+
+
+def activation_input(history: list[dict]) -> dict:
+    return {
+        "instance_id": "bench",
+        "payload": {},
+        "timestamp": "2026-01-01T00:00:00+00:00",
+        "now": "2026-01-01T00:00:00+00:00",
+        "history": history,
+        "limits": {"result_bytes": 65536, "log_bytes": 65536, "step_timeout_seconds": 30.0},
+    }
+
+
+def checked(box, request: SandboxRequest):
+    result = box.run(request)
+    if result.status != Status.OK:
+        raise RuntimeError(f"a bench activation failed: {result.error}")
+    return result.result
+
+
+def per_activation(box, runs: int) -> list[float]:
+    request = SandboxRequest(tenant="bench", code=TRIVIAL, input={"n": 1}, limits=Limits())
+    checked(box, request)  # start the jail and warm the page cache
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        checked(box, request)
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def ten_step_workflow(box) -> float:
+    """Seconds for the 11 activations of a 10-step workflow, history replayed each time."""
+    history: list[dict] = []
+    started = time.perf_counter()
+    while True:
+        request = SandboxRequest(
+            tenant="bench",
+            code=WORKFLOW,
+            input=activation_input(history),
+            limits=Limits(),
+            mode="workflow",
+        )
+        outcome = checked(box, request)
+        if outcome["kind"] == "complete":
+            return time.perf_counter() - started
+        history.append(
+            {"index": outcome["index"], "name": outcome["name"], "kind": "do",
+             "status": "complete", "attempts": 1, "output": outcome["output"]}
+        )  # fmt: skip
+
+
+def throughput(box, threads: int, seconds: float) -> float:
+    """Trivial activations per second with `threads` callers at once."""
+    request = SandboxRequest(tenant="bench", code=TRIVIAL, input=1, limits=Limits())
+    done = [0] * threads
+    stop_at = time.perf_counter() + seconds
+
+    def caller(n: int) -> None:
+        while time.perf_counter() < stop_at:
+            checked(box, request)
+            done[n] += 1
+
+    workers = [threading.Thread(target=caller, args=(n,)) for n in range(threads)]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return sum(done) / (time.perf_counter() - started)
+
+
+def measure_mode(box, runs: int, threads: int, seconds: float) -> dict:
+    samples = per_activation(box, runs)
+    ten_step_workflow(box)  # once to start the workflow's jail
+    workflows = [ten_step_workflow(box) for _ in range(5)]
+    return {
+        **summary(samples),
+        "workflow_10_steps_ms": sorted(workflows)[len(workflows) // 2] * 1000,
+        "activations_per_second": throughput(box, threads, seconds),
+    }
+
+
+def measure(runs: int = 200, threads: int = 2, config: SandboxConfig | None = None) -> dict:
+    """{"fresh": {...}, "warm": {...}}: p50_ms, p95_ms, mean_ms, workflow_10_steps_ms, ..."""
+    owned_state = config is None
+    if config is None:
+        state = Path(tempfile.mkdtemp(prefix="stepwell-bench-warm-"))
+        state.chmod(0o755)
+        config = SandboxConfig(state_dir=state)
+    fresh = FreshSandbox(config)
+    fresh.prepare()
+    warm = WarmSandbox(config, jails_per_worker=4, fresh=fresh)
+    try:
+        return {
+            "runs": runs,
+            "threads": threads,
+            "fresh": measure_mode(fresh, max(runs // 5, 10), threads, seconds=3),
+            "warm": measure_mode(warm, runs, threads, seconds=3),
+        }
+    finally:
+        warm.close()
+        if owned_state:
+            shutil.rmtree(config.state_dir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    results = measure(max(args.runs, 10), max(args.threads, 1))
+    fresh, warm = results["fresh"], results["warm"]
+    print(f"sandbox modes side by side; {args.threads} threads for activations/s\n")
+    print(f"{'':34} {'fresh':>10} {'warm':>10} {'warm gain':>10}")
+    rows = (  # label, key, higher is better
+        ("per-activation overhead p50 (ms)", "p50_ms", False),
+        ("per-activation overhead p95 (ms)", "p95_ms", False),
+        ("10-step workflow, 11 acts (ms)", "workflow_10_steps_ms", False),
+        ("activations/s", "activations_per_second", True),
+    )
+    for label, key, higher_is_better in rows:
+        better, worse = (warm[key], fresh[key]) if higher_is_better else (fresh[key], warm[key])
+        gain = better / worse if worse else float("nan")
+        print(f"{label:34} {fresh[key]:10.1f} {warm[key]:10.1f} {gain:9.1f}x")
+    met = warm["activations_per_second"] >= STEPS_PER_SECOND_GOAL
+    print(
+        f"\nwarm activations/s {warm['activations_per_second']:.0f} "
+        f"(goal >= {STEPS_PER_SECOND_GOAL:.0f}): {'met' if met else 'missed'}"
+    )
+
+
+if __name__ == "__main__":
+    main()

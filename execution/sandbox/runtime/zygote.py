@@ -1,0 +1,287 @@
+"""A warm jail's zygote: forks one fresh child per activation (stdlib only, Python 3.11+).
+
+Started inside nsjail as ``python -I -S -B /runtime/boot.py --warm``; boot hands over its
+own module, so each child answers its job with boot's code running as ``__main__``,
+exactly as in a fresh jail. The zygote is the jail's pid 1: the kernel drops signals sent
+to it from inside the jail, and it kills every other process in the jail after each step.
+
+Control channel (fd 3, a unix stream socket to the host):
+- host to zygote, a request: ``b"R"`` + struct ``>QIdd`` (activation id, job length,
+  CPU seconds, wall seconds), carrying the write ends of the step's stdout, stderr and
+  result pipes as SCM_RIGHTS, then the job bytes; a cancel: ``b"C"`` + ``>Q`` (id).
+- zygote to host: ``>I`` length + JSON: first ``{"ready": true}``, then per request
+  ``{"id", "exit_code", "signal", "timed_out", "cancelled", "retire", "cpu_seconds",
+  "maxrss_bytes"}``; ``retire`` says the zygote could not clean up and is ending.
+Anything unexpected on the channel ends the zygote; the host then replaces the jail.
+"""
+
+import gc
+import json
+import math
+import os
+import resource
+import select
+import shutil
+import signal
+import socket
+import struct
+import sys
+import time
+
+CONTROL_FD = 3
+RESULT_FD = 3
+REQUEST = struct.Struct(">QIdd")
+CANCEL = struct.Struct(">Q")
+FRAME_LENGTH = struct.Struct(">I")
+PIPES_PER_STEP = 3
+SCRATCH_DIRS = ("/tmp", "/work", "/dev/shm")
+WORK_DIR = "/work"
+PR_SET_DUMPABLE = 4
+CHILD_FAILED = 70  # the child could not set itself up; the host reports a missing result
+LEFT_THREADS = 71  # the tenant's module-level code left threads running in the zygote
+
+
+class ChannelClosed(Exception):
+    """The host closed the control channel, or broke its protocol: the zygote ends."""
+
+
+_prctl = None
+
+
+def set_dumpable(flag):
+    """Non-dumpable, the zygote's /proc/1/mem and /proc/1/fd are closed to its children."""
+    global _prctl
+    import ctypes
+
+    if _prctl is None:  # looked up once in the zygote, inherited by every child
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    if _prctl(PR_SET_DUMPABLE, flag, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+
+
+def recv_exact(control, size):
+    data = bytearray()
+    while len(data) < size:
+        chunk = control.recv(size - len(data))
+        if not chunk:
+            raise ChannelClosed("the host closed the control channel")
+        data += chunk
+    return bytes(data)
+
+
+def recv_kind(control):
+    """One frame's type byte, and the fds sent with it (only a request carries any)."""
+    kind, fds, _, _ = socket.recv_fds(control, 1, PIPES_PER_STEP)
+    if not kind:
+        raise ChannelClosed("the host closed the control channel")
+    if (kind == b"C" and fds) or kind not in (b"R", b"C"):
+        for fd in fds:
+            os.close(fd)
+        raise ChannelClosed(f"unexpected frame {kind!r} on the control channel")
+    return kind, fds
+
+
+def send_frame(control, doc):
+    data = json.dumps(doc, separators=(",", ":")).encode()
+    control.sendall(FRAME_LENGTH.pack(len(data)) + data)
+
+
+def kill_all_others():
+    """SIGKILL and reap every process in the jail but the zygote (pid 1, spared by kill -1)."""
+    while True:
+        try:  # noqa: SIM105 - contextlib is not worth importing into every child
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+def make_writable(top):
+    """A step may leave directories it made unreadable; open them up before removal."""
+    pending = [top]
+    while pending:
+        directory = pending.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    os.chmod(entry.path, 0o700)
+                    pending.append(entry.path)
+
+
+def wipe_scratch():
+    """Empty /tmp, the work dir and /dev/shm; any failure ends the zygote (and the jail)."""
+    for top in SCRATCH_DIRS:
+        if not os.listdir(top):
+            continue  # the usual case: the step left nothing
+        make_writable(top)
+        with os.scandir(top) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+        if os.listdir(top):
+            raise RuntimeError(f"{top} is not empty after the wipe")
+
+
+def run_child(boot, preloaded, job_bytes, fds, cpu_seconds):
+    """In the forked child: a clean process for one step; never returns."""
+    tenant, import_stdout, import_stderr = preloaded
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        set_dumpable(1)  # its own /proc files belong to it again
+        # SIGXCPU at the limit says "CPU time" for sure; the hard limit a second later
+        # still ends a step that ignores it.
+        cpu = max(1, math.ceil(cpu_seconds))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        stdin = os.open("/dev/null", os.O_RDONLY)
+        for target, fd in enumerate((stdin, *fds)):
+            os.dup2(fd, target)
+        os.closerange(RESULT_FD + 1, 1 << 20)  # the control channel and the zygote's fds
+        os.chdir(WORK_DIR)
+        # In a fresh jail each step prints what the module prints at import; so here.
+        boot.write_all(1, import_stdout)
+        boot.write_all(2, import_stderr)
+        boot.main(job_bytes, tenant)
+    except BaseException as exc:  # only the set-up can get here: boot.main() never returns
+        os.write(2, f"the step could not be set up: {exc!r}\n".encode())
+    finally:
+        os._exit(CHILD_FAILED)
+
+
+def supervise(control, request_id, pid, wall_seconds):
+    """Wait for the child until it exits, the wall limit passes or the host cancels."""
+    deadline = time.monotonic() + wall_seconds
+    pidfd = os.pidfd_open(pid)
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    poller.register(control, select.POLLIN)
+    timed_out = cancelled = False
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                timed_out = True
+                break
+            ready = [fd for fd, _ in poller.poll(math.ceil(remaining * 1000))]
+            if pidfd in ready:
+                break
+            if control.fileno() in ready:
+                kind, _ = recv_kind(control)
+                (cancel_id,) = CANCEL.unpack(recv_exact(control, CANCEL.size))
+                if kind != b"C" or cancel_id != request_id:
+                    raise ChannelClosed("a request arrived while a step was running")
+                cancelled = True
+                break
+    finally:
+        os.close(pidfd)
+        if timed_out or cancelled:
+            os.kill(pid, signal.SIGKILL)
+    return timed_out, cancelled
+
+
+def serve_one(control, boot, preloaded):
+    kind, fds = recv_kind(control)
+    if kind == b"C":  # a cancel that crossed the status of a step already over
+        recv_exact(control, CANCEL.size)
+        return
+    try:
+        request_id, job_length, cpu_seconds, wall_seconds = REQUEST.unpack(
+            recv_exact(control, REQUEST.size)
+        )
+        if len(fds) != PIPES_PER_STEP:
+            raise ChannelClosed("a request without its three pipes")
+        job_bytes = recv_exact(control, job_length)
+        pid = os.fork()
+        if pid == 0:
+            run_child(boot, preloaded, job_bytes, fds, cpu_seconds)
+    finally:
+        for fd in fds:
+            os.close(fd)  # the child holds the only copies: EOF means it and its kin are gone
+    timed_out, cancelled = supervise(control, request_id, pid, wall_seconds)
+    _, status, usage = os.wait4(pid, 0)
+    kill_all_others()
+    # Clean before the status, so a status always means "ready for the next step".
+    try:
+        wipe_scratch()
+        retire = False
+    except Exception:
+        retire = True
+    send_frame(
+        control,
+        {
+            "id": request_id,
+            "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+            "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+            "timed_out": timed_out,
+            "cancelled": cancelled,
+            "retire": retire,
+            "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "maxrss_bytes": usage.ru_maxrss * 1024,
+        },
+    )
+    if retire:
+        raise ChannelClosed("the scratch dirs could not be wiped")
+
+
+def preload(boot):
+    """Import what every step needs, then the tenant module, keeping what the import printed.
+
+    Returns (module, stdout bytes, stderr bytes); module None when the import fails, which
+    each child then repeats, so every step reports it (and prints) as fresh mode would.
+    """
+    import io
+    import traceback  # noqa: F401 - boot imports these lazily; pay for them once here
+
+    from stepwell import _engine, _progress  # noqa: F401
+
+    saved = sys.stdout, sys.stderr
+    captured = io.StringIO(), io.StringIO()
+    sys.stdout, sys.stderr = captured
+    try:
+        module = boot.load_tenant()
+    except BaseException:
+        sys.modules.pop("tenant", None)
+        return None, b"", b""
+    finally:
+        sys.stdout, sys.stderr = saved
+    out, err = (stream.getvalue().encode("utf-8", "surrogateescape") for stream in captured)
+    return module, out, err
+
+
+def quiet_std_streams():
+    """The zygote's own output has no reader once the jail is up; children get their own."""
+    devnull = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def serve(boot):
+    # As pid 1 the zygote gets only the signals it handles, so it handles none.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    control = socket.socket(fileno=CONTROL_FD)
+    control.set_inheritable(False)
+    set_dumpable(0)
+    os.chdir(WORK_DIR)
+    preloaded = preload(boot)
+    set_dumpable(0)  # again: the tenant's module-level code ran in between
+    if len(os.listdir("/proc/self/task")) != 1:
+        # A thread the module started would run beside every step; such code runs fresh.
+        os._exit(LEFT_THREADS)
+    kill_all_others()
+    wipe_scratch()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    quiet_std_streams()
+    gc.collect()
+    gc.freeze()  # keeps the collector from dirtying shared pages in every child
+    send_frame(control, {"ready": True})
+    try:
+        while True:
+            serve_one(control, boot, preloaded)
+    except ChannelClosed:
+        os._exit(0)

@@ -1,0 +1,172 @@
+"""Warm mode: one long-lived jail per (tenant, code version, limits), a forked child per step.
+
+Same interface and results as fresh mode. When no warm jail can be had (every one busy
+and the pool full, no free slot, or a zygote that will not come up because the tenant's
+module-level code kills it), the step runs in a fresh jail instead: slower, never weaker.
+"""
+
+import dataclasses
+import itertools
+import logging
+import os
+import signal
+import threading
+import time
+
+from execution.sandbox.cgroups import Layout
+from execution.sandbox.config import SandboxConfig, SandboxSetupError
+from execution.sandbox.fresh import FreshSandbox, failure, watch_notes
+from execution.sandbox.outcome import JailExit, classify
+from execution.sandbox.protocol import dumps_job
+from execution.sandbox.result import SandboxRequest, SandboxResult, Status
+from execution.sandbox.warm_activation import StepRun
+from execution.sandbox.warm_jail import NoFreeSlot, WarmJail, WarmStartError
+from execution.sandbox.warm_pool import JailKey, JailPool
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_JAILS_PER_WORKER = 4
+DEFAULT_IDLE_SECONDS = 300.0
+COLD_SECONDS = 60.0  # after a jail of a key failed to start, run that key fresh this long
+_jail_numbers = itertools.count()
+
+
+class WarmSandbox:
+    def __init__(
+        self,
+        config: SandboxConfig | None = None,
+        *,
+        jails_per_worker: int = DEFAULT_JAILS_PER_WORKER,
+        idle_seconds: float = DEFAULT_IDLE_SECONDS,
+        fresh: FreshSandbox | None = None,
+    ) -> None:
+        self.config = config or SandboxConfig.from_settings()
+        self.fresh = fresh or FreshSandbox(self.config)
+        self.pool = JailPool(jails_per_worker, idle_seconds)
+        self._cold: dict[JailKey, float] = {}
+        self._cold_lock = threading.Lock()
+        self._layout: Layout | None = None
+
+    @classmethod
+    def from_settings(cls, fresh: FreshSandbox | None = None) -> "WarmSandbox":
+        from django.conf import settings
+
+        return cls(
+            fresh.config if fresh else None,
+            jails_per_worker=getattr(
+                settings, "STEPWELL_WARM_JAILS_PER_WORKER", DEFAULT_JAILS_PER_WORKER
+            ),
+            idle_seconds=getattr(settings, "STEPWELL_WARM_IDLE_SECONDS", DEFAULT_IDLE_SECONDS),
+            fresh=fresh,
+        )
+
+    def prepare(self) -> None:
+        """The fresh sandbox's start-up (cgroup parents, sweep, directories), then the layout."""
+        self.fresh.prepare()
+        if self._layout is None:
+            self._layout = Layout.detect(self.config.cgroup_root)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def run(self, request: SandboxRequest) -> SandboxResult:
+        if not isinstance(request, SandboxRequest):
+            raise TypeError("run() takes a SandboxRequest")
+        started = time.monotonic()
+        try:
+            self.prepare()
+            job_bytes = dumps_job(request.mode, request.input)
+        except (TypeError, ValueError) as exc:
+            return failure(Status.ERROR, "BadInput", f"the input is not JSON: {exc}", started)
+        except (SandboxSetupError, OSError) as exc:
+            logger.exception("sandbox set-up failed")
+            return failure(Status.SANDBOX_FAILURE, "SandboxFailure", str(exc), started)
+        key = JailKey(request.tenant, request.code_sha256, request.limits)
+        if self._is_cold(key):
+            return self.fresh.run(request)
+        try:
+            step = self._activate(key, request, job_bytes)
+            if step is not None and not step.delivered:
+                # The jail died between steps, before the request reached it: nothing of
+                # the step ran, so it runs now in a replacement.
+                step = self._activate(key, request, job_bytes)
+            if step is None:  # every jail busy and the pool full
+                return self.fresh.run(request)
+        except WarmStartError as exc:
+            logger.warning("no warm jail for tenant %s, running fresh: %s", request.tenant, exc)
+            if not isinstance(exc, NoFreeSlot):
+                self._mark_cold(key)
+            return self.fresh.run(request)
+        except (SandboxSetupError, OSError) as exc:
+            logger.exception("warm sandbox run failed for tenant %s", request.tenant)
+            return failure(Status.SANDBOX_FAILURE, "SandboxFailure", str(exc), started)
+        return result_of(step, request)
+
+    def _activate(self, key: JailKey, request: SandboxRequest, job_bytes: bytes) -> StepRun | None:
+        with self.pool.lease(key, lambda: self._start_jail_in_a_slot(request)) as jail:
+            if jail is None:
+                return None
+            return jail.activate(job_bytes, watch_notes(request.on_progress))
+
+    def _start_jail_in_a_slot(self, request: SandboxRequest) -> WarmJail:
+        """Idle warm jails hold slots that fresh jails would wait for: give one back first."""
+        try:
+            return self._start_jail(request)
+        except NoFreeSlot:
+            if not self.pool.evict_oldest():
+                raise
+            return self._start_jail(request)
+
+    def _start_jail(self, request: SandboxRequest) -> WarmJail:
+        code_dir = self.fresh.code_cache.put(request.code_sha256, request.code)
+        name = f"job-{os.getpid()}-warm{next(_jail_numbers)}"
+        jail = WarmJail(self.config, self._layout, self.fresh.slots, code_dir, request.limits, name)
+        jail.start()
+        return jail
+
+    def _is_cold(self, key: JailKey) -> bool:
+        with self._cold_lock:
+            until = self._cold.get(key)
+            return until is not None and until > time.monotonic()
+
+    def _mark_cold(self, key: JailKey) -> None:
+        now = time.monotonic()
+        with self._cold_lock:
+            for stale in [k for k, until in self._cold.items() if until <= now]:
+                del self._cold[stale]
+            self._cold[key] = now + COLD_SECONDS
+
+    # For tests and diagnostics
+
+    def _all_jails(self) -> list[WarmJail]:
+        return [jail for _, jail in self.pool.jails()] + self.pool.stopping()
+
+    def zygote_pids(self) -> set[int]:
+        """Host pids of the zygotes of this sandbox's jails, in service or being stopped."""
+        return {pid for jail in self._all_jails() if (pid := jail.zygote_pid())}
+
+    def cgroup_names(self) -> set[str]:
+        return {name for jail in self._all_jails() for name in jail.cgroup_names()}
+
+
+def result_of(step: StepRun, request: SandboxRequest) -> SandboxResult:
+    """Classify as fresh mode does; a jail lost for no fault of the step is a sandbox failure."""
+    run = step.run
+    # Without the zygote's word, what the host saw itself decides (the jail was killed).
+    jail_exit = step.exit or JailExit(True, None, signal.SIGKILL, False)
+    result = classify(
+        run,
+        request.limits,
+        oom=step.oom,
+        peak_memory_bytes=run.maxrss_bytes or None,
+        jail_exit=jail_exit,
+    )
+    if step.exit is None and not (run.over_cap or run.deadline_hit or step.oom):
+        # The engine retries a sandbox failure as any interrupted step; the notes stay.
+        message = f"the warm sandbox was lost during the step ({step.lost}); it will be retried"
+        result = dataclasses.replace(
+            result,
+            status=Status.SANDBOX_FAILURE,
+            error={"type": "SandboxFailure", "message": message},
+        )
+    return result

@@ -1,0 +1,63 @@
+"""The control channel between the host and a warm jail's zygote (see runtime/zygote.py).
+
+Frames to the zygote are fixed binary headers; frames from it are length-prefixed JSON,
+which the host reads like anything else from a jail: size-capped, depth-capped, checked.
+"""
+
+import struct
+
+from execution.sandbox import protocol
+from execution.sandbox.outcome import JailExit
+
+REQUEST = struct.Struct(">QIdd")  # after b"R": activation id, job length, CPU s, wall s
+CANCEL = struct.Struct(">Q")  # after b"C": activation id
+FRAME_LENGTH = struct.Struct(">I")
+MAX_FRAME_BYTES = 4096  # a status frame is about 150 bytes
+STATUS_KEYS = {
+    "id", "exit_code", "signal", "timed_out", "cancelled", "retire", "cpu_seconds", "maxrss_bytes",
+}  # fmt: skip
+
+
+def request_header(activation_id: int, job_length: int, cpu: float, wall: float) -> bytes:
+    return b"R" + REQUEST.pack(activation_id, job_length, float(cpu), float(wall))
+
+
+def cancel_frame(activation_id: int) -> bytes:
+    return b"C" + CANCEL.pack(activation_id)
+
+
+def take_frame(inbox: bytearray) -> dict | None:
+    """Remove and return the first whole frame in inbox; ValueError for a bad one."""
+    if len(inbox) < FRAME_LENGTH.size:
+        return None
+    (length,) = FRAME_LENGTH.unpack_from(inbox)
+    if length > MAX_FRAME_BYTES:
+        raise ValueError(f"a control frame of {length} bytes")
+    if len(inbox) < FRAME_LENGTH.size + length:
+        return None
+    data = bytes(inbox[FRAME_LENGTH.size : FRAME_LENGTH.size + length])
+    del inbox[: FRAME_LENGTH.size + length]
+    frame = protocol.loads(data, max_depth=2)  # ProtocolError is a ValueError
+    if not isinstance(frame, dict):
+        raise ValueError("a control frame that is not an object")
+    return frame
+
+
+def check_status(frame: dict, activation_id: int) -> JailExit:
+    """The zygote's report on one step, or ValueError if it is not one for this activation."""
+    if set(frame) != STATUS_KEYS:
+        raise ValueError(f"a status frame with the keys {sorted(frame)}")
+    if frame["id"] != activation_id:
+        raise ValueError(f"the jail answered activation {frame['id']}, not {activation_id}")
+    exit_code, sig = frame["exit_code"], frame["signal"]
+    exited = isinstance(exit_code, int) and sig is None
+    if not (exited or (isinstance(sig, int) and exit_code is None)):
+        raise ValueError("a status frame without one exit code or signal")
+    for key in ("timed_out", "cancelled", "retire"):
+        if not isinstance(frame[key], bool):
+            raise ValueError(f"a status frame whose {key} is not a boolean")
+    for key in ("cpu_seconds", "maxrss_bytes"):
+        value = frame[key]
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"a status frame whose {key} is not a non-negative number")
+    return JailExit(launched=True, exit_code=exit_code, signal=sig, time_limit=frame["timed_out"])

@@ -1,0 +1,359 @@
+"""One warm jail: an nsjail running the zygote for one tenant, code version and set of limits.
+
+The zygote ran the tenant's module-level code, so the host trusts it no more than a step:
+its status frames are size-capped and schema-checked and must echo the activation's id
+(warm_channel.py), and the host's own deadline stops a zygote that does not answer
+(warm_activation.py).
+"""
+
+import contextlib
+import fcntl
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from nsjail.config import Exe
+from nsjail.enums import RLimitType
+from nsjail.serializers import to_textproto
+
+from execution.sandbox import jail
+from execution.sandbox.cgroups import JobCgroup, Layout
+from execution.sandbox.config import SandboxConfig, SandboxSetupError
+from execution.sandbox.limits import Limits, MiB
+from execution.sandbox.process import CHUNK
+from execution.sandbox.slots import Slots
+from execution.sandbox.warm_activation import Activation, StepRun
+from execution.sandbox.warm_channel import take_frame
+
+logger = logging.getLogger(__name__)
+
+CONTROL_FD = 3  # the zygote's end of the control socket, where a fresh jail has its result
+LOG_FD = jail.LOG_FD
+HIGH_FD = 10  # keep sources of posix_spawn's dup2 clear of the targets 0..4
+LOG_TAIL_BYTES = 16 * 1024
+STARTUP_HEADROOM = 64 * MiB  # memory for the zygote's imports, before its limit is set
+# Steps of one jail share its IPC namespace, where SysV objects and POSIX message queues
+# would outlive a step; warm jails deny them (a fresh jail's namespace dies with its step).
+IPC_DENIED = (  # noqa: SIM905 - a word list reads better than quoted names
+    "shmget shmat shmdt shmctl semget semop semtimedop semctl msgget msgsnd msgrcv msgctl "
+    "mq_open mq_unlink mq_timedsend mq_timedreceive mq_notify mq_getsetattr"
+).split()
+
+
+class WarmStartError(RuntimeError):
+    """The warm jail did not come up; the step can still run in a fresh jail."""
+
+
+class NoFreeSlot(WarmStartError):
+    """Every sandbox slot (and so every sandbox uid) is taken: try warm again next time."""
+
+
+def seccomp_policy() -> list[str]:
+    policy = jail.seccomp_policy()
+    denied = ["ERRNO(1) {", "  " + ", ".join(IPC_DENIED), "}"]
+    return policy[:-1] + denied + policy[-1:]
+
+
+def render(config: SandboxConfig, spec: jail.JailSpec) -> str:
+    """The fresh policy, made long-lived: no jail time limit, one more pid for the zygote."""
+    cfg = jail.build(config, spec)
+    cfg.time_limit = 0  # the zygote times each step; the host times the zygote
+    cfg.rlimit_cpu_type = RLimitType.INF  # each child sets its own RLIMIT_CPU
+    cfg.cgroup_pids_max = spec.limits.pids + 1
+    cfg.pass_fd = [CONTROL_FD]
+    cfg.seccomp_string = seccomp_policy()
+    cfg.exec_bin = Exe(path=config.python, arg=[*jail.PYTHON_FLAGS, "/runtime/boot.py", "--warm"])
+    return to_textproto(cfg) + "\n"
+
+
+def claim_slot(slots: Slots) -> tuple[int, int] | None:
+    """A free slot and its locked fd, without waiting (Slots' lock files); a jail keeps it.
+
+    From the top down: fresh jails pick slots at random, so low slots stay likelier free
+    for a fresh sandbox configured with fewer slots on the same state dir.
+    """
+    for slot in reversed(range(slots.count)):
+        path = slots.directory / f"{slot}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return slot, fd
+    return None
+
+
+def _high(fd: int) -> int:
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, HIGH_FD)
+    os.close(fd)
+    return high
+
+
+class MemoryCounters:
+    """(limit hits, OOM kills) of a jail's memory cgroup; they only grow, so a step's
+    own are the difference across it. The files stay open: a pread per step is cheap."""
+
+    def __init__(self, job: JobCgroup) -> None:
+        if job.layout.version == 1:
+            names = ("memory.failcnt", "memory.oom_control")
+        else:
+            names = ("memory.events",)
+        self.version = job.layout.version
+        self.fds = [os.open(job.path / name, os.O_RDONLY | os.O_CLOEXEC) for name in names]
+
+    def read(self) -> tuple[int, int]:
+        texts = [os.pread(fd, 4096, 0).decode() for fd in self.fds]
+        if self.version == 1:
+            return _int(texts[0]), _keyed(texts[1]).get("oom_kill", 0)
+        events = _keyed(texts[0])
+        return events.get("max", 0), events.get("oom_kill", 0)
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+
+def _int(text: str) -> int:
+    return int(text) if text.strip().isdigit() else 0
+
+
+def _keyed(text: str) -> dict[str, int]:
+    pairs = (line.partition(" ") for line in text.splitlines())
+    return {key: _int(value) for key, _, value in pairs}
+
+
+def _memory_usage(job: JobCgroup) -> int:
+    name = "memory.usage_in_bytes" if job.layout.version == 1 else "memory.current"
+    return int((job.path / name).read_text())
+
+
+class WarmJail:
+    """Start with start(); one activate() at a time (the pool sees to that); stop() when done."""
+
+    def __init__(
+        self,
+        config: SandboxConfig,
+        layout: Layout,
+        slots: Slots,
+        code_dir: Path,
+        limits: Limits,
+        name: str,
+    ) -> None:
+        self.config = config
+        self.layout = layout
+        self.slots = slots
+        self.code_dir = code_dir
+        self.limits = limits
+        self.name = name
+        self.alive = False
+        self.pid: int | None = None  # nsjail's
+        self.job: JobCgroup | None = None
+        self.control: socket.socket | None = None
+        self.log_fd: int | None = None
+        self.log_tail = bytearray()
+        self.slot_fd: int | None = None
+        self.inbox = bytearray()  # control bytes read but not yet parsed
+        self.counters: MemoryCounters | None = None
+        self.last_counts = (0, 0)  # as after the last step: only the zygote runs in between
+
+    # Start and stop
+
+    def start(self) -> None:
+        """Spawn the jail and wait for the zygote's ready frame; WarmStartError otherwise."""
+        try:
+            self._spawn()
+            deadline = time.monotonic() + self.config.setup_allowance_seconds
+            frame = self._next_frame(deadline)
+            if frame != {"ready": True}:
+                raise WarmStartError(f"the zygote did not come up: {self.describe_log()}")
+            # The step's memory limit sits on top of what the zygote itself holds.
+            self.job.limit(_memory_usage(self.job) + self.limits.memory_bytes)
+            self.counters = MemoryCounters(self.job)
+            self.last_counts = self.counters.read()
+        except (OSError, ValueError, SandboxSetupError) as exc:
+            self.kill()
+            raise WarmStartError(f"the warm jail failed to start: {exc}") from exc
+        except WarmStartError:
+            self.kill()
+            raise
+        self.alive = True
+
+    def _spawn(self) -> None:
+        claimed = claim_slot(self.slots)
+        if claimed is None:
+            raise NoFreeSlot("every sandbox slot is taken")
+        slot, self.slot_fd = claimed
+        self.job = self.layout.create_job(self.name, self.limits.memory_bytes + STARTUP_HEADROOM)
+        spec = jail.JailSpec(self.limits, self.config.uid_base + slot, self.code_dir, self.job)
+        host_end, jail_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.control = host_end
+        jail_fd = _high(jail_end.detach())
+        log_read, log_write = (_high(fd) for fd in os.pipe())
+        self.log_fd = log_read
+        config_fd = _high(os.memfd_create("nsjail.cfg"))
+        devnull = _high(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+        try:
+            os.write(config_fd, render(self.config, spec).encode())
+            actions = [
+                (os.POSIX_SPAWN_DUP2, devnull, 0),
+                (os.POSIX_SPAWN_DUP2, log_write, 1),
+                (os.POSIX_SPAWN_DUP2, log_write, 2),
+                (os.POSIX_SPAWN_DUP2, jail_fd, CONTROL_FD),
+                (os.POSIX_SPAWN_DUP2, log_write, LOG_FD),
+                (os.POSIX_SPAWN_DUP2, config_fd, 5),
+            ]
+            self.pid = os.posix_spawn(
+                self.config.nsjail_path,
+                [self.config.nsjail_path, "--config", "/proc/self/fd/5"],
+                {},
+                file_actions=actions,
+                setsid=True,
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+            )
+        finally:
+            for fd in (jail_fd, log_write, config_fd, devnull):
+                os.close(fd)
+        os.set_blocking(self.log_fd, False)
+        host_end.setblocking(False)
+
+    def stop(self) -> None:
+        """Close the channel (the zygote exits on EOF), then make sure nothing is left."""
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        if self.pid is not None and not self._reaped_within(self.config.kill_grace_seconds):
+            self.kill()
+        self._release()
+
+    def kill(self) -> None:
+        """Stop the jail now: SIGTERM to nsjail (it cleans up), SIGKILL to whatever remains."""
+        self.alive = False
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+            if not self._reaped_within(self.config.kill_grace_seconds):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+                if self.job is not None:
+                    self.job.kill_all()
+                os.waitpid(self.pid, 0)
+                self.pid = None
+        self._release()
+
+    def forget(self) -> None:
+        """In a forked copy of the host process: close its copies of the jail's fds, and
+        leave the jail to the parent (the slot's flock stays with the parent's fd)."""
+        self.alive = False
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        if self.counters is not None:
+            self.counters.close()
+            self.counters = None
+        for attr in ("log_fd", "slot_fd"):
+            fd = getattr(self, attr)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, attr, None)
+        self.pid = self.job = None
+
+    def _reaped_within(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while True:
+            pid, _ = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.pid = None
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
+
+    def _release(self) -> None:
+        if self.job is not None and self.pid is None:
+            self.job.kill_all()
+            self.job.remove()
+        self.forget()
+
+    # Looking at it
+
+    def zygote_pid(self) -> int | None:
+        """The zygote's host pid (nsjail's only child), for tests and diagnostics."""
+        if self.pid is None:
+            return None
+        try:
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        except OSError:
+            return None
+        return int(children[0]) if children else None
+
+    def cgroup_names(self) -> set[str]:
+        zygote = self.zygote_pid()  # nsjail names its cgroups after the jailed process
+        names = {f"NSJAIL.{zygote}"} if zygote else set()
+        return names | ({self.job.path.name} if self.job else set())
+
+    def describe_log(self) -> str:
+        self._drain_log()
+        text = bytes(self.log_tail).decode("utf-8", errors="replace")
+        lines = [line for line in text.splitlines() if line and not line.startswith("[I]")]
+        return "\n".join(lines[-8:]) or "no log"
+
+    def _drain_log(self) -> None:
+        if self.log_fd is None:
+            return
+        with contextlib.suppress(BlockingIOError, OSError):
+            while chunk := os.read(self.log_fd, CHUNK):
+                self.log_tail += chunk
+                del self.log_tail[:-LOG_TAIL_BYTES]
+
+    # The control channel
+
+    def _next_frame(self, deadline: float) -> dict | None:
+        """The next control frame, or None when the channel closes or the deadline passes."""
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.control, selectors.EVENT_READ)
+            sel.register(self.log_fd, selectors.EVENT_READ)
+            while (frame := take_frame(self.inbox)) is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                for key, _ in sel.select(remaining):
+                    if key.fd == self.log_fd:
+                        self._drain_log()
+                        continue
+                    data = self.control.recv(CHUNK)
+                    if not data:
+                        return None
+                    self.inbox += data
+            return frame
+
+    # One activation
+
+    def activate(
+        self, job_bytes: bytes, on_result: Callable[[bytearray], None] | None = None
+    ) -> StepRun:
+        """Run one step; the jail is lost (alive False) if anything went wrong with it.
+
+        `on_result` sees the result channel's bytes so far each time more arrive.
+        """
+        step = Activation(self, job_bytes, on_result).run()
+        if step.lost:
+            logger.warning("warm jail %s lost: %s", self.name, step.lost)
+            self.kill()
+        elif step.retire:
+            self.stop()
+        return step
+
+    def healthy(self) -> bool:
+        """Alive, and nothing waiting on the channel: an idle zygote never speaks first."""
+        if not self.alive or self.control is None:
+            return False
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.control, selectors.EVENT_READ)
+            return not sel.select(0)

@@ -1,0 +1,213 @@
+"""A worker's warm jails: at most `capacity`, least recently used evicted first, idle ones reaped.
+
+A jail is keyed by (tenant, code version, limits), so it never serves two tenants or two
+versions; it runs one activation at a time, and one that died is replaced on next use.
+"""
+
+import contextlib
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from execution.sandbox.limits import Limits
+from execution.sandbox.warm_jail import WarmJail
+
+logger = logging.getLogger(__name__)
+
+MAX_REAP_INTERVAL_SECONDS = 30.0
+CLOSE_WAIT_SECONDS = 5.0
+_pools: "weakref.WeakSet[JailPool]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_pools):
+        pool._lock = threading.Lock()  # another thread may have held it at the fork
+        pool._forget_if_forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@dataclass(frozen=True)
+class JailKey:
+    tenant: str
+    code_sha256: str
+    limits: Limits  # a quota change means a new jail: its cgroups and mounts are sized by these
+
+
+class JailPool:
+    def __init__(self, capacity: int, idle_seconds: float) -> None:
+        if capacity < 1 or idle_seconds <= 0:
+            raise ValueError("a warm pool needs a capacity >= 1 and idle_seconds > 0")
+        self.capacity = capacity
+        self.idle_seconds = idle_seconds
+        self._lock = threading.Lock()
+        self._idle: OrderedDict[WarmJail, tuple[JailKey, float]] = OrderedDict()  # oldest first
+        self._busy: dict[WarmJail, JailKey] = {}
+        self._starting = 0
+        self._stopping: set[WarmJail] = set()  # retired, their nsjail not yet gone
+        self._owner_pid = os.getpid()
+        self._closed = False
+        self._wake = threading.Event()
+        self._reaper: threading.Thread | None = None
+        _pools.add(self)
+
+    @contextlib.contextmanager
+    def lease(self, key: JailKey, start: Callable[[], WarmJail]) -> Iterator[WarmJail | None]:
+        """A jail of this key for one activation, started if need be; None when all are busy.
+
+        start() may raise (WarmStartError); the pool then forgets the attempt.
+        """
+        jail, reserved, retired = self._take(key)
+        self._stop_in_background(retired)
+        if reserved:
+            try:
+                jail = start()
+            finally:
+                self._started(key, jail)
+        try:
+            yield jail
+        finally:
+            if jail is not None:
+                self._give_back(key, jail)
+
+    def _take(self, key: JailKey) -> tuple[WarmJail | None, bool, list[WarmJail]]:
+        """(an idle healthy jail of this key, or room reserved to start one, or neither;
+        the jails to stop: expired, dead or evicted)."""
+        with self._lock:
+            self._forget_if_forked()
+            retired = self._expired(time.monotonic())
+            for jail, (jail_key, _) in list(self._idle.items()):
+                if jail_key != key:
+                    continue
+                del self._idle[jail]
+                if jail.healthy():
+                    self._busy[jail] = key
+                    return jail, False, retired
+                logger.warning("warm jail %s died while idle; replacing it", jail.name)
+                retired.append(jail)
+            if self._size() >= self.capacity:
+                if not self._idle:
+                    return None, False, retired
+                oldest, _ = self._idle.popitem(last=False)  # least recently used
+                retired.append(oldest)
+            self._starting += 1
+            return None, True, retired
+
+    def _started(self, key: JailKey, jail: WarmJail | None) -> None:
+        with self._lock:
+            self._starting -= 1
+            if jail is not None:
+                self._busy[jail] = key
+
+    def _give_back(self, key: JailKey, jail: WarmJail) -> None:
+        with self._lock:
+            self._busy.pop(jail, None)
+            keep = jail.alive and not self._closed and os.getpid() == self._owner_pid
+            if keep:
+                self._idle[jail] = (key, time.monotonic())
+                self._start_reaper()
+        if not keep and os.getpid() == self._owner_pid:
+            jail.stop()
+
+    def _stop_in_background(self, jails: list[WarmJail]) -> None:
+        """Stopping waits for nsjail to exit; the activation that evicted a jail should not."""
+        for jail in jails:
+            with self._lock:
+                self._stopping.add(jail)
+            threading.Thread(
+                target=self._stop, args=(jail,), name="stepwell-warm-stop", daemon=True
+            ).start()
+
+    def _stop(self, jail: WarmJail) -> None:
+        try:
+            jail.stop()
+        finally:
+            with self._lock:
+                self._stopping.discard(jail)
+
+    def _size(self) -> int:
+        return len(self._idle) + len(self._busy) + self._starting
+
+    def _expired(self, now: float) -> list[WarmJail]:
+        cutoff = now - self.idle_seconds
+        expired = [jail for jail, (_, used) in self._idle.items() if used <= cutoff]
+        for jail in expired:
+            del self._idle[jail]
+        return expired
+
+    def _forget_if_forked(self) -> None:
+        """A forked worker inherits the parent's bookkeeping, not its jails: start over.
+
+        Its copies of the jails' fds are closed, or a zygote would not see its host go.
+        """
+        if os.getpid() != self._owner_pid:
+            for jail in [*self._idle, *self._busy]:
+                jail.forget()
+            self._idle.clear()
+            self._busy.clear()
+            self._starting = 0
+            self._owner_pid = os.getpid()
+            self._reaper = None
+
+    # Reaping
+
+    def _start_reaper(self) -> None:
+        if self._reaper is None or not self._reaper.is_alive():
+            self._reaper = threading.Thread(target=self._reap_forever, daemon=True)
+            self._reaper.name = "stepwell-warm-reaper"
+            self._reaper.start()
+
+    def _reap_forever(self) -> None:
+        interval = min(self.idle_seconds / 4, MAX_REAP_INTERVAL_SECONDS)
+        while not self._wake.wait(interval) and not self._closed:
+            self.reap()
+
+    def reap(self) -> int:
+        """Stop the jails idle for longer than idle_seconds; returns how many."""
+        with self._lock:
+            if os.getpid() != self._owner_pid:
+                return 0
+            expired = self._expired(time.monotonic())
+        for jail in expired:
+            jail.stop()
+        return len(expired)
+
+    def evict_oldest(self) -> bool:
+        """Stop the least recently used idle jail now, freeing its slot; False if none."""
+        with self._lock:
+            if not self._idle or os.getpid() != self._owner_pid:
+                return False
+            oldest, _ = self._idle.popitem(last=False)
+        oldest.stop()
+        return True
+
+    # Looking and closing
+
+    def jails(self) -> list[tuple[JailKey, WarmJail]]:
+        """The jails in service, idle or busy."""
+        with self._lock:
+            idle = [(key, jail) for jail, (key, _) in self._idle.items()]
+            return idle + [(key, jail) for jail, key in self._busy.items()]
+
+    def stopping(self) -> list[WarmJail]:
+        with self._lock:
+            return list(self._stopping)
+
+    def close(self) -> None:
+        """Stop the idle jails now; busy ones stop when their activation ends."""
+        with self._lock:
+            self._closed = True
+            idle = list(self._idle) if os.getpid() == self._owner_pid else []
+            self._idle.clear()
+        self._wake.set()
+        for jail in idle:
+            jail.stop()
+        deadline = time.monotonic() + CLOSE_WAIT_SECONDS
+        while self.stopping() and time.monotonic() < deadline:
+            time.sleep(0.01)  # jails evicted just before are stopping in the background
