@@ -72,8 +72,17 @@ def database_from_url(url: str, base_dir: Path) -> dict:
             "PASSWORD": unquote(parsed.password or ""),
             "HOST": parsed.hostname or "",
             "PORT": str(parsed.port or ""),
-            "CONN_MAX_AGE": 60,
-            "CONN_HEALTH_CHECKS": True,
+            # A pool per process: an ASGI server runs each sync view in a thread of its
+            # own, so connections kept per thread (CONN_MAX_AGE) pile up to the server's
+            # limit under load; pooled ones are shared and bounded.
+            "CONN_MAX_AGE": 0,
+            "OPTIONS": {
+                "pool": {
+                    "min_size": 1,
+                    "max_size": env_int("DATABASE_POOL_SIZE", 8, minimum=1),
+                    "timeout": 20,
+                }
+            },
         }
     if parsed.scheme == "sqlite":
         path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""

@@ -171,8 +171,9 @@ def start_instance(request, path: Path[WorkflowPath], body: StartIn):
     if existing:
         return start_answer(request, workflow, existing, created=False)
     payload = body.payload or {}
-    check_size(payload, workflow.tenant.quota.payload_bytes, "the payload")
-    quotas.check_start(workflow.tenant)
+    quota = workflow.tenant.quota
+    check_size(payload, quota.payload_bytes, "the payload")
+    quotas.check_start(workflow.tenant, quota)
     try:
         instance, created = workflows.start_instance(
             workflow, payload=payload, key=body.id, version_sha=body.version
@@ -219,8 +220,9 @@ def send_event(request, path: Path[InstancePath], body: EventIn):
     """
     require_write(request)
     instance = get_instance(request, path.id)
-    check_size(body.payload, instance.tenant.quota.payload_bytes, "the event payload")
-    quotas.check_event(instance.tenant)
+    quota = instance.tenant.quota
+    check_size(body.payload, quota.payload_bytes, "the event payload")
+    quotas.check_event(instance.tenant, quota)
     event = workflows.send_event(instance, body.type, body.payload)
     return Status(202, {"detail": "accepted", "id": event.pk})
 

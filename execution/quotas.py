@@ -33,19 +33,27 @@ def locked_quota(tenant: Tenant) -> Quota:
     return quota or tenant.quota
 
 
-def check_running(tenant: Tenant) -> None:
-    """Room for one more unfinished instance? Call inside the start's transaction."""
+def check_running(tenant: Tenant, started: Instance | None = None) -> None:
+    """Room for one more unfinished instance? Call inside the start's transaction.
+
+    `started`: the instance this transaction has just made. Checking after making it
+    takes the tenant's lock as late as possible, so starts wait on each other only for
+    the count and the commit; the count leaves it out.
+    """
     limit = locked_quota(tenant).running_instances
-    running = Instance.objects.for_tenant(tenant).filter(status__in=NOT_FINISHED).count()
+    unfinished = Instance.objects.for_tenant(tenant).filter(status__in=NOT_FINISHED)
+    if started is not None:
+        unfinished = unfinished.exclude(pk=started.pk)
+    running = unfinished.count()
     if running >= limit:
         raise QuotaExceeded(
             f"running instances quota: {running} unfinished instances; the limit is {limit}"
         )
 
 
-def check_start(tenant: Tenant) -> None:
-    """Room for one more instance start in this minute?"""
-    limit = tenant.quota.instance_starts_per_minute
+def check_start(tenant: Tenant, quota: Quota | None = None) -> None:
+    """Room for one more instance start in this minute? `quota`: the tenant's, if in hand."""
+    limit = (quota or tenant.quota).instance_starts_per_minute
     since = timezone.now() - WINDOW
     started = Instance.objects.for_tenant(tenant).filter(created_at__gte=since).count()
     if started >= limit:
@@ -55,9 +63,9 @@ def check_start(tenant: Tenant) -> None:
         )
 
 
-def check_event(tenant: Tenant) -> None:
-    """Room for one more event in this minute?"""
-    limit = tenant.quota.events_per_minute
+def check_event(tenant: Tenant, quota: Quota | None = None) -> None:
+    """Room for one more event in this minute? `quota`: the tenant's, if in hand."""
+    limit = (quota or tenant.quota).events_per_minute
     since = timezone.now() - WINDOW
     sent = Event.objects.filter(instance__tenant=tenant, created_at__gte=since).count()
     if sent >= limit:

@@ -94,7 +94,6 @@ def start_instance(
     version = pick_version(workflow, version_sha)
     try:
         with transaction.atomic():
-            check_running(tenant)  # raises QuotaExceeded, a StartError
             fields = {"key": key} if key else {}
             instance = Instance.objects.create(
                 tenant=tenant,
@@ -106,6 +105,8 @@ def start_instance(
             )
             record_event(instance, "instance.status", status=instance.status)
             dispatch.run_now(instance)
+            # Last, just before the commit: it locks the tenant's quota row.
+            check_running(tenant, started=instance)  # raises QuotaExceeded, a StartError
     except IntegrityError:
         # Two starts with the same key raced; the other one won.
         existing = Instance.objects.for_tenant(tenant).filter(key=key).first()
