@@ -7,7 +7,7 @@ ARGS ?=
 # Settings for commands run by hand: the same local defaults as `make run`.
 DEV_ENV := source scripts/services.sh && dev_env &&
 
-.PHONY: help install install-test run test lint bench-sandbox bench bench-fairness chaos migrate clean
+.PHONY: help install install-test run test lint bench-sandbox bench bench-peers bench-fairness chaos load migrate clean
 
 help: ## List the targets
 	@echo "Stepwell: make TARGET"
@@ -35,11 +35,17 @@ bench-sandbox: install ## Benchmark the sandbox (bench/sandbox.py)
 bench: install ## Benchmark the engine (bench/engine.py)
 	@$(DEV_ENV) $(VENV)/bin/python bench/engine.py
 
+bench-peers: install ## Stepwell against plain Celery and DBOS on the same services (bench/peers.py)
+	@$(DEV_ENV) $(VENV)/bin/python bench/peers.py
+
 bench-fairness: install ## Tenant B's start latency under tenant A's flood (bench/fairness.py)
 	@$(DEV_ENV) $(VENV)/bin/python bench/fairness.py
 
 chaos: install ## Chaos run: kill workers, restart Redis and PostgreSQL mid-run (bench/chaos.py)
 	@$(DEV_ENV) $(VENV)/bin/python bench/chaos.py
+
+load: install ## Load: concurrent API clients against one ASGI server (bench/load.py)
+	@$(DEV_ENV) $(VENV)/bin/python bench/load.py
 
 migrate: install ## Apply database migrations to the local database
 	@$(DEV_ENV) $(VENV)/bin/python manage.py migrate

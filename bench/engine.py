@@ -1,4 +1,4 @@
-"""End-to-end engine throughput, per-step overhead and timer lateness, beside the sandbox.
+"""End-to-end engine throughput, per-step overhead and timer lateness, fresh and warm.
 
     .venv/bin/python bench/engine.py [--instances 40] [--steps 10] [--workers 1]
         [--concurrency 2] [--sleepers 20] [--sequential 10] [--timeout 300]
@@ -8,7 +8,8 @@ Creates (and at the end drops) its own PostgreSQL database, starts a private Red
 W = workers x concurrency Celery pool processes and the clock (tests/integration/
 stack.py), and measures in one run:
 
-- the bare sandbox activation (bench/sandbox.py, ``measure()``), the baseline;
+- the bare sandbox activation (bench/sandbox.py, ``measure()``), the baseline, and
+  fresh against warm without the engine (bench/warm.py, ``measure()``);
 - throughput: N instances of an M-step trivial workflow started at once;
   steps/s = N*M / (last finished_at - first created_at);
 - per-step overhead: (finished_at - created_at) / M of each instance, once with
@@ -17,9 +18,14 @@ stack.py), and measures in one run:
 - timer lateness: instances that sleep 2 seconds, then do one step; lateness =
   the sleep step's finished_at (when the engine resolved it) - its wake_at.
 
+The latency and throughput phases run twice, with the bench tenant's
+Quota.sandbox_mode "fresh" and then "warm" (each after W uncounted warm-up instances),
+and print side by side; the timers run in fresh mode.
+
 Goals (2-core machine): per-step overhead p50 <= 2x the sandbox activation p50, and
-at least 40 sandboxed steps/s. Exits 0 when a goal is missed (it is a benchmark);
-non-zero only on errors, such as instances not ending within --timeout.
+at least 40 sandboxed steps/s (fresh); at least 250 sandboxed steps/s warm (issue 8).
+Exits 0 when a goal is missed (it is a benchmark); non-zero only on errors, such as
+instances not ending within --timeout.
 """
 
 from __future__ import annotations
@@ -44,11 +50,14 @@ import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from bench import sandbox as sandbox_bench  # noqa: E402
+from bench import warm as warm_bench  # noqa: E402
 from tests.integration.stack import Stack  # noqa: E402
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/stepwell_bench"
 OVERHEAD_GOAL_RATIO = 2.0
 THROUGHPUT_GOAL = 40.0
+WARM_THROUGHPUT_GOAL = 250.0
+MODES = ("fresh", "warm")
 
 
 class BenchError(RuntimeError):
@@ -258,10 +267,23 @@ def progress_events(pks: list[int]) -> int:
 # --- the phases --------------------------------------------------------------------------
 
 
-def phase_throughput(tenant, args) -> dict:
+def use_mode(tenant, mode: str) -> None:
+    from tenants.models import Quota
+
+    Quota.objects.filter(tenant=tenant).update(sandbox_mode=mode)
+
+
+def warmed_workflow(tenant, args, name: str):
+    """A new workflow, and W instances of it run first (uncounted): a warm jail each."""
     from execution.workflows import upload_version
 
-    workflow = upload_version(tenant, "bench-throughput", steps_workflow(args.steps)).workflow
+    workflow = upload_version(tenant, name, steps_workflow(args.steps)).workflow
+    wait_done(start(workflow, args.workers * args.concurrency), args.timeout, f"{name} warm-up")
+    return workflow
+
+
+def phase_throughput(tenant, args, mode: str = "fresh") -> dict:
+    workflow = warmed_workflow(tenant, args, f"bench-throughput-{mode}")
     pks = start(workflow, args.instances)
     rows = wait_done(pks, args.timeout, "throughput")
     first_created = min(i.created_at for i in rows)
@@ -278,10 +300,8 @@ def phase_throughput(tenant, args) -> dict:
     }
 
 
-def phase_latency(tenant, args) -> dict:
-    from execution.workflows import upload_version
-
-    workflow = upload_version(tenant, "bench-latency", steps_workflow(args.steps)).workflow
+def phase_latency(tenant, args, mode: str = "fresh") -> dict:
+    workflow = warmed_workflow(tenant, args, f"bench-latency-{mode}")
     rows, pks = [], []
     for _ in range(args.sequential):
         pk = start(workflow, 1)
@@ -290,6 +310,7 @@ def phase_latency(tenant, args) -> dict:
     first, between, last = step_gaps(pks)
     return {
         "per_step": dist(per_step_seconds(rows, args.steps)),
+        "workflow": dist(per_step_seconds(rows, 1)),
         "first_step": dist(first),
         "step_to_step": dist(between),
         "last_to_done": dist(last),
@@ -345,8 +366,10 @@ def report(args, stack: BenchStack, box: dict, thr: dict, lat: dict, tim: dict) 
     print(
         f"engine:     clock every {timings['STEPWELL_CLOCK_INTERVAL']} s, "
         f"lease {timings['STEPWELL_LEASE_SECONDS']} s, "
-        f"redispatch {timings['STEPWELL_REDISPATCH_SECONDS']} s, sandbox mode fresh"
+        f"redispatch {timings['STEPWELL_REDISPATCH_SECONDS']} s, "
+        "sandbox mode fresh below (fresh and warm side by side after)"
     )
+    print(f"load avg:   {load_average()} (1/5/15 min) at the report")
     print()
     print("times in ms; baseline = bare sandbox activation p50 measured in this run")
     print(f"{'figure':50} {'p50':>8} {'p95':>8} {'p99':>8} {'x base':>7}  goal")
@@ -424,6 +447,7 @@ def parse_args(argv=None):
         "--sequential", type=int, default=10, help="instances run one at a time for latency"
     )
     parser.add_argument("--sandbox-runs", type=int, default=50, help="runs of the sandbox bench")
+    parser.add_argument("--warm-runs", type=int, default=200, help="runs of bench/warm.py")
     parser.add_argument(
         "--clock-interval", type=float, default=0.25, help="seconds between clock sweeps"
     )
@@ -434,6 +458,54 @@ def parse_args(argv=None):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     return args
+
+
+def report_modes(args, box: dict, modes: dict, lat: dict, thr: dict) -> None:
+    """Fresh and warm side by side: the sandbox alone, then the engine around it."""
+    w = args.workers * args.concurrency
+    print()
+    print(
+        f"fresh and warm side by side, times in ms (sandbox alone: bench/sandbox.py and "
+        f"bench/warm.py, {modes['threads']} threads for activations/s; engine: W={w})"
+    )
+    print(f"{'figure':52} {'fresh':>9} {'warm':>9} {'warm gain':>10}")
+    print("-" * 84)
+
+    def row(label, fresh, warm, higher_is_better=False):
+        better, worse = (warm, fresh) if higher_is_better else (fresh, warm)
+        print(f"{label:52} {fresh:9.1f} {warm:9.1f} {better / worse:9.2f}x")
+
+    f, wm = modes["fresh"], modes["warm"]
+    a = box["activation"]
+    row("bare activation p50 (sandbox.py fresh | warm.py warm)", a["p50_ms"], wm["p50_ms"])
+    row("bare activation p95 (sandbox.py fresh | warm.py warm)", a["p95_ms"], wm["p95_ms"])
+    row("bare activation p50 (warm.py, both modes)", f["p50_ms"], wm["p50_ms"])
+    row("bare 10-step workflow, 11 activations (warm.py)", *both(modes, "workflow_10_steps_ms"))
+    row("bare activations/s (warm.py)", *both(modes, "activations_per_second"), True)
+    for label, key, stat in (
+        ("per-step overhead p50, one at a time", "per_step", "p50"),
+        ("per-step overhead p95, one at a time", "per_step", "p95"),
+        (f"{args.steps}-step workflow latency p50, one at a time", "workflow", "p50"),
+        (f"{args.steps}-step workflow latency p95, one at a time", "workflow", "p95"),
+    ):
+        row(label, lat["fresh"][key][stat], lat["warm"][key][stat])
+    row("per-step overhead p50, throughput phase", *(thr[m]["per_step"]["p50"] for m in MODES))
+    row("steps/s, throughput phase", *both(thr, "steps_per_s"), True)
+    print("-" * 84)
+    ok = thr["warm"]["steps_per_s"] >= WARM_THROUGHPUT_GOAL
+    print(
+        f"goal (issue 8): warm {thr['warm']['steps_per_s']:.1f} steps/s >= "
+        f"{WARM_THROUGHPUT_GOAL:g}: {verdict(ok)}; warm {args.steps}-step workflow within 2x "
+        f"DBOS: see make bench-peers. load avg {load_average()}"
+    )
+
+
+def both(by_mode: dict, key: str) -> tuple:
+    return tuple(by_mode[mode][key] for mode in MODES)
+
+
+def load_average() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def say(message: str) -> None:
@@ -456,6 +528,8 @@ def run(args) -> None:
 
         say(f"sandbox: {args.sandbox_runs} bare activations (bench/sandbox.py)")
         box = sandbox_bench.measure(max(args.sandbox_runs, 1))
+        say(f"sandbox modes: fresh and warm, no engine (bench/warm.py, {args.warm_runs} runs)")
+        modes = warm_bench.measure(max(args.warm_runs, 10), args.concurrency)
 
         say(f"starting redis, {args.workers} x {args.concurrency} workers and the clock")
         stack.start(workers=args.workers, concurrency=args.concurrency)
@@ -465,13 +539,18 @@ def run(args) -> None:
 
         tenant = make_tenant("bench", "bench-user", steps_per_instance=args.steps + 10)
 
-        say(f"latency: {args.sequential} instances x {args.steps} steps, one at a time")
-        lat = phase_latency(tenant, args)
-        say(f"throughput: {args.instances} instances x {args.steps} steps at once")
-        thr = phase_throughput(tenant, args)
-        say(f"timers: {args.sleepers} instances sleeping 2 s")
-        tim = phase_timers(tenant, args)
-        report(args, stack, box, thr, lat, tim)
+        lat, thr = {}, {}
+        for mode in MODES:
+            use_mode(tenant, mode)
+            say(f"{mode}: latency, {args.sequential} instances x {args.steps} steps, one at a time")
+            lat[mode] = phase_latency(tenant, args, mode)
+            say(f"{mode}: throughput, {args.instances} instances x {args.steps} steps at once")
+            thr[mode] = phase_throughput(tenant, args, mode)
+            if mode == "fresh":
+                say(f"fresh: timers, {args.sleepers} instances sleeping 2 s")
+                tim = phase_timers(tenant, args)
+        report(args, stack, box, thr["fresh"], lat["fresh"], tim)
+        report_modes(args, box, modes, lat, thr)
     except Exception:
         if stack.workers:
             print(stack.logs(), file=sys.stderr)

@@ -43,6 +43,8 @@ _sandboxes_lock = threading.Lock()
 
 def get_sandbox(mode: str = "fresh") -> Sandbox:
     """The process-wide sandbox for a mode, configured from Django settings."""
+    if mode == "unsandboxed":
+        return _unsandboxed()
     if mode not in ("fresh", "warm"):
         raise ValueError(f"unknown sandbox mode {mode!r}")
     with _sandboxes_lock:
@@ -54,6 +56,20 @@ def get_sandbox(mode: str = "fresh") -> Sandbox:
             atexit.register(warm.close)
             _sandboxes["warm"] = warm
         return _sandboxes[mode]
+
+
+def _unsandboxed() -> Sandbox:
+    """Benchmark-only (bench/peers.py): refused unless STEPWELL_BENCH_UNSANDBOXED=1."""
+    from execution.sandbox import unsandboxed
+
+    if not unsandboxed.enabled():
+        raise ValueError(
+            f"sandbox mode 'unsandboxed' is benchmark-only: set {unsandboxed.ENV_FLAG}=1"
+        )
+    with _sandboxes_lock:
+        if "unsandboxed" not in _sandboxes:
+            _sandboxes["unsandboxed"] = unsandboxed.SubprocessSandbox(SandboxConfig.from_settings())
+        return _sandboxes["unsandboxed"]
 
 
 def prepare() -> None:
