@@ -51,6 +51,11 @@ def kept(instance_pk: int | None):
         _kept.pk = None
 
 
+def is_kept(instance_pk: int) -> bool:
+    """Whether the worker goes on with this instance itself (no place freed for others)."""
+    return _kept.pk == instance_pk and _kept.ready
+
+
 def run_now(instance: Instance) -> None:
     """Make the instance due now; it is sent to a worker once the transaction commits."""
     if _kept.pk == instance.pk:

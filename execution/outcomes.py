@@ -54,8 +54,8 @@ def record(activation: Activation, result: SandboxResult) -> None:
 
     with transaction.atomic():
         instance = (
-            Instance.objects.select_for_update()
-            .select_related("tenant")
+            Instance.objects.select_for_update(of=("self",))
+            .select_related("tenant__quota_row")
             .get(pk=activation.instance_pk)
         )
         if instance.lease_owner != activation.token or instance.generation != activation.generation:
@@ -74,9 +74,10 @@ def record(activation: Activation, result: SandboxResult) -> None:
             except InvalidOutcome as exc:
                 error_instance(instance, {"type": "InvalidOutcome", "message": str(exc)})
         release(instance.pk, activation.token)
-        # The place this activation held is free: another due instance may take it.
-        tenant_id = instance.tenant_id
-        transaction.on_commit(lambda: dispatch.fill(tenant_id))
+        if not dispatch.is_kept(instance.pk):
+            # The place this activation held is free: another due instance may take it.
+            tenant_id = instance.tenant_id
+            transaction.on_commit(lambda: dispatch.fill(tenant_id))
 
 
 def check_outcome(outcome: Any) -> dict:

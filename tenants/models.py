@@ -28,8 +28,16 @@ class Tenant(models.Model):
 
     @property
     def quota(self) -> Quota:
-        quota, _ = Quota.objects.get_or_create(tenant=self)
-        return quota
+        """The tenant's quota, made with the plan defaults if it has none yet.
+
+        Read once per Tenant object (Django keeps the reverse one-to-one), so code that
+        consults several limits in one activation or request pays one query.
+        """
+        try:
+            return self.quota_row
+        except Quota.DoesNotExist:
+            quota, _ = Quota.objects.get_or_create(tenant=self)
+            return quota
 
 
 class Membership(models.Model):
