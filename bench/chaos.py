@@ -772,7 +772,7 @@ def run(args) -> int:
         if web is not None:
             web.stop()
         stack.stop()
-        eb.reset_celery_pools()
+        eb.point_celery_at()
         eb.close_django_connections()
         postgres.destroy()
 
@@ -785,10 +785,7 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGTERM, interrupted)
     try:
-        return run(args)
-    except eb.BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return eb.run_main(run, args)
     except KeyboardInterrupt:
         print("interrupted; everything started was stopped", file=sys.stderr)
         return 130

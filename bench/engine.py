@@ -51,7 +51,7 @@ from psycopg import sql  # noqa: E402
 
 from bench import sandbox as sandbox_bench  # noqa: E402
 from bench import warm as warm_bench  # noqa: E402
-from tests.integration.stack import Stack  # noqa: E402
+from tests.integration.stack import Stack, point_celery_at  # noqa: E402
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/stepwell_bench"
 OVERHEAD_GOAL_RATIO = 2.0
@@ -142,14 +142,6 @@ def configure_django(database_url: str, redis_url: str) -> None:
     import django
 
     django.setup()
-
-
-def point_celery_at(redis_url: str) -> None:
-    from console.celery import app
-
-    app.conf.broker_url = redis_url
-    app._pool = None
-    app.amqp._producer_pool = None
 
 
 # --- statistics --------------------------------------------------------------------------
@@ -557,17 +549,10 @@ def run(args) -> None:
         raise
     finally:
         stack.stop()
-        reset_celery_pools()
+        point_celery_at()
         if database_made:
             close_django_connections()
             drop_database(args.database_url)
-
-
-def reset_celery_pools() -> None:
-    if "console.celery" in sys.modules:
-        app = sys.modules["console.celery"].app
-        app._pool = None
-        app.amqp._producer_pool = None
 
 
 def close_django_connections() -> None:
@@ -577,14 +562,18 @@ def close_django_connections() -> None:
         connections.close_all()
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def run_main(run, args) -> int:
+    """Run a benchmark: 0, or 1 with a one-line reason for a BenchError."""
     try:
-        run(args)
+        status = run(args)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return status or 0
+
+
+def main(argv=None) -> int:
+    return run_main(run, parse_args(argv))
 
 
 if __name__ == "__main__":

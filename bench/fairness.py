@@ -99,7 +99,7 @@ def run(args) -> None:
         print(f"tenant A instances still unfinished when B was measured: {left} of {args.flood}")
     finally:
         stack.stop()
-        eb.reset_celery_pools()
+        eb.point_celery_at()
         if made:
             eb.close_django_connections()
             eb.drop_database(args.database_url)
@@ -113,13 +113,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--database-url", default="postgres://postgres@127.0.0.1:5432/stepwell_bench_fair"
     )
-    args = parser.parse_args(argv)
-    try:
-        run(args)
-    except eb.BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return eb.run_main(run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -391,20 +391,14 @@ def run(args) -> bool:
         if web is not None:
             web.stop()
         stack.stop()
-        eb.reset_celery_pools()
+        eb.point_celery_at()
         if database_made:
             eb.close_django_connections()
             eb.drop_database(args.database_url)
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        run(args)
-    except eb.BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return eb.run_main(run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -372,20 +372,14 @@ def run(args) -> None:
         for worker in chain_workers:
             worker.stop()
         stack.stop()
-        engine.reset_celery_pools()
+        engine.point_celery_at()
         engine.close_django_connections()
         for url in made:
             engine.drop_database(url)
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        run(args)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return engine.run_main(run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from console.diffs import diff_lines
 from execution import moderation, workflows
 from execution.highlight import highlight
 from execution.models import CodeVersion, Instance, Step, Workflow
-from tenants.admin import EVERYWHERE, asks_for_reason, has_model_perm
+from tenants.admin import EVERYWHERE, ReadOnly, asks_for_reason, has_model_perm
 
 # -- Highlighting -------------------------------------------------------------------
 
@@ -134,7 +134,7 @@ class WorkflowAdmin(admin.ModelAdmin):
 
 
 @admin.register(CodeVersion)
-class CodeVersionAdmin(admin.ModelAdmin):
+class CodeVersionAdmin(ReadOnly, admin.ModelAdmin):
     """Read-only, since versions are immutable; the change page is the review page."""
 
     list_display = [
@@ -209,20 +209,11 @@ class CodeVersionAdmin(admin.ModelAdmin):
     def has_review_permission(self, request):
         return has_model_perm(self, request, "change")
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 # -- Instances ----------------------------------------------------------------------
 
 
-class StepInline(admin.TabularInline):
+class StepInline(ReadOnly, admin.TabularInline):
     model = Step
     fk_name = "instance"
     fields = ["index", "name", "kind", "status", "attempts", "wake_at", "started_at", "finished_at"]
@@ -230,15 +221,9 @@ class StepInline(admin.TabularInline):
     extra = 0
     can_delete = False
 
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(Instance)
-class InstanceAdmin(admin.ModelAdmin):
+class InstanceAdmin(ReadOnly, admin.ModelAdmin):
     list_display = [
         "key",
         "workflow",
@@ -278,12 +263,3 @@ class InstanceAdmin(admin.ModelAdmin):
 
     def has_terminate_permission(self, request):
         return has_model_perm(self, request, "change")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

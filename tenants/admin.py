@@ -89,6 +89,19 @@ def audit_quota_form(form, actor) -> None:
         moderation.audit("quota.changed", actor=actor, tenant=quota.tenant, target=quota, **changes)
 
 
+class ReadOnly:
+    """Staff read these rows; only the audited actions change anything."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class PlanDefaults:
     """Show each quota field's plan default next to it."""
 
@@ -127,11 +140,13 @@ class TenantAdmin(admin.ModelAdmin):
     )
     @asks_for_reason("Suspend tenants", "Suspend")
     def suspend(self, request, queryset, reason):
-        with transaction.atomic():
-            tenants = list(queryset.select_for_update().filter(suspended_at__isnull=True))
-            for tenant in tenants:
-                moderation.suspend_tenant(tenant, actor=request.user, reason=reason)
-        self.message_user(request, f"Suspended {len(tenants)} tenant(s).")
+        self.apply(
+            request,
+            queryset.filter(suspended_at__isnull=True),
+            reason,
+            moderation.suspend_tenant,
+            "Suspended",
+        )
 
     @admin.action(
         description="Unsuspend: resume what the suspension paused",
@@ -140,11 +155,21 @@ class TenantAdmin(admin.ModelAdmin):
     )
     @asks_for_reason("Unsuspend tenants", "Unsuspend")
     def unsuspend(self, request, queryset, reason):
+        self.apply(
+            request,
+            queryset.filter(suspended_at__isnull=False),
+            reason,
+            moderation.unsuspend_tenant,
+            "Unsuspended",
+        )
+
+    def apply(self, request, queryset, reason, decision, done: str) -> None:
+        """One staff decision on each tenant, with the rows locked so none is decided twice."""
         with transaction.atomic():
-            tenants = list(queryset.select_for_update().filter(suspended_at__isnull=False))
+            tenants = list(queryset.select_for_update())
             for tenant in tenants:
-                moderation.unsuspend_tenant(tenant, actor=request.user, reason=reason)
-        self.message_user(request, f"Unsuspended {len(tenants)} tenant(s).")
+                decision(tenant, actor=request.user, reason=reason)
+        self.message_user(request, f"{done} {len(tenants)} tenant(s).")
 
     def save_formset(self, request, form, formset, change):
         super().save_formset(request, form, formset, change)
@@ -187,7 +212,7 @@ class MembershipAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(ReadOnly, admin.ModelAdmin):
     """Read-only: the raw token is never stored, and the hash is useless to a person."""
 
     list_display = [
@@ -222,18 +247,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def has_revoke_permission(self, request):
         return has_model_perm(self, request, "change")
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(AuditLog)
-class AuditLogAdmin(admin.ModelAdmin):
+class AuditLogAdmin(ReadOnly, admin.ModelAdmin):
     """The record itself: nobody adds, edits or deletes a row here."""
 
     list_display = ["created_at", "who", "action", "tenant", "target", "reason"]
@@ -270,12 +286,3 @@ class AuditLogAdmin(admin.ModelAdmin):
     @admin.display(description="details")
     def details_json(self, entry: AuditLog) -> str:
         return format_html("<pre>{}</pre>", json.dumps(entry.details, indent=2, sort_keys=True))
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

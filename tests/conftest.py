@@ -1,5 +1,8 @@
 import pytest
 
+from execution import dispatch, engine
+from tests.driver import Driver
+from tests.execution.inprocess import run_in_process
 from tests.factories import make_tenant, make_token
 
 
@@ -21,3 +24,12 @@ def acme_token(acme):
 @pytest.fixture
 def globex_token(globex):
     return make_token(globex)
+
+
+@pytest.fixture
+def driver(monkeypatch, transactional_db):
+    """Enqueued instances are advanced here, on `driver.drain()`; jails are not used."""
+    d = Driver()
+    monkeypatch.setattr(engine, "run_sandbox", run_in_process)
+    monkeypatch.setattr(dispatch, "enqueue", d.enqueue)
+    return d

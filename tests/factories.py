@@ -10,6 +10,14 @@ from execution.workflows import upload_version
 from tenants.models import Membership, Quota, Tenant
 from tenants.tokens import create_token
 
+# One step, an hour's sleep, one more step: an instance that stays suspended.
+SLEEPER = """
+def run(event, step):
+    step.do("one", lambda: 1)
+    step.sleep("nap", 3600)
+    return step.do("two", lambda: 2)
+"""
+
 
 def make_tenant(slug: str, username: str, **quota) -> Tenant:
     tenant = Tenant.objects.create(slug=slug, name=slug.title())

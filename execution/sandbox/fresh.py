@@ -83,17 +83,10 @@ class FreshSandbox:
         self.slots.prepare()
 
     def run(self, request: SandboxRequest) -> SandboxResult:
-        if not isinstance(request, SandboxRequest):
-            raise TypeError("run() takes a SandboxRequest")
-        started = time.monotonic()
         try:
-            self.prepare()
-            job_bytes = dumps_job(request.mode, request.input)
-        except (TypeError, ValueError) as exc:
-            return failure(Status.ERROR, "BadInput", f"the input is not JSON: {exc}", started)
-        except (SandboxSetupError, OSError) as exc:
-            logger.exception("sandbox set-up failed")
-            return failure(Status.SANDBOX_FAILURE, "SandboxFailure", str(exc), started)
+            job_bytes, started = open_job(request, self.prepare)
+        except Refused as refused:
+            return refused.result
         try:
             return self._run(request, job_bytes)
         except (SandboxSetupError, OSError) as exc:
@@ -124,6 +117,37 @@ class FreshSandbox:
                 job.kill_all()
                 job.remove()
         return classify(run, limits, oom=usage.oom, peak_memory_bytes=usage.peak_memory_bytes)
+
+
+class Refused(Exception):
+    """A request that ends before any jail runs; `result` says why."""
+
+    def __init__(self, result: SandboxResult):
+        super().__init__(result.error)
+        self.result = result
+
+
+def open_job(request: SandboxRequest, prepare) -> tuple[bytes, float]:
+    """Ready the sandbox and encode the job: (job bytes, start time), or Refused.
+
+    Every sandbox mode starts a run this way, so a bad input or a broken set-up is
+    the same SandboxResult whichever mode met it.
+    """
+    if not isinstance(request, SandboxRequest):
+        raise TypeError("run() takes a SandboxRequest")
+    started = time.monotonic()
+    try:
+        prepare()
+        return dumps_job(request.mode, request.input), started
+    except (TypeError, ValueError) as exc:
+        raise Refused(
+            failure(Status.ERROR, "BadInput", f"the input is not JSON: {exc}", started)
+        ) from None
+    except (SandboxSetupError, OSError) as exc:
+        logger.exception("sandbox set-up failed")
+        raise Refused(
+            failure(Status.SANDBOX_FAILURE, "SandboxFailure", str(exc), started)
+        ) from None
 
 
 def failure(status: Status, kind: str, message: str, started: float) -> SandboxResult:

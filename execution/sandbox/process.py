@@ -140,18 +140,23 @@ def run(
             kill_all,
             owned,
         )
-        _, status, rusage = os.wait4(pid, 0)
-        out.wall_seconds = time.monotonic() - started
-        out.returncode = os.waitstatus_to_exitcode(status)
-        if out.returncode < 0:
-            out.returncode = 128 - out.returncode
-        out.cpu_seconds = rusage.ru_utime + rusage.ru_stime
-        out.maxrss_bytes = rusage.ru_maxrss * 1024
+        reap(pid, out, started)
         return out
     finally:
         for fd in owned:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def reap(pid: int, out: JailRun, started: float) -> None:
+    """Wait for the process and record its exit status (128 + signal), time and usage."""
+    _, status, rusage = os.wait4(pid, 0)
+    out.wall_seconds = time.monotonic() - started
+    out.returncode = os.waitstatus_to_exitcode(status)
+    if out.returncode < 0:
+        out.returncode = 128 - out.returncode
+    out.cpu_seconds = rusage.ru_utime + rusage.ru_stime
+    out.maxrss_bytes = rusage.ru_maxrss * 1024
 
 
 def _pump(

@@ -16,10 +16,9 @@ from pathlib import Path
 
 from execution.sandbox import process
 from execution.sandbox.config import SandboxConfig
-from execution.sandbox.fresh import CodeCache, failure, watch_notes
+from execution.sandbox.fresh import CodeCache, Refused, failure, open_job, watch_notes
 from execution.sandbox.jail import PYTHON_FLAGS, RESULT_FD
 from execution.sandbox.outcome import JailExit, classify
-from execution.sandbox.protocol import dumps_job
 from execution.sandbox.result import SandboxRequest, SandboxResult, Status
 
 ENV_FLAG = "STEPWELL_BENCH_UNSANDBOXED"
@@ -56,14 +55,10 @@ class SubprocessSandbox:
                 self._ready = True
 
     def run(self, request: SandboxRequest) -> SandboxResult:
-        if not isinstance(request, SandboxRequest):
-            raise TypeError("run() takes a SandboxRequest")
-        started = time.monotonic()
         try:
-            self.prepare()
-            job_bytes = dumps_job(request.mode, request.input)
-        except (TypeError, ValueError) as exc:
-            return failure(Status.ERROR, "BadInput", f"the input is not JSON: {exc}", started)
+            job_bytes, started = open_job(request, self.prepare)
+        except Refused as refused:
+            return refused.result
         try:
             return self._run(request, job_bytes)
         except OSError as exc:
@@ -140,13 +135,7 @@ def spawn(argv: list[str], job_bytes: bytes, limits, on_result=None) -> process.
             kill_all,
             owned,
         )
-        _, status, rusage = os.wait4(pid, 0)
-        out.wall_seconds = time.monotonic() - started
-        out.returncode = os.waitstatus_to_exitcode(status)
-        if out.returncode < 0:
-            out.returncode = 128 - out.returncode
-        out.cpu_seconds = rusage.ru_utime + rusage.ru_stime
-        out.maxrss_bytes = rusage.ru_maxrss * 1024
+        process.reap(pid, out, started)
         kill_all()  # anything the step left behind in its session
         return out
     finally:

@@ -15,9 +15,8 @@ import time
 
 from execution.sandbox.cgroups import Layout
 from execution.sandbox.config import SandboxConfig, SandboxSetupError
-from execution.sandbox.fresh import FreshSandbox, failure, watch_notes
+from execution.sandbox.fresh import FreshSandbox, Refused, failure, open_job, watch_notes
 from execution.sandbox.outcome import JailExit, classify
-from execution.sandbox.protocol import dumps_job
 from execution.sandbox.result import SandboxRequest, SandboxResult, Status
 from execution.sandbox.warm_activation import StepRun
 from execution.sandbox.warm_jail import NoFreeSlot, WarmJail, WarmStartError
@@ -70,17 +69,10 @@ class WarmSandbox:
         self.pool.close()
 
     def run(self, request: SandboxRequest) -> SandboxResult:
-        if not isinstance(request, SandboxRequest):
-            raise TypeError("run() takes a SandboxRequest")
-        started = time.monotonic()
         try:
-            self.prepare()
-            job_bytes = dumps_job(request.mode, request.input)
-        except (TypeError, ValueError) as exc:
-            return failure(Status.ERROR, "BadInput", f"the input is not JSON: {exc}", started)
-        except (SandboxSetupError, OSError) as exc:
-            logger.exception("sandbox set-up failed")
-            return failure(Status.SANDBOX_FAILURE, "SandboxFailure", str(exc), started)
+            job_bytes, started = open_job(request, self.prepare)
+        except Refused as refused:
+            return refused.result
         key = JailKey(request.tenant, request.code_sha256, request.limits)
         if self._is_cold(key):
             return self.fresh.run(request)

@@ -2,9 +2,6 @@ import json
 
 import pytest
 
-from execution import dispatch, engine
-from tests.execution.conftest import Driver
-from tests.execution.inprocess import run_in_process
 from tests.factories import make_token
 
 
@@ -26,14 +23,6 @@ class Api:
             data = body if isinstance(body, (bytes, str)) else json.dumps(body)
             kwargs.update(data=data, content_type="application/json")
         return getattr(self.client, method)("/api/v1" + path, **kwargs)
-
-
-@pytest.fixture
-def driver(monkeypatch, transactional_db):
-    d = Driver()
-    monkeypatch.setattr(engine, "run_sandbox", run_in_process)
-    monkeypatch.setattr(dispatch, "enqueue", d.enqueue)
-    return d
 
 
 @pytest.fixture

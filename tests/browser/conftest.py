@@ -4,9 +4,8 @@ clock, and daphne serving the console, all pointed at the test database."""
 import pytest
 from django.db import connection
 
-from console.celery import app as celery_app
 from tests.factories import make_tenant
-from tests.integration.stack import Stack
+from tests.integration.stack import Stack, current_database_url, point_celery_at
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -19,17 +18,6 @@ CHROMIUM_ARGS = [
 ]
 
 
-def database_url() -> str:
-    s = connection.settings_dict
-    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
-def reset_broker_pools() -> None:
-    celery_app._pool = None
-    celery_app.amqp._producer_pool = None
-
-
 @pytest.fixture
 def stack(transactional_db, settings, monkeypatch):
     if connection.vendor != "postgresql":
@@ -37,12 +25,11 @@ def stack(transactional_db, settings, monkeypatch):
     # Playwright's sync API keeps an event loop in this thread; the ORM calls in between
     # are still plain synchronous code.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    stack = Stack(database_url())
+    stack = Stack(current_database_url())
     web = None
     try:
         stack.start()
-        celery_app.conf.broker_url = stack.redis.url
-        reset_broker_pools()
+        point_celery_at(stack.redis.url)
         settings.CHANNEL_LAYERS = {
             "default": {
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -57,7 +44,7 @@ def stack(transactional_db, settings, monkeypatch):
         if web is not None:
             web.stop()
         stack.stop()
-        reset_broker_pools()
+        point_celery_at()
 
 
 @pytest.fixture

@@ -7,14 +7,7 @@ from execution import moderation, workflows
 from execution.models import CodeVersion
 from tenants.models import AuditLog, Tenant
 from tenants.tokens import authenticate_token
-from tests.factories import make_tenant, make_token, upload
-
-SLEEPER = """
-def run(event, step):
-    step.do("one", lambda: 1)
-    step.sleep("nap", 3600)
-    return step.do("two", lambda: 2)
-"""
+from tests.factories import SLEEPER, make_tenant, make_token, upload
 
 
 @pytest.fixture

@@ -21,6 +21,30 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 
+def point_celery_at(broker_url: str | None = None) -> None:
+    """Send this process's Celery messages to `broker_url`; None only drops the pools.
+
+    Both pools are built lazily from the configuration, so dropping them is enough.
+    """
+    if broker_url is None and "console.celery" not in sys.modules:
+        return
+    from console.celery import app
+
+    if broker_url is not None:
+        app.conf.broker_url = broker_url
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+def current_database_url() -> str:
+    """A URL of the database this test process uses (pytest-django's test database)."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -3,15 +3,7 @@
 import pytest
 from django.contrib.auth import get_user_model
 
-from tests.execution.conftest import driver  # noqa: F401
-from tests.factories import make_tenant
-
-SLEEPER = """
-def run(event, step):
-    step.do("one", lambda: 1)
-    step.sleep("nap", 3600)
-    return step.do("two", lambda: 2)
-"""
+from tests.factories import SLEEPER, make_tenant  # noqa: F401 (tests import SLEEPER here)
 
 
 @pytest.fixture

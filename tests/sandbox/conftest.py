@@ -25,6 +25,18 @@ SMALL = Limits(
 )
 
 
+def workflow_input(history=()) -> dict:
+    """The host's input to one workflow activation, with small limits."""
+    return {
+        "instance_id": "i-1",
+        "payload": {},
+        "timestamp": "2026-01-01T00:00:00+00:00",
+        "now": "2026-01-01T00:00:00+00:00",
+        "history": list(history),
+        "limits": {"result_bytes": 65536, "log_bytes": 65536, "step_timeout_seconds": 5.0},
+    }
+
+
 @pytest.fixture(scope="session")
 def sandbox_config():
     # pytest's tmp_path sits under a 0700 dir the sandbox uids cannot traverse.

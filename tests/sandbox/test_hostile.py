@@ -580,8 +580,7 @@ def test_system_exit_and_base_exception_are_errors(run, raise_it, kind):
     assert result.error["type"] == kind
 
 
-def test_a_forged_ok_result_does_not_hide_a_timeout(run):
-    code = """
+FORGE_THEN = """
 import os, stat
 def main(x):
     for fd in range(3, 64):
@@ -590,29 +589,18 @@ def main(x):
                 os.write(fd, b'{"ok": true, "result": "forged"}')
         except OSError:
             pass
-    while True:
-        pass
 """
-    result = run(code, wall_seconds=2)
+
+
+def test_a_forged_ok_result_does_not_hide_a_timeout(run):
+    result = run(FORGE_THEN + "    while True:\n        pass\n", wall_seconds=2)
     assert result.status == Status.TIMED_OUT
     assert result.result is None
 
 
 def test_a_forged_ok_result_does_not_hide_a_memory_kill(run):
-    code = """
-import os, stat
-def main(x):
-    for fd in range(3, 64):
-        try:
-            if stat.S_ISFIFO(os.fstat(fd).st_mode):
-                os.write(fd, b'{"ok": true, "result": "forged"}')
-        except OSError:
-            pass
-    hog = []
-    while True:
-        hog.append(b"x" * (1 << 20))
-"""
-    result = run(code)
+    hog = "    hog = []\n    while True:\n        hog.append(b'x' * (1 << 20))\n"
+    result = run(FORGE_THEN + hog)
     assert result.status == Status.MEMORY_EXCEEDED
     assert result.result is None
 

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from execution.sandbox.protocol import ProtocolError, parse_result, split_channel
+from tests.sandbox.conftest import workflow_input
 
 
 def line(doc) -> bytes:
@@ -49,14 +50,7 @@ def test_a_step_killed_for_memory_still_names_its_step(run):
         "            blocks.append(bytearray(8 * 1024 * 1024))\n"
         "    step.do('bomb', bomb)\n"
     )
-    activation = {
-        "instance_id": "i-1",
-        "payload": {},
-        "timestamp": "2026-01-01T00:00:00+00:00",
-        "now": "2026-01-01T00:00:00+00:00",
-        "history": [],
-        "limits": {"result_bytes": 65536, "log_bytes": 65536, "step_timeout_seconds": 5.0},
-    }
+    activation = workflow_input()
     result = run(code, activation, mode="workflow")
     assert result.status == "memory_exceeded"
     assert result.progress[-1]["kind"] == "intent"
@@ -88,14 +82,7 @@ def test_notes_reach_the_callback_while_the_step_runs(sandbox):
 
     seen = []
     code = "import time\ndef run(event, step):\n    step.do('slow', lambda: time.sleep(1) or 1)\n"
-    activation = {
-        "instance_id": "i-1",
-        "payload": {},
-        "timestamp": "2026-01-01T00:00:00+00:00",
-        "now": "2026-01-01T00:00:00+00:00",
-        "history": [],
-        "limits": {"result_bytes": 65536, "log_bytes": 65536, "step_timeout_seconds": 5.0},
-    }
+    activation = workflow_input()
     started = time.monotonic()
     request = SandboxRequest(
         tenant="acme",

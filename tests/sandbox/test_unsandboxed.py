@@ -5,6 +5,7 @@ import pytest
 from execution import sandbox as sandbox_module
 from execution.sandbox import SandboxRequest, Status, get_sandbox
 from execution.sandbox.unsandboxed import ENV_FLAG, SubprocessSandbox
+from tests.sandbox.conftest import workflow_input
 
 WORKFLOW = (
     "def run(event, step):\n"
@@ -14,14 +15,7 @@ WORKFLOW = (
 
 
 def activation(history):
-    return {
-        "instance_id": "i-1",
-        "payload": {},
-        "timestamp": "2026-01-01T00:00:00+00:00",
-        "now": "2026-01-01T00:00:00+00:00",
-        "history": history,
-        "limits": {"result_bytes": 65536, "log_bytes": 65536, "step_timeout_seconds": 5.0},
-    }
+    return workflow_input(history)
 
 
 def test_it_is_refused_without_the_bench_flag(monkeypatch, sandbox_config):

@@ -10,18 +10,11 @@ import pytest
 
 from execution.sandbox import Limits, SandboxRequest, Status, WarmSandbox
 from execution.sandbox.warm_channel import check_status
-from tests.sandbox.conftest import SMALL
+from tests.sandbox.conftest import SMALL, workflow_input
 
 pytestmark = pytest.mark.sandbox
 
-WORKFLOW_INPUT = {
-    "instance_id": "i-1",
-    "payload": {},
-    "timestamp": "2026-01-01T00:00:00+00:00",
-    "now": "2026-01-01T00:00:00+00:00",
-    "history": [],
-    "limits": {"result_bytes": 65536, "log_bytes": 65536, "step_timeout_seconds": 5.0},
-}
+WORKFLOW_INPUT = workflow_input()
 
 
 @pytest.fixture

@@ -1,8 +1,7 @@
-import pytest
+"""The engine run synchronously in the test process, with the sandbox's runtime in-process."""
 
 from execution import dispatch, engine
 from execution.models import Instance
-from tests.execution.inprocess import run_in_process
 
 
 class Driver:
@@ -30,11 +29,3 @@ class Driver:
         """What the clock does: send every due instance, then run them."""
         dispatch.sweep()
         self.drain()
-
-
-@pytest.fixture
-def driver(monkeypatch, transactional_db):
-    d = Driver()
-    monkeypatch.setattr(engine, "run_sandbox", run_in_process)
-    monkeypatch.setattr(dispatch, "enqueue", d.enqueue)
-    return d
