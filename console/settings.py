@@ -163,6 +163,9 @@ STEPWELL_CLOCK_INTERVAL = env_float("STEPWELL_CLOCK_INTERVAL", 0.25, minimum=0.0
 # How long a worker may go on with one instance whose next step is ready before it
 # hands the instance back to the queue (0 sends every step through the broker).
 STEPWELL_INLINE_SECONDS = env_float("STEPWELL_INLINE_SECONDS", 1.0, minimum=0.0)
+# A do step is shown as running once it has run this long; shorter ones are recorded
+# started and completed at once (one transaction per step instead of two).
+STEPWELL_RUNNING_MARK_SECONDS = env_float("STEPWELL_RUNNING_MARK_SECONDS", 0.05, minimum=0.0)
 STEPWELL_MAX_CODE_BYTES = env_int("STEPWELL_MAX_CODE_BYTES", 256 * 1024, minimum=1024)
 # The largest request body the API reads; over it: 413. Room for a full code upload.
 STEPWELL_MAX_BODY_BYTES = env_int(

@@ -99,7 +99,14 @@ class ProgressConsumer(AsyncJsonWebsocketConsumer):
         """The stream is one way; whatever a client sends is ignored."""
 
     async def progress_event(self, message):
-        await self.send_json(message["event"])
+        await self.forward(message["event"])
+
+    async def progress_batch(self, message):
+        for event in message["events"]:
+            await self.forward(event)
+
+    async def forward(self, event: dict) -> None:
+        await self.send_json(event)
 
 
 class InstanceConsumer(ProgressConsumer):
@@ -119,7 +126,7 @@ class InstanceConsumer(ProgressConsumer):
             return await self.refuse(NOT_FOUND)
         # Join before reading what is stored, so nothing published in between is missed.
         # Group messages are dispatched only after connect returns, and the seq check
-        # in progress_event drops those already covered by the snapshot and replay.
+        # in forward drops those already covered by the snapshot and replay.
         await self.join(instance_group(pk))
         snapshot, replay = await database_sync_to_async(instance_snapshot)(pk, after)
         await self.accept()
@@ -128,8 +135,7 @@ class InstanceConsumer(ProgressConsumer):
             await self.send_json(event)
         self.last_seq = max([snapshot["seq"], *(e["seq"] for e in replay)])
 
-    async def progress_event(self, message):
-        event = message["event"]
+    async def forward(self, event: dict) -> None:
         if event["seq"] <= self.last_seq:
             return
         self.last_seq = event["seq"]

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
@@ -108,15 +108,17 @@ def due(now: datetime):
     )
 
 
-def in_flight(tenant_id: int, now: datetime) -> int:
+def in_flight_rows(tenant_id: int, now: datetime):
     """Instances of the tenant that a worker holds or has been sent."""
     held = ~Q(lease_owner="") & Q(lease_expires_at__gte=now)
     sent = Q(dispatched_at__gte=now - redispatch_delay())
-    return (
-        Instance.objects.filter(tenant_id=tenant_id, status__in=Instance.ACTIVE_STATUSES)
-        .filter(held | sent)
-        .count()
+    return Instance.objects.filter(tenant_id=tenant_id, status__in=Instance.ACTIVE_STATUSES).filter(
+        held | sent
     )
+
+
+def in_flight(tenant_id: int, now: datetime) -> int:
+    return in_flight_rows(tenant_id, now).count()
 
 
 def fill(tenant_id: int, now: datetime | None = None) -> int:
@@ -125,19 +127,33 @@ def fill(tenant_id: int, now: datetime | None = None) -> int:
     Rows are taken with skip_locked and marked as sent in the same transaction, so
     several clocks and workers can fill at once without sending one instance twice.
     """
+    now = now or timezone.now()
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        pks = pick_in_one_statement(tenant_id, now)
+    else:
+        pks = pick(tenant_id, now)
+    for pk in pks:
+        enqueue(pk)
+    return len(pks)
+
+
+def cap_of(tenant_id: int) -> int:
     from tenants.models import Quota
 
-    now = now or timezone.now()
     cap = (
         Quota.objects.filter(tenant_id=tenant_id)
         .values_list("concurrent_activations", flat=True)
         .first()
     )
-    cap = cap if cap is not None else Quota._meta.get_field("concurrent_activations").default
+    return cap if cap is not None else Quota._meta.get_field("concurrent_activations").default
+
+
+def pick(tenant_id: int, now: datetime) -> list[int]:
+    cap = cap_of(tenant_id)
     with transaction.atomic():
         free = cap - in_flight(tenant_id, now)
         if free <= 0:
-            return 0
+            return []
         pks = list(
             due(now)
             .filter(tenant_id=tenant_id)
@@ -147,9 +163,39 @@ def fill(tenant_id: int, now: datetime | None = None) -> int:
         )
         if pks:
             Instance.objects.filter(pk__in=pks).update(dispatched_at=now)
-    for pk in pks:
-        enqueue(pk)
-    return len(pks)
+    return pks
+
+
+def pick_in_one_statement(tenant_id: int, now: datetime) -> list[int]:
+    """pick() as one PostgreSQL statement, in its own transaction: a fill runs after
+    every start and at the end of every instance, and its five round trips and their
+    queries built by the ORM cost more than the rest of a start. The queries are still
+    the ORM's (due, in_flight_rows), so both ways pick the same rows."""
+    from tenants.models import Quota
+
+    quote = connection.ops.quote_name
+    flying = in_flight_rows(tenant_id, now).order_by().values("pk")
+    flight_sql, flight_params = flying.query.sql_with_params()
+    due_sql, due_params = (
+        due(now)
+        .filter(tenant_id=tenant_id)
+        .order_by("next_run_at", "pk")
+        .values("pk")
+        .query.sql_with_params()
+    )
+    table = quote(Instance._meta.db_table)
+    default_cap = Quota._meta.get_field("concurrent_activations").default
+    sql = (
+        "WITH free AS (SELECT GREATEST(COALESCE("
+        f"(SELECT concurrent_activations FROM {quote(Quota._meta.db_table)} WHERE tenant_id = %s),"
+        f" %s) - (SELECT count(*) FROM ({flight_sql}) AS flying), 0) AS n), "
+        f"picked AS ({due_sql} LIMIT (SELECT n FROM free) FOR UPDATE SKIP LOCKED) "
+        f"UPDATE {table} SET dispatched_at = %s FROM picked "
+        f"WHERE {table}.id = picked.pk RETURNING {table}.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [tenant_id, default_cap, *flight_params, *due_params, now])
+        return [row[0] for row in cursor.fetchall()]
 
 
 def sweep(now: datetime | None = None, tenants: int = 200) -> int:

@@ -8,24 +8,26 @@ transaction that also decides what happens next.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from execution import dispatch, outcomes
 from execution.models import Instance, Step
-from execution.progress import record_event, step_summary
+from execution.progress import next_seq, record_event, step_summary, store_events
 from execution.sandbox import SandboxRequest, SandboxResult, get_sandbox
-from tenants.models import Tenant
+from execution.watch import Watch
+from tenants.models import Quota, Tenant
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +35,42 @@ log = logging.getLogger(__name__)
 @dataclass
 class Activation:
     instance_pk: int
+    instance_key: str
+    tenant_id: int
     token: str
     generation: int
     tenant_slug: str
     code: str
     code_sha256: str
     input: dict
+    quota: Quota  # read when the instance was claimed
     pending: Step | None  # the unresolved do step being retried, if any
+    # The do step's row as it is now written, if this activation showed it as running.
+    marked: Step | None = None
+    on_progress: Callable[[dict], None] | None = None
+
+    def next_index(self) -> int:
+        """The index of the step this activation is expected to run."""
+        return self.pending.index if self.pending is not None else len(self.input["history"])
+
+    def row_for(self, index: int) -> Step | None:
+        """The stored row of step `index`, as far as this activation knows it."""
+        for step in (self.marked, self.pending):
+            if step is not None and step.index == index:
+                return step
+        return None
+
+    def then(self, step: Step) -> Activation:
+        """The next activation of the same instance under the same lease, `step` recorded."""
+        # The step replaces its own entry, if it had one (an attempt being retried).
+        history = [*self.input["history"][: step.index], step.as_history()]
+        return dataclasses.replace(
+            self,
+            input={**self.input, "history": history, "now": timezone.now().isoformat()},
+            pending=None,
+            marked=None,
+            on_progress=None,
+        )
 
 
 def lease_duration() -> timedelta:
@@ -50,80 +81,100 @@ def advance(instance_pk: int) -> None:
     """Run activations of the instance while its next step is ready, within a budget.
 
     Going on in the same task saves a trip through the broker and a claim per step;
-    the budget hands the worker back to the queue so other instances get their turn.
+    after a completed do step it also keeps the lease and the history it already
+    holds, so the next activation starts without reading anything. The budget hands
+    the worker back to the queue so other instances get their turn.
     """
     deadline = time.monotonic() + settings.STEPWELL_INLINE_SECONDS
-    ready = activate_once(instance_pk, keep=settings.STEPWELL_INLINE_SECONDS > 0)
-    while ready:
-        if time.monotonic() >= deadline:
-            dispatch.send_kept(instance_pk)
-            return
-        ready = activate_once(instance_pk, keep=True, was_kept=True)
+    activation = begin(instance_pk)
+    while activation is not None:
+        keep = time.monotonic() < deadline
+        activation = execute(activation, keep=keep)
+        if activation is outcomes.AGAIN:
+            # Ready again, but the lease was given back: claim it anew.
+            activation = begin(instance_pk, was_kept=True)
 
 
-def activate_once(instance_pk: int, *, keep: bool = False, was_kept: bool = False) -> bool:
-    """One activation. With `keep`, an instance that is ready again right away is not
-    sent to the queue: returns True, and the caller runs it next."""
-    token = uuid.uuid4().hex
-    if not claim(instance_pk, token):
-        if was_kept:
-            dispatch.send_kept(instance_pk)
+def activate_once(instance_pk: int) -> bool:
+    """One activation and nothing more (tests and tools); True if it ran."""
+    activation = begin(instance_pk)
+    if activation is None:
         return False
+    execute(activation, keep=False)
+    return True
+
+
+def begin(instance_pk: int, *, was_kept: bool = False) -> Activation | None:
+    """Claim the instance and read what its activation needs, in one transaction."""
+    token = uuid.uuid4().hex
+    with transaction.atomic():
+        relaxed_commit()
+        claimed = take_lease(instance_pk, token)
+        activation = prepare_activation(instance_pk, token) if claimed else None
+    if not claimed and was_kept:
+        dispatch.send_kept(instance_pk)
+    return activation
+
+
+def execute(activation: Activation, *, keep: bool) -> Activation | object | None:
+    """Run the activation and record its outcome; returns what outcomes.record does."""
     try:
-        activation = prepare_activation(instance_pk, token)
-        if activation is None:
-            return False
-        with Heartbeat(instance_pk, token):
+        with watch(activation) as watching:
+            activation.on_progress = announced(watching)
             result = run_sandbox(activation)
-        with dispatch.kept(instance_pk if keep else None) as kept:
-            outcomes.record(activation, result)
-        return kept.ready
+        activation.marked = watching.marked
+        return outcomes.record(activation, result, keep=keep)
     except Exception:
-        log.exception("activation of instance %s failed in the engine", instance_pk)
-        release(instance_pk, token, retry_in=timedelta(seconds=5))
+        log.exception("activation of instance %s failed in the engine", activation.instance_pk)
+        release(activation.instance_pk, activation.token, retry_in=timedelta(seconds=5))
         raise
 
 
 def claim(instance_pk: int, token: str) -> bool:
-    """Take the lease of an active instance nobody else holds. Never check-then-act.
-
-    The tenant's row is locked while its activations are counted, so two workers
-    can never both take the last free place under the tenant's concurrency cap.
-    """
-    now = timezone.now()
-    tenant_id = Instance.objects.filter(pk=instance_pk).values_list("tenant_id", flat=True).first()
-    if tenant_id is None:
-        return False
+    """Take the lease of an active instance nobody else holds. Never check-then-act."""
     with transaction.atomic():
         relaxed_commit()
-        tenant = (
-            Tenant.objects.select_related("quota_row")
-            .select_for_update(of=("self",))
-            .get(pk=tenant_id)
+        return take_lease(instance_pk, token)
+
+
+def take_lease(instance_pk: int, token: str) -> bool:
+    """claim() inside the caller's transaction.
+
+    The tenant's row is locked while its activations are counted, so two workers
+    can never both take the last free place under the tenant's concurrency cap. The
+    lock is FOR NO KEY UPDATE: it must not wait for the tenant's starts, whose new rows'
+    foreign keys hold a KEY SHARE lock on the same row until they commit.
+    """
+    now = timezone.now()
+    tenant = (
+        Tenant.objects.select_related("quota_row")
+        .select_for_update(of=("self",), no_key=True)
+        .filter(instances__pk=instance_pk)
+        .first()
+    )
+    if tenant is None or tenant.suspended_at is not None:
+        return False
+    held = (
+        Instance.objects.filter(tenant_id=tenant.pk, lease_expires_at__gte=now)
+        .exclude(lease_owner="")
+        .exclude(pk=instance_pk)
+        .count()
+    )
+    if held >= tenant.quota.concurrent_activations:
+        # Over the cap (a message sent before others took the places): due again.
+        Instance.objects.filter(pk=instance_pk).update(dispatched_at=None)
+        return False
+    free = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
+    claimed = (
+        Instance.objects.filter(pk=instance_pk, status__in=Instance.ACTIVE_STATUSES)
+        .filter(free)
+        .update(
+            lease_owner=token,
+            lease_expires_at=now + lease_duration(),
+            dispatched_at=None,
+            activations=F("activations") + 1,
         )
-        if tenant.suspended_at is not None:
-            return False
-        held = (
-            Instance.objects.filter(tenant_id=tenant_id, lease_expires_at__gte=now)
-            .exclude(lease_owner="")
-            .exclude(pk=instance_pk)
-            .count()
-        )
-        if held >= tenant.quota.concurrent_activations:
-            # Over the cap (a message sent before others took the places): due again.
-            Instance.objects.filter(pk=instance_pk).update(dispatched_at=None)
-            return False
-        free = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
-        claimed = (
-            Instance.objects.filter(pk=instance_pk, status__in=Instance.ACTIVE_STATUSES)
-            .filter(free)
-            .update(
-                lease_owner=token,
-                lease_expires_at=now + lease_duration(),
-                dispatched_at=None,
-                activations=F("activations") + 1,
-            )
-        )
+    )
     return claimed == 1
 
 
@@ -140,13 +191,9 @@ def holds_lease(instance: Instance, token: str) -> bool:
     return instance.lease_owner == token
 
 
-@transaction.atomic
 def prepare_activation(instance_pk: int, token: str) -> Activation | None:
-    instance = (
-        Instance.objects.select_for_update(of=("self",))
-        .select_related("version", "tenant__quota_row")
-        .get(pk=instance_pk)
-    )
+    """What the activation needs; in the claim's transaction, which holds the row."""
+    instance = Instance.objects.select_related("version", "tenant__quota_row").get(pk=instance_pk)
     if not holds_lease(instance, token) or instance.status not in Instance.ACTIVE_STATUSES:
         return None
     steps = list(instance.steps.order_by("index"))
@@ -165,6 +212,8 @@ def prepare_activation(instance_pk: int, token: str) -> Activation | None:
     quota = instance.tenant.quota
     return Activation(
         instance_pk=instance.pk,
+        instance_key=instance.key,
+        tenant_id=instance.tenant_id,
         token=token,
         generation=instance.generation,
         tenant_slug=instance.tenant.slug,
@@ -182,6 +231,7 @@ def prepare_activation(instance_pk: int, token: str) -> Activation | None:
                 "step_timeout_seconds": float(quota.step_timeout_seconds),
             },
         },
+        quota=quota,
         pending=pending,
     )
 
@@ -261,8 +311,9 @@ def set_status(instance: Instance, status: str, **fields) -> None:
         update.update(finished_at=now, next_run_at=None, lease_owner="", lease_expires_at=None)
     for name, value in update.items():
         setattr(instance, name, value)
-    Instance.objects.filter(pk=instance.pk).update(**update)
-    record_event(instance, "instance.status", status=status)
+    instance.last_seq = next_seq(instance.pk, **update)
+    event = ("instance.status", {"status": status})
+    store_events(instance.pk, instance.key, instance.tenant_id, instance.last_seq, [event])
     if status in Instance.TERMINAL_STATUSES:
         wake_waiting_parents(instance)
 
@@ -276,42 +327,34 @@ def wake_waiting_parents(child: Instance) -> None:
 
 
 def run_sandbox(activation: Activation) -> SandboxResult:
-    instance = Instance.objects.select_related("tenant__quota_row").get(pk=activation.instance_pk)
-    quota = instance.tenant.quota
-    limits = quota.sandbox_limits()
+    quota = activation.quota
     request = SandboxRequest(
         tenant=activation.tenant_slug,
         code=activation.code,
         code_sha256=activation.code_sha256,
         input=activation.input,
-        limits=limits,
+        limits=quota.sandbox_limits(),
         mode="workflow",
-        on_progress=lambda note: note_started(activation, note),
+        on_progress=activation.on_progress,
     )
     # Benchmarks only; get_sandbox refuses "unsandboxed" without STEPWELL_BENCH_UNSANDBOXED=1.
     mode = os.environ.get("STEPWELL_BENCH_SANDBOX_MODE") or quota.sandbox_mode
     return get_sandbox(mode).run(request)
 
 
-def note_started(activation: Activation, note: dict) -> None:
-    """The runtime is about to run a do step: show it as running, while it runs.
+def mark_running(activation: Activation, intent: dict) -> Step | None:
+    """Show the do step the runtime announced as running; returns its row if written.
 
     The row also tells a later activation which step a crashed worker was in.
     """
-    if note.get("kind") != "intent":
-        return
-    try:
-        intent = outcomes.check_outcome({**note, "kind": "step"})
-    except outcomes.InvalidOutcome:
-        return
     with transaction.atomic():
         relaxed_commit()
-        instance = Instance.objects.select_for_update().get(pk=activation.instance_pk)
+        instance = Instance.objects.select_for_update(no_key=True).get(pk=activation.instance_pk)
         if instance.lease_owner != activation.token:
-            return
+            return None
         step = Step.objects.filter(instance=instance, index=intent["index"]).first()
         if step is not None and step.status in Step.RESOLVED_STATUSES:
-            return
+            return None
         if step is None:
             step = Step(instance=instance, index=intent["index"], kind=Step.Kind.DO)
         step.name = intent["name"]
@@ -324,48 +367,44 @@ def note_started(activation: Activation, note: dict) -> None:
         }
         step.save()
         record_event(instance, "step.started", step=step_summary(step))
+        return step
 
 
 def relaxed_commit() -> None:
     """Let this transaction commit without waiting for the disk.
 
     Only for bookkeeping that may be lost in an operating-system crash without harm:
-    a lease (it lapses and is claimed again) or a step shown as running (it runs
-    again). PostgreSQL still writes it in order; a database restart loses nothing.
-    Outcomes are always committed in full.
+    a lease (it lapses and is claimed again), a step shown as running (it runs
+    again), a wait settled at a claim (it is settled again the same way). PostgreSQL
+    still writes it in order, and the next full commit writes it to disk too; a
+    database restart loses nothing. Outcomes are always committed in full.
     """
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
-class Heartbeat:
-    """Renews the lease while a step runs, so a dead worker's lease lapses in seconds."""
+def watch(activation: Activation) -> Watch:
+    """The timers of one activation: its lease renewed, its step shown as running."""
 
-    def __init__(self, instance_pk: int, token: str):
-        self.instance_pk = instance_pk
-        self.token = token
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True)
+    def renew() -> None:
+        Instance.objects.filter(pk=activation.instance_pk, lease_owner=activation.token).update(
+            lease_expires_at=timezone.now() + lease_duration()
+        )
 
-    def __enter__(self) -> Heartbeat:
-        self.thread.start()
-        return self
+    return Watch(mark=lambda intent: mark_running(activation, intent), renew=renew)
 
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join()
 
-    def _beat(self) -> None:
-        interval = settings.STEPWELL_LEASE_SECONDS / 3
+def announced(watch: Watch) -> Callable[[dict], None]:
+    """The sandbox's progress callback: a valid do-step intent goes to the watch."""
+
+    def on_progress(note: dict) -> None:
+        if note.get("kind") != "intent":
+            return
         try:
-            while not self.stop.wait(interval):
-                try:
-                    Instance.objects.filter(pk=self.instance_pk, lease_owner=self.token).update(
-                        lease_expires_at=timezone.now() + lease_duration()
-                    )
-                except Exception:
-                    log.warning("lease heartbeat failed", exc_info=True)
-                    close_old_connections()
-        finally:
-            connection.close()
+            intent = outcomes.check_outcome({**note, "kind": "step"})
+        except outcomes.InvalidOutcome:
+            return
+        watch.announce(intent)
+
+    return on_progress

@@ -7,17 +7,26 @@ was taken over (or from before a pause, terminate or restart) is dropped.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db import transaction
+import psycopg
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.utils import timezone
 
 from execution import dispatch
-from execution.models import Instance, Step, Workflow
-from execution.progress import record_event, step_summary
+from execution.models import Instance, ProgressEvent, Step, Workflow
+from execution.progress import (
+    event_message,
+    numbered,
+    record_event,
+    send,
+    step_summary,
+    store_events,
+)
 from execution.sandbox import SandboxResult, Status
 
 if TYPE_CHECKING:
@@ -49,12 +58,35 @@ class InvalidOutcome(ValueError):
     pass
 
 
-def record(activation: Activation, result: SandboxResult) -> None:
+# record() returns this when the instance is ready again but its lease was given back.
+AGAIN = object()
+
+
+def record(activation: Activation, result: SandboxResult, *, keep: bool = False):
+    """Record the activation's outcome. With `keep`, the worker goes on with the instance
+    if it is ready again: returns the next Activation (lease kept), or AGAIN (claim it
+    again). Returns None when the instance is not the worker's to run now."""
+    if result.status == Status.OK:
+        try:
+            outcome = check_outcome(result.result)
+        except InvalidOutcome:
+            outcome = None
+        if outcome is not None and is_plain_completion(activation, outcome):
+            return record_completed_step(activation, outcome, keep=keep)
+        if outcome is not None and is_plain_end(activation, outcome):
+            record_end_in_one_statement(activation, outcome.get("output"))
+            return None
+    with dispatch.kept(activation.instance_pk if keep else None) as kept:
+        record_any(activation, result)
+    return AGAIN if kept.ready else None
+
+
+def record_any(activation: Activation, result: SandboxResult) -> None:
     from execution.engine import release
 
     with transaction.atomic():
         instance = (
-            Instance.objects.select_for_update(of=("self",))
+            Instance.objects.select_for_update(of=("self",), no_key=True)
             .select_related("tenant__quota_row")
             .get(pk=activation.instance_pk)
         )
@@ -78,6 +110,278 @@ def record(activation: Activation, result: SandboxResult) -> None:
             # The place this activation held is free: another due instance may take it.
             tenant_id = instance.tenant_id
             transaction.on_commit(lambda: dispatch.fill(tenant_id))
+
+
+def is_plain_completion(activation: Activation, outcome: dict) -> bool:
+    """The common case, which record_completed_step records with the fewest statements:
+    the step the activation was expected to run completed, within the limits."""
+    if outcome["kind"] != "step" or outcome.get("status") != "complete":
+        return False
+    index = outcome["index"]
+    if index != activation.next_index() or index >= activation.quota.steps_per_instance:
+        return False
+    row = activation.row_for(index)
+    if row is not None and row.status in Step.RESOLVED_STATUSES:
+        return False
+    return json_size(outcome.get("output")) <= activation.quota.step_result_bytes
+
+
+def is_plain_end(activation: Activation, outcome: dict) -> bool:
+    """run() returned, within the limits; on PostgreSQL, outside a caller's transaction."""
+    return (
+        outcome["kind"] == "complete"
+        and connection.vendor == "postgresql"
+        and not connection.in_atomic_block
+        and json_size(outcome.get("output")) <= activation.quota.step_result_bytes
+    )
+
+
+def record_end_in_one_statement(activation: Activation, output: Any) -> None:
+    """complete_instance with the lease checked, for the common case: one statement that
+    completes the instance, gives its lease back and stores its last progress event."""
+    from execution.engine import wake_waiting_parents
+
+    now = timezone.now()
+    quote = connection.ops.quote_name
+    status = Instance.Status.COMPLETE
+    event = ProgressEvent(
+        instance_id=activation.instance_pk, type="instance.status", data={"status": status}
+    )
+    event.created_at = now
+    output_param = Instance._meta.get_field("output").get_db_prep_save(output, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH held AS (UPDATE {quote(Instance._meta.db_table)} SET status = %s, "
+            "output = %s, error = NULL, updated_at = %s, finished_at = %s, next_run_at = NULL, "
+            "lease_owner = '', lease_expires_at = NULL, dispatched_at = NULL, "
+            "last_seq = last_seq + 1 "
+            "WHERE id = %s AND lease_owner = %s AND generation = %s AND status = %s "
+            "RETURNING id, last_seq), "
+            f"event AS (INSERT INTO {quote(ProgressEvent._meta.db_table)} "
+            "(instance_id, seq, type, data, created_at) "
+            "SELECT id, last_seq, %s, %s::jsonb, %s FROM held) "
+            "SELECT last_seq FROM held",
+            [
+                status,
+                output_param,
+                now,
+                now,
+                activation.instance_pk,
+                activation.token,
+                activation.generation,
+                Instance.Status.RUNNING,
+                event.type,
+                json.dumps(event.data),
+                now,
+            ],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        log.info("dropping a stale outcome for instance %s", activation.instance_pk)
+        return
+    event.seq = row[0]
+    send(
+        activation.instance_pk,
+        activation.tenant_id,
+        [event_message(event, activation.instance_key)],
+    )
+    wake_waiting_parents(Instance(pk=activation.instance_pk, tenant_id=activation.tenant_id))
+    # The place this activation held is free: another due instance may take it.
+    dispatch.fill(activation.tenant_id)
+
+
+def record_completed_step(activation: Activation, outcome: dict, *, keep: bool):
+    """record_do for a completed step, with the fewest statements.
+
+    The lease, checked and renewed (or given back) by the same UPDATE that reserves
+    the events' sequence numbers and holds the row until the commit, guarantees that
+    no other writer touched the instance's steps: the activation's own knowledge of
+    the step's row (new, marked running, or an earlier attempt) is the truth.
+    """
+    step, events = completed_step(activation, outcome)
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        recorded = store_completion_in_one_statement(activation, step, events, keep=keep)
+    else:
+        with transaction.atomic():
+            recorded = store_completion(activation, step, events, keep=keep)
+    if not recorded:
+        log.info("dropping a stale outcome for instance %s", activation.instance_pk)
+        return None
+    if not keep:
+        # The place this activation held is free: another due instance may take it.
+        transaction.on_commit(lambda: dispatch.fill(activation.tenant_id))
+    return activation.then(step) if keep else None
+
+
+def completed_step(activation: Activation, outcome: dict) -> tuple[Step, list[tuple]]:
+    """The step's row as it is to be stored, and its (type, data) progress events."""
+    quota = activation.quota
+    now = timezone.now()
+    step = activation.row_for(outcome["index"])
+    if step is None:
+        step = Step(instance_id=activation.instance_pk, index=outcome["index"], kind=Step.Kind.DO)
+    announced = step.status == Step.Status.RUNNING
+    if not announced:
+        step.started_at = now - timedelta(milliseconds=float(outcome.get("duration_ms") or 0))
+    step.name = outcome["name"]
+    step.attempts += 1
+    step.logs = str(outcome.get("logs") or "")[: quota.step_output_bytes]
+    step.config = {
+        "retries": outcome.get("retries") or DEFAULT_RETRIES,
+        "timeout_seconds": outcome.get("timeout_seconds"),
+    }
+    step.status, step.output, step.error = Step.Status.COMPLETE, outcome.get("output"), None
+    step.finished_at, step.wake_at = now, None
+    summary = step_summary(step)
+    events = [("step.started", {"step": summary})] if step.pk is None and not announced else []
+    events += [("step.log", {"step": summary, "line": line}) for line in log_lines(step)]
+    events.append(("step.completed", {"step": summary}))
+    return step, events
+
+
+def store_completion(activation: Activation, step: Step, events: list[tuple], *, keep: bool):
+    """Store a completed step and its events in the caller's transaction; False if stale."""
+    last_seq = hold_for_record(activation, len(events), keep=keep, now=step.finished_at)
+    if last_seq is None:
+        return False
+    step.save(force_insert=step.pk is None)
+    store_events(
+        activation.instance_pk, activation.instance_key, activation.tenant_id, last_seq, events
+    )
+    return True
+
+
+def store_completion_in_one_statement(
+    activation: Activation, step: Step, events: list[tuple], *, keep: bool
+) -> bool:
+    """store_completion as one PostgreSQL statement in its own transaction: the lease
+    UPDATE, the step's INSERT (or UPDATE) and the events' INSERT are data-modifying
+    CTEs that write only if the lease held. One round trip and one commit per step,
+    and a statement prepared once per connection."""
+    db = connections[DEFAULT_DB_ALIAS]  # not the thread-local proxy: this is the hot path
+    is_new = step.pk is None
+    fields = step_fields(db)
+    values = [field.get_db_prep_save(getattr(step, field.attname), db) for field, _, _ in fields]
+    at = step.finished_at
+    rows = execute_prepared(
+        db,
+        completion_statement(db, is_new=is_new, keep=keep),
+        [
+            *hold_params(activation, len(events), keep=keep, now=at),
+            *values,
+            *([] if is_new else [step.pk]),
+            len(events),
+            at,
+            [type_ for type_, _ in events],
+            [json.dumps(data) for _, data in events],
+        ],
+    )
+    if not rows:
+        return False
+    last_seq, step.pk = rows[0]
+    stored = numbered(activation.instance_pk, last_seq, events, at)
+    send(
+        activation.instance_pk,
+        activation.tenant_id,
+        [event_message(event, activation.instance_key) for event in stored],
+    )
+    return True
+
+
+@functools.cache
+def step_fields(db) -> list[tuple]:
+    """(field, quoted column, SQL type) of the step row's columns but its id."""
+    return [
+        (f, db.ops.quote_name(f.column), f.cast_db_type(db))
+        for f in Step._meta.concrete_fields
+        if not f.primary_key
+    ]
+
+
+@functools.cache
+def completion_statement(db, *, is_new: bool, keep: bool) -> str:
+    quote = db.ops.quote_name
+    step_table = quote(Step._meta.db_table)
+    fields = step_fields(db)
+    columns = ", ".join(column for _, column, _ in fields)
+    if is_new:
+        # Typed, because parameters in a SELECT list have no column to take a type from.
+        typed = ", ".join(f"%s::{sql_type}" for _, _, sql_type in fields)
+        step_sql = f"INSERT INTO {step_table} ({columns}) SELECT {typed} FROM held RETURNING id"
+    else:
+        assignments = ", ".join(f"{column} = %s" for _, column, _ in fields)
+        step_sql = (
+            f"UPDATE {step_table} SET {assignments} "
+            f"FROM held WHERE {step_table}.id = %s RETURNING {step_table}.id"
+        )
+    events_sql = (
+        f"INSERT INTO {quote(ProgressEvent._meta.db_table)} "
+        "(instance_id, seq, type, data, created_at) "
+        "SELECT held.id, held.last_seq - %s + e.n, e.type, e.data::jsonb, %s "
+        "FROM held, unnest(%s::text[], %s::text[]) WITH ORDINALITY AS e(type, data, n)"
+    )
+    return (
+        f"WITH held AS ({hold_sql(db, keep=keep)}), step AS ({step_sql}), "
+        f"events AS ({events_sql}) SELECT held.last_seq, step.id FROM held, step"
+    )
+
+
+def execute_prepared(db, sql: str, params: list) -> list[tuple]:
+    """Run one statement with server-side binding, prepared once per connection: the hot
+    path's statements are long, and composing them in Python (Django's client-side
+    binding) cost more than running them."""
+    db.ensure_connection()
+    with db.wrap_database_errors, psycopg.Cursor(db.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        return cursor.fetchall()
+
+
+def hold_for_record(activation: Activation, events: int, *, keep: bool, now) -> int | None:
+    """Check the lease, reserve `events` sequence numbers and make the instance due now:
+    kept by this worker (lease renewed, counted as sent) or given back to the queue.
+    Returns the last reserved number, or None if the lease is no longer this activation's."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            hold_sql(connection, keep=keep), hold_params(activation, events, keep=keep, now=now)
+        )
+        row = cursor.fetchone()
+    return row[1] if row else None
+
+
+def hold_sql(db, *, keep: bool) -> str:
+    """hold_for_record's UPDATE; it returns the instance's id and its last reserved seq."""
+    quote = db.ops.quote_name
+    columns = ["next_run_at", *lease_columns(keep)]
+    assignments = ", ".join(f"{quote(c)} = %s" for c in columns)
+    # A kept instance's next activation runs under this lease without a claim: count it.
+    counted = ", activations = activations + 1" if keep else ""
+    return (
+        f"UPDATE {quote(Instance._meta.db_table)} "
+        f"SET last_seq = last_seq + %s, {assignments}{counted} "
+        "WHERE id = %s AND lease_owner = %s AND generation = %s AND status = %s "
+        "RETURNING id, last_seq"
+    )
+
+
+def lease_columns(keep: bool) -> tuple[str, ...]:
+    if keep:
+        return ("lease_expires_at", "dispatched_at")
+    return ("lease_owner", "lease_expires_at", "dispatched_at")
+
+
+def hold_params(activation: Activation, events: int, *, keep: bool, now) -> list:
+    from execution.engine import lease_duration
+
+    lease = [now + lease_duration(), now] if keep else ["", None, None]
+    return [
+        events,
+        now,
+        *lease,
+        activation.instance_pk,
+        activation.token,
+        activation.generation,
+        str(Instance.Status.RUNNING),
+    ]
 
 
 def check_outcome(outcome: Any) -> dict:
@@ -380,10 +684,14 @@ def error_instance(instance: Instance, error: dict) -> None:
     set_status(instance, Instance.Status.ERRORED, error=error)
 
 
+def log_lines(step: Step) -> list[str]:
+    """The step's output as step.log events carry it: the first 200 non-blank lines."""
+    return [line[:2000] for line in step.logs.splitlines() if line.strip()][:200]
+
+
 def publish_logs(instance: Instance, step: Step) -> None:
-    lines = [line for line in step.logs.splitlines() if line.strip()][:200]
-    for line in lines:
-        record_event(instance, "step.log", step=step_summary(step), line=line[:2000])
+    for line in log_lines(step):
+        record_event(instance, "step.log", step=step_summary(step), line=line)
 
 
 def clean_error(error: Any) -> dict:

@@ -4,6 +4,13 @@ Each process keeps one background thread with its own event loop. channels-redis
 keeps its connections per event loop, so one long-lived loop reuses them instead
 of connecting afresh for every event (what `async_to_sync` per event amounts to),
 and a queue drained by one task keeps the events in the order they were recorded.
+
+Events go out in batches, one group message per group for all the events queued
+meanwhile: a group send costs Redis round trips whatever it carries, and a busy
+worker records several events per step. Groups nobody has joined are skipped after
+one round trip that asks Redis which exist. That is safe because a consumer joins
+its group before it reads the stored events: if the group did not exist when an
+event was published (after its commit), the consumer's read comes later and sees it.
 Delivery is best effort: the stored ProgressEvent is the record, and clients that
 missed an event catch up with `?after=N`.
 """
@@ -21,6 +28,29 @@ from channels.layers import get_channel_layer
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_SECONDS = 2.0
+# How long the publisher lets events gather before it sends: a busy worker records a
+# step every few milliseconds, and live clients do not see 10 ms.
+LINGER_SECONDS = 0.01
+# Events per group message; channels-redis refuses very large messages.
+BATCH_EVENTS = 100
+
+
+def batch_message(events: list[dict]) -> dict:
+    """The group message of ProgressConsumer.progress_batch."""
+    return {"type": "progress.batch", "events": events}
+
+
+def gather(items: list[tuple[list[str], list[dict]]]) -> list[tuple[str, list[dict]]]:
+    """(group, events) to send for queued (groups, events) items, each group's in order."""
+    by_group: dict[str, list[dict]] = {}
+    for groups, events in items:
+        for group in groups:
+            by_group.setdefault(group, []).extend(events)
+    return [
+        (group, events[i : i + BATCH_EVENTS])
+        for group, events in by_group.items()
+        for i in range(0, len(events), BATCH_EVENTS)
+    ]
 
 
 class BackgroundPublisher:
@@ -41,43 +71,70 @@ class BackgroundPublisher:
 
     async def _drain(self) -> None:
         while True:
-            groups, payload = await self.queue.get()
-            try:
-                for group in groups:
+            items = [await self.queue.get()]
+            await asyncio.sleep(LINGER_SECONDS)
+            while not self.queue.empty():
+                items.append(self.queue.get_nowait())
+            for group, events in gather(items):
+                try:
                     await asyncio.wait_for(
-                        self.layer.group_send(group, payload), SEND_TIMEOUT_SECONDS
+                        self.layer.group_send(group, batch_message(events)), SEND_TIMEOUT_SECONDS
                     )
-            except Exception:
-                log.warning("could not publish a progress event", exc_info=True)
+                except Exception:
+                    log.warning("could not publish progress events", exc_info=True)
 
-    def send(self, groups: list[str], payload: dict) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, (groups, payload))
+    def send(self, groups: list[str], events: list[dict]) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (groups, events))
+
+
+class Audience:
+    """Which channels-redis groups have members, asked of Redis synchronously."""
+
+    def __init__(self, layer):
+        import redis
+
+        self.layer = layer
+        host = layer.hosts[0]
+        self.client = redis.Redis.from_url(host["address"]) if "address" in host else None
+
+    def joined(self, groups: list[str]) -> list[str]:
+        if self.client is None or len(self.layer.hosts) != 1:
+            return groups  # sharded or unusual set-ups: ask nothing, send to all
+        pipe = self.client.pipeline(transaction=False)
+        for group in groups:
+            # channels-redis 4 keeps a group's members in a sorted set under this key.
+            pipe.exists(self.layer._group_key(group))
+        return [group for group, exists in zip(groups, pipe.execute(), strict=True) if exists]
 
 
 _publisher: BackgroundPublisher | None = None
+_audience: Audience | None = None
 _publisher_pid: int | None = None
 _lock = threading.Lock()
 
 
-def publish(groups: list[str], payload: dict) -> None:
-    """Send `payload` to each group; never raises, never blocks on Redis."""
-    global _publisher, _publisher_pid
+def publish(groups: list[str], events: list[dict]) -> None:
+    """Send the events to each group; never raises, never blocks on Redis."""
+    global _publisher, _publisher_pid, _audience
     try:
         layer = get_channel_layer()
         if layer is None:
             return
         if type(layer).__module__.startswith("channels_redis"):
             with _lock:
-                # A forked worker process must not use its parent's thread and loop.
+                # A forked worker process must not use its parent's thread, loop and sockets.
                 if _publisher is None or _publisher_pid != os.getpid():
                     _publisher, _publisher_pid = BackgroundPublisher(layer), os.getpid()
-            _publisher.send(groups, payload)
+                    _audience = Audience(layer)
+            groups = _audience.joined(groups)
+            if groups:
+                _publisher.send(groups, events)
             return
 
         async def send_all() -> None:
-            for group in groups:
-                await layer.group_send(group, payload)
+            for group, batch in gather([(groups, events)]):
+                await layer.group_send(group, batch_message(batch))
 
         async_to_sync(send_all)()
     except Exception:
-        log.warning("could not publish a progress event", exc_info=True)
+        log.warning("could not publish progress events", exc_info=True)

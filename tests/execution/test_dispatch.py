@@ -105,3 +105,17 @@ def run(event, step):
     instance.refresh_from_db()
     assert instance.status == "complete" and instance.activations == 6
     assert sent == []
+
+
+def test_both_ways_of_filling_pick_the_same_instances(sent):
+    # pick_in_one_statement serves PostgreSQL outside a transaction; pick everything else.
+    acme = make_tenant("acme", "alice", concurrent_activations=3)
+    flood(acme, 6)
+    Instance.objects.update(dispatched_at=None)
+    now = timezone.now()
+    one_statement = dispatch.pick_in_one_statement(acme.pk, now)
+    Instance.objects.update(dispatched_at=None)
+    orm = dispatch.pick(acme.pk, now)
+    assert len(orm) == 3
+    assert sorted(one_statement) == sorted(orm)
+    assert set(Instance.objects.filter(dispatched_at=now).values_list("pk", flat=True)) == set(orm)

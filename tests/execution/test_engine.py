@@ -80,6 +80,32 @@ def test_a_failing_step_is_retried_until_it_succeeds(driver, acme):
     assert "not yet" in instance.output["gave_up"]
 
 
+def test_a_step_that_succeeds_on_a_retry_is_followed_by_the_next_steps(driver, acme, tmp_path):
+    # Regression: the worker goes on with the instance after the retried step completes,
+    # and the history it carries must hold that step once, not its failure and its success.
+    # The runtime runs in this process here, so a file can tell the first attempt apart.
+    code = """
+    import os
+
+    def run(event, step):
+        def flaky():
+            mark = event.payload["mark"]
+            if not os.path.exists(mark):
+                open(mark, "w").close()
+                raise ValueError("first attempt")
+            return 2
+
+        a = step.do("one", lambda: 1)
+        b = step.do("flaky", flaky, retries={"limit": 2, "delay": 0, "backoff": "constant"})
+        c = step.do("three", lambda: a + b)
+        return [a, b, c]
+    """
+    instance = driver.run(start(acme, "retried", code, {"mark": str(tmp_path / "tried")}))
+    assert instance.status == "complete", instance.error
+    assert instance.output == [1, 2, 3]
+    assert list(instance.steps.values_list("index", "attempts")) == [(0, 1), (1, 2), (2, 1)]
+
+
 def test_retry_delays_follow_the_backoff():
     def seconds(backoff, attempt):
         return retry_delay({"delay_seconds": 2, "backoff": backoff}, attempt).total_seconds()

@@ -1,0 +1,128 @@
+"""Looking after running activations from one thread per process.
+
+While a sandbox runs, the engine must renew the activation's lease (so that a dead
+worker's lease lapses in seconds) and show the do step the runtime announced as
+running once it has run for STEPWELL_RUNNING_MARK_SECONDS (a step that ends sooner is
+recorded started and completed at once, which saves a transaction per short step).
+One long-lived thread does this for every activation of the process: starting a
+thread per activation cost more than the rest of a warm step's bookkeeping.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+log = logging.getLogger(__name__)
+
+
+class Watch:
+    """One activation's timers. Use as a context manager around the sandbox run."""
+
+    def __init__(self, mark: Callable[[dict], Any], renew: Callable[[], None]):
+        self.mark = mark  # called with the announced intent; returns the step's row or None
+        self.renew = renew
+        self.marked: Any = None
+        self.intent: dict | None = None
+        self.intent_at = 0.0
+        self.renew_at = time.monotonic() + settings.STEPWELL_LEASE_SECONDS / 3
+        self.busy = threading.Lock()  # held while a callback of this watch runs
+        self.closed = False
+
+    def __enter__(self) -> Watch:
+        watcher().add(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        watcher().remove(self)
+        # A callback in flight finishes first: a running mark is written before the
+        # outcome is recorded, or not at all.
+        with self.busy:
+            self.closed = True
+
+    def announce(self, intent: dict) -> None:
+        """The runtime is about to run this do step (called from the sandbox's reader)."""
+        watcher().update(self, intent)
+
+    def due_at(self) -> float:
+        if self.intent is None:
+            return self.renew_at
+        return min(self.renew_at, self.intent_at + settings.STEPWELL_RUNNING_MARK_SECONDS)
+
+    def act(self) -> None:
+        """Do what is due; called by the watcher's thread, never under its lock."""
+        with self.busy:
+            if self.closed:
+                return
+            now = time.monotonic()
+            intent = self.intent
+            if (
+                intent is not None
+                and now >= self.intent_at + settings.STEPWELL_RUNNING_MARK_SECONDS
+            ):
+                self.intent = None
+                self.marked = self.mark(intent) or self.marked
+            if now >= self.renew_at:
+                self.renew_at = now + settings.STEPWELL_LEASE_SECONDS / 3
+                self.renew()
+
+
+class Watcher:
+    def __init__(self) -> None:
+        self.watches: set[Watch] = set()
+        self.wake = threading.Condition()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="activation-watcher")
+        self.thread.start()
+
+    def add(self, watch: Watch) -> None:
+        with self.wake:
+            self.watches.add(watch)
+            self.wake.notify()
+
+    def remove(self, watch: Watch) -> None:
+        with self.wake:
+            self.watches.discard(watch)
+
+    def update(self, watch: Watch, intent: dict) -> None:
+        with self.wake:
+            watch.intent, watch.intent_at = intent, time.monotonic()
+            self.wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self.wake:
+                now = time.monotonic()
+                due = [w for w in self.watches if w.due_at() <= now]
+                if not due:
+                    next_at = min((w.due_at() for w in self.watches), default=now + 60)
+                    self.wake.wait(next_at - now)
+                    continue
+            for watch in due:
+                try:
+                    watch.act()
+                except Exception:
+                    log.warning("looking after an activation failed", exc_info=True)
+                    close_old_connections()
+            # Give the pooled connection back: this thread needs one only now and then.
+            connection.close()
+
+
+_watcher: Watcher | None = None
+_watcher_pid: int | None = None
+_lock = threading.Lock()
+
+
+def watcher() -> Watcher:
+    global _watcher, _watcher_pid
+    with _lock:
+        # A forked worker process must start its own thread.
+        if _watcher is None or _watcher_pid != os.getpid():
+            _watcher, _watcher_pid = Watcher(), os.getpid()
+        return _watcher
