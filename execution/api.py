@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-from django.db import transaction
 from django.http import Http404, HttpRequest
 from ninja import Path, Query, Router, Status
 from ninja.errors import HttpError
@@ -34,6 +33,7 @@ from execution.schemas import (
     encode_cursor,
     instance_out,
     instance_summary,
+    new_instance_out,
     version_out,
     workflow_out,
 )
@@ -50,26 +50,30 @@ def tenant_of(request: HttpRequest):
 
 
 def get_workflow(request: HttpRequest, name: str) -> Workflow:
+    tenant = tenant_of(request)
     workflow = (
-        Workflow.objects.for_tenant(tenant_of(request))
-        .select_related("current_version", "tenant")
+        Workflow.objects.for_tenant(tenant)
+        .select_related("current_version")
         .filter(name=name)
         .first()
     )
     if workflow is None:
         raise Http404(f"no workflow named {name!r}")
+    workflow.tenant = tenant  # the token's, with its quota already read
     return workflow
 
 
 def get_instance(request: HttpRequest, key: str) -> Instance:
+    tenant = tenant_of(request)
     instance = (
-        Instance.objects.for_tenant(tenant_of(request))
-        .select_related("workflow", "version", "parent", "tenant")
+        Instance.objects.for_tenant(tenant)
+        .select_related("workflow", "version", "parent")
         .filter(key=key)
         .first()
     )
     if instance is None:
         raise Http404(f"no instance {key!r}")
+    instance.tenant = tenant  # the token's, with its quota already read
     return instance
 
 
@@ -166,17 +170,18 @@ def start_instance(request, path: Path[WorkflowPath], body: StartIn):
     instances or instance starts per minute quota, with `detail` naming it.
     """
     require_write(request)
-    workflow = get_workflow(request, path.name)
-    existing = body.id and Instance.objects.for_tenant(workflow.tenant).filter(key=body.id).first()
-    if existing:
-        return start_answer(request, workflow, existing, created=False)
+    workflow = workflows.workflow_for_start(tenant_of(request), path.name)
+    if workflow is None:
+        raise Http404(f"no workflow named {path.name!r}")
+    if body.id:
+        existing = Instance.objects.for_tenant(workflow.tenant).filter(key=body.id).first()
+        if existing:
+            return start_answer(request, workflow, existing, created=False)
     payload = body.payload or {}
-    quota = workflow.tenant.quota
-    check_size(payload, quota.payload_bytes, "the payload")
-    quotas.check_start(workflow.tenant, quota)
+    check_size(payload, workflow.tenant.quota.payload_bytes, "the payload")
     try:
         instance, created = workflows.start_instance(
-            workflow, payload=payload, key=body.id, version_sha=body.version
+            workflow, payload=payload, key=body.id, version_sha=body.version, rate=True, fresh=True
         )
     except quotas.QuotaExceeded:
         raise
@@ -189,7 +194,10 @@ def start_answer(request, workflow: Workflow, instance: Instance, *, created: bo
     if instance.workflow_id != workflow.pk:
         taken = f"instance id {instance.key!r} is taken by workflow {instance.workflow.name!r}"
         return Status(409, {"detail": taken})
-    return Status(201 if created else 200, instance_out(get_instance(request, instance.key)))
+    if created:
+        # As it was made, from the objects in hand: no step has been recorded in it yet.
+        return Status(201, new_instance_out(instance))
+    return Status(200, instance_out(get_instance(request, instance.key)))
 
 
 @router.get("/instances", response={200: InstancePageOut, **AUTH_ERRORS})
@@ -220,10 +228,8 @@ def send_event(request, path: Path[InstancePath], body: EventIn):
     """
     require_write(request)
     instance = get_instance(request, path.id)
-    quota = instance.tenant.quota
-    check_size(body.payload, quota.payload_bytes, "the event payload")
-    quotas.check_event(instance.tenant, quota)
-    event = workflows.send_event(instance, body.type, body.payload)
+    check_size(body.payload, instance.tenant.quota.payload_bytes, "the event payload")
+    event = workflows.send_event(instance, body.type, body.payload, rate=True)
     return Status(202, {"detail": "accepted", "id": event.pk})
 
 
@@ -235,15 +241,6 @@ def control(request, key: str, action) -> Status:
     except workflows.StateConflict as exc:
         return Status(409, {"detail": str(exc)})
     return Status(200, instance_out(get_instance(request, key)))
-
-
-def restart_checked(instance: Instance) -> Instance:
-    """Restart; a finished instance that runs again needs room under the running quota."""
-    if instance.is_terminal:
-        with transaction.atomic():
-            quotas.check_running(instance.tenant)
-            return workflows.restart(instance)
-    return workflows.restart(instance)
 
 
 CONTROL_RESPONSES = {200: InstanceOut, **AUTH_ERRORS, 403: Detail, **NOT_FOUND, 409: Detail}
@@ -273,4 +270,4 @@ def restart_instance(request, path: Path[InstancePath]):
 
     429 when a finished instance would go over the running instances quota.
     """
-    return control(request, path.id, restart_checked)
+    return control(request, path.id, workflows.restart)

@@ -1,75 +1,214 @@
-"""A tenant's rate and concurrency quotas, counted in the database.
+"""A tenant's rate and concurrency quotas, enforced without counting rows on every start.
 
 Each check raises QuotaExceeded, whose message names the limit, and the API answers
-429 with it. Counting rows is exact and needs no second store; every count is a
-range scan of an index on the tenant and a time or a status.
+429 with it. The truth is the rows: unfinished instances, instances created and events
+sent in the last 60 s. Counting them is a scan, so a start does not count: it takes one
+unit of allowance from one of the tenant's usage rows (tenants.models.QuotaUsage), in
+the transaction that makes its instance, with a conditional UPDATE that also locks
+that row until the commit. The allowances come from a count: `share_out` locks all the
+tenant's usage rows, counts, and shares the room left under each limit among them.
+Every unit taken since stands for a row made since, so the rows never pass the limit;
+when a start finds its row's allowance used up it takes the counting path, where it is
+refused exactly when counting the rows refuses it. Instances that finish and starts
+that leave the minute's window are seen at the next count. The allowances live in the
+database, so they survive restarts, and a tenant without usage rows is counted first.
+
+Every path that makes an instance or an event, or brings a finished instance back, must
+go through take_start, check_running or take_event (execution.workflows does), or the
+rows could pass a limit unseen. Locks: one usage row at a time on the fast path, all
+of them in shard order (while holding no other usage row) on the counting path.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
+import threading
 from datetime import timedelta
 
+from django.db import connection
 from django.utils import timezone
 
 from execution.models import Event, Instance
 from execution.workflows import StartError
-from tenants.models import Quota, Tenant
+from tenants.models import Quota, QuotaUsage, Tenant
 
 WINDOW = timedelta(seconds=60)
 NOT_FINISHED = [s for s in Instance.Status.values if s not in Instance.TERMINAL_STATUSES]
+SHARDS = QuotaUsage.SHARDS
 
 
 class QuotaExceeded(StartError):
     """Over one of the tenant's quotas (HTTP 429); the message names the limit."""
 
 
-def locked_quota(tenant: Tenant) -> Quota:
-    """The tenant's quota row, locked until the transaction ends.
+# --- which usage row this thread takes from --------------------------------------------
 
-    Holding it serialises the tenant's starts, so that two starts at once cannot
-    both see one free slot.
+_next_shard = itertools.count()
+_thread = threading.local()
+
+
+def my_shard() -> int:
+    """A usage row per thread (round robin), so that one process's concurrent requests
+    take from different rows and do not wait on each other's commits."""
+    if not hasattr(_thread, "shard"):
+        _thread.shard = next(_next_shard) % SHARDS
+    return _thread.shard
+
+
+# --- the fast path: one unit from this thread's row ------------------------------------
+
+
+@functools.cache
+def take_sql(*kinds: str) -> str:
+    """UPDATE taking one unit of each kind from one usage row, if it has them all;
+    `RETURNING 1` when it did (PostgreSQL, and SQLite >= 3.35)."""
+    table = connection.ops.quote_name(QuotaUsage._meta.db_table)
+    sets = ", ".join(f"{k}_left = {k}_left - 1" for k in kinds)
+    room = " AND ".join(f"{k}_left > 0" for k in kinds)
+    return f"UPDATE {table} SET {sets} WHERE tenant_id = %s AND shard = %s AND {room} RETURNING 1"
+
+
+def took(tenant_id: int, *kinds: str) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(take_sql(*kinds), [tenant_id, my_shard()])
+        return cursor.fetchone() is not None
+
+
+# --- the counting path ---------------------------------------------------------------
+
+
+def unfinished_count(tenant_id: int) -> int:
+    return Instance.objects.filter(tenant_id=tenant_id, status__in=NOT_FINISHED).count()
+
+
+def started_count(tenant_id: int) -> int:
+    since = timezone.now() - WINDOW
+    return Instance.objects.filter(tenant_id=tenant_id, created_at__gte=since).count()
+
+
+def sent_count(tenant_id: int) -> int:
+    since = timezone.now() - WINDOW
+    return Event.objects.filter(instance__tenant_id=tenant_id, created_at__gte=since).count()
+
+
+def running_refused(running: int, limit: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"running instances quota: {running} unfinished instances; the limit is {limit}"
+    )
+
+
+def starts_refused(started: int, limit: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"instance starts per minute quota: {started} starts in the last 60 s; "
+        f"the limit is {limit} per minute"
+    )
+
+
+def events_refused(sent: int, limit: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"events per minute quota: {sent} events in the last 60 s; the limit is {limit} per minute"
+    )
+
+
+def locked_usage(tenant_id: int) -> list[QuotaUsage]:
+    """All the tenant's usage rows, made if missing, locked in shard order."""
+    QuotaUsage.objects.bulk_create(
+        [QuotaUsage(tenant_id=tenant_id, shard=s) for s in range(SHARDS)],
+        ignore_conflicts=True,
+    )
+    return list(
+        QuotaUsage.objects.select_for_update().filter(tenant_id=tenant_id).order_by("shard")
+    )
+
+
+def share_out(rows: list[QuotaUsage], **room: int) -> None:
+    """Share the room left under each limit (running=, starts=, events=) among the rows."""
+    for kind, free in room.items():
+        free = max(free, 0)
+        for row in rows:
+            setattr(row, f"{kind}_left", free // SHARDS + (1 if row.shard < free % SHARDS else 0))
+    QuotaUsage.objects.bulk_update(rows, [f"{kind}_left" for kind in room])
+
+
+def count_start(tenant: Tenant, *, rate: bool) -> None:
+    """The counting path of take_start: the instance is made (and counted) already."""
+    quota = tenant.quota
+    rows = locked_usage(tenant.pk)
+    running = unfinished_count(tenant.pk)
+    if running > quota.running_instances:
+        raise running_refused(running - 1, quota.running_instances)
+    started = started_count(tenant.pk)
+    if rate and started > quota.instance_starts_per_minute:
+        raise starts_refused(started - 1, quota.instance_starts_per_minute)
+    share_out(
+        rows,
+        running=quota.running_instances - running,
+        starts=quota.instance_starts_per_minute - started,
+    )
+
+
+# --- what the paths that make rows call ----------------------------------------------
+
+
+def take_start(tenant: Tenant, *, rate: bool = True) -> None:
+    """Count the instance this transaction has just made; call last, just before the commit.
+
+    Raises QuotaExceeded over the running instances quota, or over the starts per
+    minute quota when `rate` (the API's starts; the engine's child starts are held to
+    the running quota only, but use the starts allowance too, so that API starts see
+    them).
     """
-    quota = Quota.objects.select_for_update().filter(tenant=tenant).first()
-    return quota or tenant.quota
+    if not took(tenant.pk, "running", "starts"):
+        count_start(tenant, rate=rate)
 
 
-def check_running(tenant: Tenant, started: Instance | None = None) -> None:
-    """Room for one more unfinished instance? Call inside the start's transaction.
-
-    `started`: the instance this transaction has just made. Checking after making it
-    takes the tenant's lock as late as possible, so starts wait on each other only for
-    the count and the commit; the count leaves it out.
-    """
-    limit = locked_quota(tenant).running_instances
-    unfinished = Instance.objects.for_tenant(tenant).filter(status__in=NOT_FINISHED)
-    if started is not None:
-        unfinished = unfinished.exclude(pk=started.pk)
-    running = unfinished.count()
+def check_running(tenant: Tenant) -> None:
+    """Room for a finished instance to run again? Call inside the restart's transaction,
+    before the restart; it counts the instance as unfinished from then on."""
+    if took(tenant.pk, "running"):
+        return
+    limit = tenant.quota.running_instances
+    rows = locked_usage(tenant.pk)
+    running = unfinished_count(tenant.pk)
     if running >= limit:
-        raise QuotaExceeded(
-            f"running instances quota: {running} unfinished instances; the limit is {limit}"
-        )
+        raise running_refused(running, limit)
+    share_out(rows, running=limit - running - 1)
+
+
+def take_event(tenant: Tenant, *, rate: bool = True) -> None:
+    """Count the event this transaction has just stored; call last, just before the commit.
+    Raises QuotaExceeded over the events per minute quota when `rate`."""
+    if took(tenant.pk, "events"):
+        return
+    limit = tenant.quota.events_per_minute
+    rows = locked_usage(tenant.pk)
+    sent = sent_count(tenant.pk)
+    if rate and sent > limit:
+        raise events_refused(sent - 1, limit)
+    share_out(rows, events=limit - sent)
+
+
+# --- checks before the fact, for callers that do not hold the quota in the transaction --
 
 
 def check_start(tenant: Tenant, quota: Quota | None = None) -> None:
-    """Room for one more instance start in this minute? `quota`: the tenant's, if in hand."""
+    """Room for one more start in this minute? A check before starting that locks nothing."""
     limit = (quota or tenant.quota).instance_starts_per_minute
-    since = timezone.now() - WINDOW
-    started = Instance.objects.for_tenant(tenant).filter(created_at__gte=since).count()
-    if started >= limit:
-        raise QuotaExceeded(
-            f"instance starts per minute quota: {started} starts in the last 60 s; "
-            f"the limit is {limit} per minute"
-        )
+    if not allowance_left(tenant.pk, "starts"):
+        started = started_count(tenant.pk)
+        if started >= limit:
+            raise starts_refused(started, limit)
 
 
 def check_event(tenant: Tenant, quota: Quota | None = None) -> None:
-    """Room for one more event in this minute? `quota`: the tenant's, if in hand."""
+    """Room for one more event in this minute? A check before sending that locks nothing."""
     limit = (quota or tenant.quota).events_per_minute
-    since = timezone.now() - WINDOW
-    sent = Event.objects.filter(instance__tenant=tenant, created_at__gte=since).count()
-    if sent >= limit:
-        raise QuotaExceeded(
-            f"events per minute quota: {sent} events in the last 60 s; "
-            f"the limit is {limit} per minute"
-        )
+    if not allowance_left(tenant.pk, "events"):
+        sent = sent_count(tenant.pk)
+        if sent >= limit:
+            raise events_refused(sent, limit)
+
+
+def allowance_left(tenant_id: int, kind: str) -> bool:
+    return QuotaUsage.objects.filter(tenant_id=tenant_id, **{f"{kind}_left__gt": 0}).exists()

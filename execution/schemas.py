@@ -261,3 +261,16 @@ def instance_out(instance: Instance) -> dict:
         "finished_at": instance.finished_at,
         "steps": [step_out(s) for s in instance.steps.order_by("index")],
     }
+
+
+def new_instance_out(instance: Instance) -> dict:
+    """instance_out of an instance just made, from the objects in hand (no query)."""
+    return {
+        **instance_summary(instance),
+        "payload": instance.payload,
+        "output": None,
+        "error": None,
+        "parent": instance.parent.key if instance.parent_id else None,
+        "finished_at": None,
+        "steps": [],
+    }

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from execution import dispatch
-from execution.models import CodeVersion, Event, Instance, Step, Workflow
-from execution.progress import record_event
+from console import rows
+from execution import dispatch, progress
+from execution.models import CodeVersion, Event, Instance, ProgressEvent, Step, Workflow
+from execution.progress import event_message, record_event
 from execution.validation import ValidationReport, validate_code
 from tenants.models import Tenant
 
@@ -79,34 +84,35 @@ def start_instance(
     key: str | None = None,
     version_sha: str | None = None,
     parent: Instance | None = None,
+    rate: bool = False,
+    fresh: bool = False,
 ) -> tuple[Instance, bool]:
     """Start an instance, or return the one already started with this key.
 
-    Returns (instance, created).
+    Returns (instance, created). `rate`: hold the start to the tenant's starts per
+    minute quota too (the running instances quota always applies). `fresh`: the
+    caller read `workflow` and its current version in this request, so they are not
+    read again.
     """
-    from execution.quotas import check_running
+    from execution import quotas
 
     tenant = workflow.tenant
     if key:
         existing = Instance.objects.for_tenant(tenant).filter(key=key).first()
         if existing is not None:
             return existing, False
-    version = pick_version(workflow, version_sha)
+    version = pick_version(workflow, version_sha, fresh=fresh)
+    instance = Instance(
+        tenant=tenant, workflow=workflow, version=version, payload=payload or {}, parent=parent
+    )
+    if key:
+        instance.key = key
     try:
-        with transaction.atomic():
-            fields = {"key": key} if key else {}
-            instance = Instance.objects.create(
-                tenant=tenant,
-                workflow=workflow,
-                version=version,
-                payload=payload or {},
-                parent=parent,
-                **fields,
-            )
-            record_event(instance, "instance.status", status=instance.status)
-            dispatch.run_now(instance)
-            # Last, just before the commit: it locks the tenant's quota row.
-            check_running(tenant, started=instance)  # raises QuotaExceeded, a StartError
+        if not (connection.vendor == "postgresql" and start_in_one_statement(instance)):
+            with transaction.atomic():
+                create_instance(instance)
+                # Last, just before the commit: it locks a usage row of the tenant.
+                quotas.take_start(tenant, rate=rate)  # raises QuotaExceeded, a StartError
     except IntegrityError:
         # Two starts with the same key raced; the other one won.
         existing = Instance.objects.for_tenant(tenant).filter(key=key).first()
@@ -116,7 +122,147 @@ def start_instance(
     return instance, True
 
 
-def pick_version(workflow: Workflow, version_sha: str | None) -> CodeVersion:
+def create_instance(instance: Instance) -> None:
+    """Store the new instance, due now, and its first progress event; it is sent to a
+    worker after the commit (what dispatch.run_now does, without a second UPDATE)."""
+    instance.next_run_at = instance.created_at = instance.updated_at = timezone.now()
+    instance.last_seq = 0  # record_event numbers the first event
+    rows.insert(instance)
+    record_event(instance, "instance.status", status=instance.status)
+    tenant_id = instance.tenant_id
+    transaction.on_commit(lambda: send_due(tenant_id))
+
+
+def start_in_one_statement(instance: Instance) -> bool:
+    """create_instance and quotas.take_start as one PostgreSQL statement; False (and
+    nothing stored or locked) when this thread's usage row has no allowance left, and
+    the transaction path must count.
+
+    One statement commits on its own: no BEGIN and COMMIT round trips, and the usage
+    row is locked only while PostgreSQL runs it and flushes its commit, never while
+    this process gets round to sending the next statement.
+    """
+    from execution import quotas
+
+    now = timezone.now()
+    instance.next_run_at = instance.created_at = instance.updated_at = now
+    instance.last_seq = 1
+    event = ProgressEvent(seq=1, type="instance.status", data={"status": instance.status})
+    event.created_at = now
+    params = [
+        instance.tenant_id,
+        quotas.my_shard(),
+        *rows.values_of(instance),
+        *(f.get_db_prep_save(getattr(event, f.attname), connection) for f in announced_fields()),
+    ]
+    # Inside the caller's transaction, a savepoint: a clash of ids must not abort it.
+    savepoint = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
+    with savepoint, connection.cursor() as cursor:
+        cursor.execute(one_statement_start_sql(), params)
+        (pk,) = cursor.fetchone()
+    if pk is None:
+        return False
+    rows.saved(instance, pk)
+    event.instance = instance
+    message = event_message(event, instance.key)
+    tenant_id = instance.tenant_id
+    transaction.on_commit(lambda: progress.send(pk, tenant_id, [message]))
+    transaction.on_commit(lambda: send_due(tenant_id))
+    return True
+
+
+def announced_fields():
+    return [ProgressEvent._meta.get_field(n) for n in ("seq", "type", "data", "created_at")]
+
+
+@functools.cache
+def one_statement_start_sql() -> str:
+    from execution import quotas
+
+    qn = connection.ops.quote_name
+    names = ", ".join(qn(f.column) for f in announced_fields())
+    casts = ", ".join(f"CAST(%s AS {f.cast_db_type(connection)})" for f in announced_fields())
+    return (
+        f"WITH took AS ({quotas.take_sql('running', 'starts')}), "
+        f"made AS (INSERT INTO {qn(Instance._meta.db_table)} ({rows.column_list(Instance)}) "
+        f"SELECT {rows.typed_placeholders(Instance)} FROM took RETURNING id), "
+        f"announced AS (INSERT INTO {qn(ProgressEvent._meta.db_table)} (instance_id, {names}) "
+        f"SELECT made.id, {casts} FROM made) "
+        "SELECT (SELECT id FROM made)"
+    )
+
+
+class FullTenants:
+    """When this process last found each tenant without a free place for an activation."""
+
+    # A tenant found full is not filled again by starts for this long: while it is full,
+    # the workers fill the places they free and the clock sweeps, so new starts wait in
+    # order (oldest first) without each paying for a fill.
+    MEMO_SECONDS = 0.1
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.seen: dict[int, float] = {}
+
+    def recently(self, tenant_id: int) -> bool:
+        seen = self.seen.get(tenant_id)
+        return seen is not None and time.monotonic() - seen < self.MEMO_SECONDS
+
+    def note(self, tenant_id: int, sent: int) -> None:
+        with self.lock:
+            if sent:
+                self.seen.pop(tenant_id, None)
+            else:
+                self.seen[tenant_id] = time.monotonic()
+
+
+full_tenants = FullTenants()
+
+
+def send_due(tenant_id: int) -> None:
+    """After a start or an event commits: send the tenant's oldest due instances to the
+    workers, up to its free places (dispatch.fill), unless it was found full a moment ago."""
+    if full_tenants.recently(tenant_id):
+        return
+    full_tenants.note(tenant_id, dispatch.fill(tenant_id))
+
+
+def workflow_for_start(tenant: Tenant, name: str) -> Workflow | None:
+    """The tenant's workflow `name` with its current version, for a start: one statement
+    written once (see console.rows), reading only what a start uses."""
+    with connection.cursor() as cursor:
+        cursor.execute(workflow_for_start_sql(), [tenant.pk, name])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = iter(row)
+    workflow = rows.loaded(Workflow, ("id", "name", "current_version_id"), values)
+    workflow.tenant = tenant
+    version = rows.loaded(CodeVersion, VERSION_FOR_START, values, tenant_id=tenant.pk)
+    workflow.current_version = version if version.pk is not None else None
+    return workflow
+
+
+VERSION_FOR_START = ("id", "workflow_id", "sha256", "status", "status_reason")
+
+
+@functools.cache
+def workflow_for_start_sql() -> str:
+    qn = connection.ops.quote_name
+    select = [
+        *rows.columns(Workflow, "w", ("id", "name", "current_version_id")),
+        *rows.columns(CodeVersion, "v", VERSION_FOR_START),
+    ]
+    return (
+        f"SELECT {', '.join(select)} FROM {qn(Workflow._meta.db_table)} w "
+        f"LEFT JOIN {qn(CodeVersion._meta.db_table)} v ON v.id = w.current_version_id "
+        "WHERE w.tenant_id = %s AND w.name = %s"
+    )
+
+
+def pick_version(
+    workflow: Workflow, version_sha: str | None, *, fresh: bool = False
+) -> CodeVersion:
     if workflow.tenant.suspended_at is not None:
         raise StartError(f"tenant {workflow.tenant.slug!r} is suspended")
     if version_sha:
@@ -124,8 +270,9 @@ def pick_version(workflow: Workflow, version_sha: str | None) -> CodeVersion:
         if version is None:
             raise StartError(f"workflow {workflow.name!r} has no version {version_sha}")
     else:
-        # Read it afresh: a caller's Workflow object may predate the latest upload.
-        workflow.refresh_from_db(fields=["current_version"])
+        if not fresh:
+            # Read it afresh: a caller's Workflow object may predate the latest upload.
+            workflow.refresh_from_db(fields=["current_version"])
         version = workflow.current_version
         if version is None:
             raise StartError(f"workflow {workflow.name!r} has no code yet")
@@ -136,14 +283,23 @@ def pick_version(workflow: Workflow, version_sha: str | None) -> CodeVersion:
 
 
 @transaction.atomic
-def send_event(instance: Instance, type_: str, payload=None) -> Event:
+def send_event(instance: Instance, type_: str, payload=None, *, rate: bool = False) -> Event:
+    """Store an event for the instance; a step waiting for its type is run now.
+    `rate`: hold it to the tenant's events per minute quota (raises QuotaExceeded)."""
+    from execution import quotas
+
+    tenant = instance.tenant
     instance = Instance.objects.select_for_update().get(pk=instance.pk)
     event = Event.objects.create(instance=instance, type=type_, payload=payload)
     waiting = instance.steps.filter(
         status=Step.Status.WAITING, kind=Step.Kind.WAIT_FOR_EVENT, event_type=type_
     ).exists()
     if waiting and instance.status in Instance.ACTIVE_STATUSES:
-        dispatch.run_now(instance)
+        # dispatch.run_now, with the fill after the commit skipped while the tenant is full.
+        dispatch.run_at(instance, timezone.now())
+        tenant_id = instance.tenant_id
+        transaction.on_commit(lambda: send_due(tenant_id))
+    quotas.take_event(tenant, rate=rate)
     return event
 
 
@@ -206,10 +362,17 @@ def terminate(instance: Instance) -> Instance:
 
 @transaction.atomic
 def restart(instance: Instance) -> Instance:
-    """Run again from the start, on the same version, with the same payload."""
+    """Run again from the start, on the same version, with the same payload.
+
+    A finished instance that runs again needs room under the running instances quota
+    (raises QuotaExceeded); it is checked with the instance locked, so it was finished.
+    """
+    from execution import quotas
     from execution.engine import set_status
 
     instance = _locked(instance)
+    if instance.is_terminal:
+        quotas.check_running(instance.tenant)
     instance.steps.all().delete()
     set_status(
         instance,

@@ -156,6 +156,37 @@ class Quota(models.Model):
         )
 
 
+class QuotaUsage(models.Model):
+    """What a tenant may still start or send before its counted quotas need counting again.
+
+    The truth is the rows (unfinished instances, instances created and events sent in
+    the last 60 s); counting them on every start costs a scan. Instead, a count (see
+    execution.quotas) finds the room left under each limit and shares it out as
+    allowances over SHARDS rows per tenant, and each start or event takes one unit
+    from its row's allowance, in the transaction that makes its row. What was admitted
+    since the count is at most what was shared out, so the limit holds exactly; when a
+    row runs dry the rows are counted again. Several rows let concurrent starts of one
+    tenant commit without waiting on each other. Kept apart from Quota so that saving a
+    Quota (the admin) never writes an allowance back.
+    """
+
+    SHARDS = 8
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="usage")
+    shard = models.PositiveSmallIntegerField()
+    running_left = models.IntegerField(default=0)
+    starts_left = models.IntegerField(default=0)
+    events_left = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "shard"], name="one_usage_row_per_shard")
+        ]
+
+    def __str__(self) -> str:
+        return f"quota usage of tenant {self.tenant_id}, shard {self.shard}"
+
+
 class AuditLog(models.Model):
     """Who did what, when and why: moderation, tokens, quotas, suspensions, terminations."""
 

@@ -18,6 +18,12 @@ def run(event, step):
     return step.do("two", lambda: 2)
 """
 
+# One step that waits for a "go" event an hour: an instance that stays unfinished.
+WAITER = """
+def run(event, step):
+    return step.wait_for_event("go", "go")
+"""
+
 
 def make_tenant(slug: str, username: str, **quota) -> Tenant:
     tenant = Tenant.objects.create(slug=slug, name=slug.title())
@@ -34,3 +40,9 @@ def make_token(tenant: Tenant, name: str = "test", **kwargs) -> str:
 
 def upload(tenant: Tenant, name: str, code: str):
     return upload_version(tenant, name, textwrap.dedent(code))
+
+
+def set_quota(tenant, **limits) -> None:
+    for name, value in limits.items():
+        setattr(tenant.quota_row, name, value)
+    tenant.quota_row.save()

@@ -4,23 +4,12 @@ import pytest
 
 from execution import quotas
 from execution.workflows import StartError, start_instance
-from tests.factories import upload
-
-CODE = """
-def run(event, step):
-    return step.wait_for_event("go", "go")
-"""
-
-
-def set_quota(tenant, **limits):
-    for name, value in limits.items():
-        setattr(tenant.quota_row, name, value)
-    tenant.quota_row.save()
+from tests.factories import WAITER, set_quota, upload
 
 
 @pytest.fixture
 def waiter(acme):
-    return upload(acme, "waiter", CODE).workflow
+    return upload(acme, "waiter", WAITER).workflow
 
 
 def start(api, **body):
@@ -75,7 +64,7 @@ def test_over_the_events_per_minute_quota_an_event_is_429_naming_it(alice, acme,
 
 def test_quotas_are_per_tenant(alice, bob, acme, globex, waiter):
     set_quota(acme, instance_starts_per_minute=1)
-    upload(globex, "waiter", CODE)
+    upload(globex, "waiter", WAITER)
     start(alice)
     assert start(alice)[0] == 429
     assert start(bob)[0] == 201
