@@ -1,7 +1,7 @@
 """Load: concurrent API clients start instances and send events against one ASGI server.
 
     .venv/bin/python bench/load.py [--clients 32] [--seconds 15] [--event-seconds 15]
-        [--server daphne|uvicorn] [--workers 1] [--concurrency 2]
+        [--server uvicorn|daphne] [--workers 1] [--concurrency 2]
         [--database-url postgres://postgres@127.0.0.1:5432/stepwell_bench_load]
 
 Creates (and at the end drops) its own PostgreSQL database, starts a private Redis,
@@ -31,6 +31,7 @@ import itertools
 import json
 import os
 import secrets
+import shlex
 import socket
 import sys
 import textwrap
@@ -39,6 +40,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+
+import uvloop
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -231,16 +234,15 @@ def event_requests(keys: list[str]):
 
 
 def server_argv(server: str, port: int) -> list[str]:
+    """The Procfile's `web` command on `port` (uvicorn), or daphne to compare with."""
     if server == "daphne":
         argv = [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port)]
         return [*argv, "console.asgi:application"]
-    return [
-        str(VENV_BIN / "uvicorn"),
-        "console.asgi:application",
-        *("--host", "127.0.0.1", "--port", str(port)),
-        *("--loop", "uvloop", "--http", "httptools", "--ws", "websockets"),
-        *("--no-access-log", "--log-level", "warning"),
-    ]
+    web = next(
+        line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:")
+    )
+    argv = shlex.split(web.removeprefix("web:").replace("${PORT:-8000}", str(port)))
+    return [str(VENV_BIN / argv[0]), *argv[1:]]
 
 
 def start_server(stack: eb.BenchStack, server: str) -> Process:
@@ -313,8 +315,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--server",
         choices=["daphne", "uvicorn"],
-        default="daphne",
-        help="the Procfile's daphne; uvicorn needs uvicorn, uvloop, httptools, websockets",
+        default="uvicorn",
+        help="the Procfile's uvicorn (uvloop, httptools), or daphne for comparison",
     )
     parser.add_argument("--workers", type=int, default=1, help="Celery worker processes (0: none)")
     parser.add_argument("--concurrency", type=int, default=2, help="pool processes per worker")
@@ -377,7 +379,10 @@ def run(args) -> bool:
             f"{args.clients} clients: starts for {args.seconds:g} s, "
             f"then events for at most {args.event_seconds:g} s"
         )
-        starts, events = asyncio.run(drive(web.port, token[0], args))
+        # The clients share the two cores with the server: uvloop keeps their share small.
+        starts, events = asyncio.run(
+            drive(web.port, token[0], args), loop_factory=uvloop.new_event_loop
+        )
         load_after = load_average()
         report(args, starts, events, load_before, load_after)
         return True

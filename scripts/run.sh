@@ -10,7 +10,7 @@ source scripts/services.sh
 [[ -x .venv/bin/python ]] || die ".venv is missing; run: make install"
 
 dev_env
-# The Procfile's commands (daphne, celery, python) come from the venv.
+# The Procfile's commands (uvicorn, celery, python) come from the venv.
 export PATH="$PWD/.venv/bin:$PATH"
 trap stop_started_services EXIT
 
