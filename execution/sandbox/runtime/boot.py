@@ -96,16 +96,16 @@ def run_job(job, channel=None, tenant=None):
 
 
 def encode(doc):
-    import json
+    from json_codec import dumps
 
-    return json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
+    return dumps(doc).encode()
 
 
 def outcome(job_bytes, channel=None, tenant=None):
-    import json
+    from json_codec import loads
 
     try:
-        job = json.loads(job_bytes)
+        job = loads(job_bytes)
         if not isinstance(job, dict) or job.get("mode") not in ("call", "workflow"):
             raise ValueError("bad job document")
         value = run_job(job, channel, tenant)

@@ -236,6 +236,7 @@ def preload(boot):
     import io
     import traceback  # noqa: F401 - boot imports these lazily; pay for them once here
 
+    import json_codec  # noqa: F401
     from stepwell import _engine, _progress  # noqa: F401
 
     saved = sys.stdout, sys.stderr

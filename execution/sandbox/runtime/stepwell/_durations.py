@@ -44,7 +44,7 @@ def parse_duration(value: Any, what: str = "duration") -> float:
 
 
 def _parse_text(text: str, what: str) -> float:
-    import re  # already loaded by json; re caches the compiled pattern
+    import re  # only durations written as text pay for it; re caches the pattern
 
     match = re.fullmatch(_TEXT, text, re.ASCII | re.IGNORECASE)
     unit = match and _SECONDS_PER_UNIT.get(match.group(2).lower())

@@ -21,10 +21,10 @@ def as_json(value: Any, limit: int, what: str) -> Any:
     Size is counted as compact UTF-8 JSON. Returning the round-tripped value
     means a step's first run sees exactly what every replay will see.
     """
-    import json  # already loaded by boot.py; imported here to keep `import stepwell` light
+    from json_codec import dumps, loads  # loaded by boot.py already
 
     try:
-        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        text = dumps(value, ensure_ascii=False)
         size = len(text.encode("utf-8"))
     except (TypeError, ValueError, RecursionError) as exc:
         raise ResultError(
@@ -34,4 +34,4 @@ def as_json(value: Any, limit: int, what: str) -> Any:
         raise ResultError(
             "ResultTooLarge", f"{what} is {size} bytes of JSON, over the limit of {limit} bytes"
         )
-    return json.loads(text)
+    return loads(text)
