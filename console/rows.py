@@ -9,6 +9,7 @@ ordinary model instance, its other fields deferred (loaded if something asks).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 from django.db import connection
@@ -32,9 +33,9 @@ def loaded(model, names, values, **known):
 def insert(obj) -> None:
     """INSERT the unsaved model instance `obj` (its defaults already applied) and set its
     primary key: what obj.save(force_insert=True) does, without composing the SQL."""
-    with connection.cursor() as cursor:
-        cursor.execute(insert_sql(type(obj)), values_of(obj))
-        saved(obj, cursor.fetchone()[0])
+    with cursor() as rows:
+        rows.execute(insert_sql(type(obj)), values_of(obj))
+        saved(obj, rows.fetchone()[0])
 
 
 def values_of(obj) -> list:
@@ -75,3 +76,21 @@ def insert_sql(model) -> str:
         f"INSERT INTO {qn(model._meta.db_table)} ({column_list(model)}) VALUES ({marks}) "
         f"RETURNING {qn(model._meta.pk.column)}"
     )
+
+
+@contextlib.contextmanager
+def cursor():
+    """A cursor for the statements above. On PostgreSQL it binds on the server, so
+    values are not rendered into the SQL text in Python, and psycopg has PostgreSQL
+    prepare a statement once it has run a few times on a connection, so it is not
+    parsed and planned on every request. Errors are Django's, as with connection.cursor().
+    """
+    if connection.vendor != "postgresql":
+        with connection.cursor() as django_cursor:
+            yield django_cursor
+        return
+    import psycopg
+
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as raw:
+        yield raw

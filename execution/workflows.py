@@ -157,7 +157,7 @@ def start_in_one_statement(instance: Instance) -> bool:
     ]
     # Inside the caller's transaction, a savepoint: a clash of ids must not abort it.
     savepoint = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
-    with savepoint, connection.cursor() as cursor:
+    with savepoint, rows.cursor() as cursor:
         cursor.execute(one_statement_start_sql(), params)
         (pk,) = cursor.fetchone()
     if pk is None:
@@ -230,7 +230,7 @@ def send_due(tenant_id: int) -> None:
 def workflow_for_start(tenant: Tenant, name: str) -> Workflow | None:
     """The tenant's workflow `name` with its current version, for a start: one statement
     written once (see console.rows), reading only what a start uses."""
-    with connection.cursor() as cursor:
+    with rows.cursor() as cursor:
         cursor.execute(workflow_for_start_sql(), [tenant.pk, name])
         row = cursor.fetchone()
     if row is None:

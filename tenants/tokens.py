@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from django.db import connection, transaction
 from django.utils import timezone
 
+from console import rows
 from console.rows import columns, loaded
 from tenants.models import ApiToken, Quota, Tenant
 
@@ -59,7 +60,7 @@ def authenticate_token(raw: str) -> ApiToken | None:
     now = timezone.now()
     stale_before = now - timedelta(seconds=LAST_USED_RESOLUTION_SECONDS)
     when = connection.ops.adapt_datetimefield_value
-    with connection.cursor() as cursor:
+    with rows.cursor() as cursor:
         cursor.execute(token_query(), [when(stale_before), hash_token(raw), when(now)])
         row = cursor.fetchone()
     if row is None:
