@@ -1,14 +1,16 @@
 """Load: concurrent API clients start instances and send events against one ASGI server.
 
     .venv/bin/python bench/load.py [--clients 32] [--seconds 15] [--event-seconds 15]
-        [--server uvicorn|daphne] [--workers 1] [--concurrency 2]
+        [--server uvicorn|daphne] [--web-workers N] [--workers 1] [--concurrency 2]
         [--database-url postgres://postgres@127.0.0.1:5432/stepwell_bench_load]
 
 Creates (and at the end drops) its own PostgreSQL database, starts a private Redis,
-the clock, W Celery workers (--workers 0 for none) and ONE ASGI server process on
-127.0.0.1, makes a tenant whose rate and concurrency quotas are out of the way, and
-uploads a workflow that waits for an event. Then C client connections (HTTP/1.1
-keep-alive over asyncio streams, one request at a time on each):
+the clock, W Celery workers (--workers 0 for none) and ONE ASGI server on 127.0.0.1:
+the Procfile's `web` command, uvicorn with the Procfile's worker processes (two; one
+with --web-workers 1; each runs Django on a pool of threads, console/http.py), or
+daphne with --server daphne. It makes a tenant whose rate and concurrency quotas are
+out of the way, and uploads a workflow that waits for an event. Then C client connections (HTTP/1.1
+keep-alive over asyncio streams on uvloop, one request at a time on each):
 
 - starts: for D seconds, `POST /api/v1/workflows/{name}/instances`, each a new instance;
 - events: then, for at most E seconds, `POST /api/v1/instances/{id}/events`, one to
@@ -30,6 +32,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import secrets
 import shlex
 import socket
@@ -233,21 +236,42 @@ def event_requests(keys: list[str]):
 # --- the server ----------------------------------------------------------------------------
 
 
-def server_argv(server: str, port: int) -> list[str]:
-    """The Procfile's `web` command on `port` (uvicorn), or daphne to compare with."""
+def server_argv(server: str, port: int, workers: int | None = None) -> list[str]:
+    """The Procfile's `web` command on `port` (uvicorn; `workers` processes, else the
+    Procfile's default), or daphne to compare with."""
     if server == "daphne":
         argv = [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port)]
         return [*argv, "console.asgi:application"]
     web = next(
         line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:")
     )
-    argv = shlex.split(web.removeprefix("web:").replace("${PORT:-8000}", str(port)))
+    values = {"PORT": str(port), "WEB_CONCURRENCY": str(workers) if workers else None}
+
+    def expand(match: re.Match) -> str:
+        return values.get(match[1]) or match[2]
+
+    argv = shlex.split(re.sub(r"\$\{(\w+):-([^}]*)\}", expand, web.removeprefix("web:")))
     return [str(VENV_BIN / argv[0]), *argv[1:]]
 
 
-def start_server(stack: eb.BenchStack, server: str) -> Process:
+def server_threads() -> int:
+    """Request threads per server process (console/http.py)."""
+    from console.http import default_threads
+
+    return default_threads()
+
+
+def web_workers(args) -> int:
+    """How many uvicorn worker processes the server runs."""
+    if args.server != "uvicorn":
+        return 1
+    argv = server_argv(args.server, 0, args.web_workers)
+    return int(argv[argv.index("--workers") + 1]) if "--workers" in argv else 1
+
+
+def start_server(stack: eb.BenchStack, server: str, workers: int | None) -> Process:
     port = free_port()
-    web = Process("web", server_argv(server, port), stack.env(), stack.dir).start()
+    web = Process("web", server_argv(server, port, workers), stack.env(), stack.dir).start()
     web.port = port
 
     def answers() -> bool:
@@ -281,7 +305,8 @@ def report(args, starts: Phase, events: Phase, load_before: str, load_after: str
         else "no Celery workers"
     )
     print(
-        f"parameters: one {args.server} process, C={args.clients} connections, "
+        f"parameters: one {args.server} server ({web_workers(args)} worker processes, "
+        f"{server_threads()} threads each), C={args.clients} connections, "
         f"starts for {args.seconds:g} s, events for at most {args.event_seconds:g} s, "
         f"{workers}, the clock"
     )
@@ -317,6 +342,12 @@ def parse_args(argv=None):
         choices=["daphne", "uvicorn"],
         default="uvicorn",
         help="the Procfile's uvicorn (uvloop, httptools), or daphne for comparison",
+    )
+    parser.add_argument(
+        "--web-workers",
+        type=int,
+        default=None,
+        help="uvicorn worker processes of the one server (default: the Procfile's)",
     )
     parser.add_argument("--workers", type=int, default=1, help="Celery worker processes (0: none)")
     parser.add_argument("--concurrency", type=int, default=2, help="pool processes per worker")
@@ -373,7 +404,7 @@ def run(args) -> bool:
         say(f"starting redis, {args.workers} x {args.concurrency} workers, the clock")
         stack.start(workers=args.workers, concurrency=args.concurrency)
         say(f"starting one {args.server} server")
-        web = start_server(stack, args.server)
+        web = start_server(stack, args.server, args.web_workers)
         load_before = load_average()
         say(
             f"{args.clients} clients: starts for {args.seconds:g} s, "

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 import threading
 from datetime import timedelta
 
@@ -44,7 +45,8 @@ class QuotaExceeded(StartError):
 
 # --- which usage row this thread takes from --------------------------------------------
 
-_next_shard = itertools.count()
+# Starting at the process id spreads the threads of several web processes over the rows.
+_next_shard = itertools.count(os.getpid())
 _thread = threading.local()
 
 

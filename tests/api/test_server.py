@@ -3,6 +3,7 @@
 import http.client
 import json
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -24,7 +25,9 @@ def web_argv(port: int) -> list[str]:
     line = next(
         line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:")
     )
-    argv = shlex.split(line.removeprefix("web:").replace("${PORT:-8000}", str(port)))
+    values = {"PORT": str(port), "WEB_CONCURRENCY": "1"}  # one process: quicker to start
+    command = re.sub(r"\$\{(\w+):-[^}]*\}", lambda m: values[m[1]], line.removeprefix("web:"))
+    argv = shlex.split(command)
     return [str(VENV_BIN / argv[0]), *argv[1:]]
 
 
