@@ -479,6 +479,9 @@ def report_modes(args, box: dict, modes: dict, lat: dict, thr: dict) -> None:
         ("per-step overhead p95, one at a time", "per_step", "p95"),
         (f"{args.steps}-step workflow latency p50, one at a time", "workflow", "p50"),
         (f"{args.steps}-step workflow latency p95, one at a time", "workflow", "p95"),
+        ("  created -> first step recorded p50", "first_step", "p50"),
+        ("  step recorded -> next step recorded p50", "step_to_step", "p50"),
+        ("  last step recorded -> instance complete p50", "last_to_done", "p50"),
     ):
         row(label, lat["fresh"][key][stat], lat["warm"][key][stat])
     row("per-step overhead p50, throughput phase", *(thr[m]["per_step"]["p50"] for m in MODES))

@@ -13,6 +13,7 @@ passes, and then the clock's sweep sends it again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
+from console import rows
 from execution.models import Instance
 
 log = logging.getLogger(__name__)
@@ -167,35 +169,48 @@ def pick(tenant_id: int, now: datetime) -> list[int]:
 
 
 def pick_in_one_statement(tenant_id: int, now: datetime) -> list[int]:
-    """pick() as one PostgreSQL statement, in its own transaction: a fill runs after
-    every start and at the end of every instance, and its five round trips and their
-    queries built by the ORM cost more than the rest of a start. The queries are still
-    the ORM's (due, in_flight_rows), so both ways pick the same rows."""
+    """pick() as one PostgreSQL statement, in its own transaction, bound on the server: a
+    fill runs after every start and at the end of every instance, and pick's round trips
+    and ORM-built queries cost more than the rest of a start. Its conditions are due()'s
+    and in_flight_rows()'s, written out (a test checks that both ways pick the same)."""
+    from tenants.models import Quota
+
+    with rows.cursor() as cursor:
+        cursor.execute(
+            fill_statement(),
+            {
+                "tenant": tenant_id,
+                "default_cap": Quota._meta.get_field("concurrent_activations").default,
+                "active": [str(status) for status in Instance.ACTIVE_STATUSES],
+                "now": now,
+                "resend": now - redispatch_delay(),
+            },
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+@functools.cache
+def fill_statement() -> str:
     from tenants.models import Quota
 
     quote = connection.ops.quote_name
-    flying = in_flight_rows(tenant_id, now).order_by().values("pk")
-    flight_sql, flight_params = flying.query.sql_with_params()
-    due_sql, due_params = (
-        due(now)
-        .filter(tenant_id=tenant_id)
-        .order_by("next_run_at", "pk")
-        .values("pk")
-        .query.sql_with_params()
-    )
-    table = quote(Instance._meta.db_table)
-    default_cap = Quota._meta.get_field("concurrent_activations").default
-    sql = (
+    instances = quote(Instance._meta.db_table)
+    return (
         "WITH free AS (SELECT GREATEST(COALESCE("
-        f"(SELECT concurrent_activations FROM {quote(Quota._meta.db_table)} WHERE tenant_id = %s),"
-        f" %s) - (SELECT count(*) FROM ({flight_sql}) AS flying), 0) AS n), "
-        f"picked AS ({due_sql} LIMIT (SELECT n FROM free) FOR UPDATE SKIP LOCKED) "
-        f"UPDATE {table} SET dispatched_at = %s FROM picked "
-        f"WHERE {table}.id = picked.pk RETURNING {table}.id"
+        f"(SELECT concurrent_activations FROM {quote(Quota._meta.db_table)} "
+        "WHERE tenant_id = %(tenant)s), %(default_cap)s) - "
+        f"(SELECT count(*) FROM {instances} WHERE tenant_id = %(tenant)s "
+        "AND status = ANY(%(active)s) AND ((lease_owner <> '' AND lease_expires_at >= %(now)s) "
+        "OR dispatched_at >= %(resend)s)), 0) AS n), "
+        f"picked AS (SELECT id FROM {instances} WHERE tenant_id = %(tenant)s "
+        "AND status = ANY(%(active)s) "
+        "AND (lease_expires_at IS NULL OR lease_expires_at < %(now)s) "
+        "AND (dispatched_at IS NULL OR dispatched_at < %(resend)s) "
+        "AND (next_run_at <= %(now)s OR (lease_owner <> '' AND lease_expires_at < %(now)s)) "
+        "ORDER BY next_run_at, id LIMIT (SELECT n FROM free) FOR UPDATE SKIP LOCKED) "
+        f"UPDATE {instances} SET dispatched_at = %(now)s FROM picked "
+        f"WHERE {instances}.id = picked.id RETURNING {instances}.id"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [tenant_id, default_cap, *flight_params, *due_params, now])
-        return [row[0] for row in cursor.fetchall()]
 
 
 def sweep(now: datetime | None = None, tenants: int = 200) -> int:

@@ -342,7 +342,7 @@ def run_sandbox(activation: Activation) -> SandboxResult:
     return get_sandbox(mode).run(request)
 
 
-def mark_running(activation: Activation, intent: dict) -> Step | None:
+def mark_running(activation: Activation, intent: dict, started_at: datetime) -> Step | None:
     """Show the do step the runtime announced as running; returns its row if written.
 
     The row also tells a later activation which step a crashed worker was in.
@@ -359,7 +359,7 @@ def mark_running(activation: Activation, intent: dict) -> Step | None:
             step = Step(instance=instance, index=intent["index"], kind=Step.Kind.DO)
         step.name = intent["name"]
         step.status = Step.Status.RUNNING
-        step.started_at = timezone.now()
+        step.started_at = started_at
         step.finished_at = None
         step.config = {
             "retries": intent.get("retries") or outcomes.DEFAULT_RETRIES,
@@ -392,7 +392,7 @@ def watch(activation: Activation) -> Watch:
             lease_expires_at=timezone.now() + lease_duration()
         )
 
-    return Watch(mark=lambda intent: mark_running(activation, intent), renew=renew)
+    return Watch(mark=lambda intent, at: mark_running(activation, intent, at), renew=renew)
 
 
 def announced(watch: Watch) -> Callable[[dict], None]:

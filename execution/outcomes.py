@@ -13,10 +13,10 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import psycopg
-from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
+from console import rows
 from execution import dispatch
 from execution.models import Instance, ProgressEvent, Step, Workflow
 from execution.progress import (
@@ -257,28 +257,26 @@ def store_completion_in_one_statement(
     """store_completion as one PostgreSQL statement in its own transaction: the lease
     UPDATE, the step's INSERT (or UPDATE) and the events' INSERT are data-modifying
     CTEs that write only if the lease held. One round trip and one commit per step,
-    and a statement prepared once per connection."""
-    db = connections[DEFAULT_DB_ALIAS]  # not the thread-local proxy: this is the hot path
+    bound on the server (console.rows.cursor)."""
     is_new = step.pk is None
-    fields = step_fields(db)
-    values = [field.get_db_prep_save(getattr(step, field.attname), db) for field, _, _ in fields]
     at = step.finished_at
-    rows = execute_prepared(
-        db,
-        completion_statement(db, is_new=is_new, keep=keep),
-        [
-            *hold_params(activation, len(events), keep=keep, now=at),
-            *values,
-            *([] if is_new else [step.pk]),
-            len(events),
-            at,
-            [type_ for type_, _ in events],
-            [json.dumps(data) for _, data in events],
-        ],
-    )
-    if not rows:
+    with rows.cursor() as cursor:
+        cursor.execute(
+            completion_statement(is_new=is_new, keep=keep),
+            [
+                *hold_params(activation, len(events), keep=keep, now=at),
+                *rows.values_of(step),
+                *([] if is_new else [step.pk]),
+                len(events),
+                at,
+                [type_ for type_, _ in events],
+                [json.dumps(data) for _, data in events],
+            ],
+        )
+        row = cursor.fetchone()
+    if row is None:
         return False
-    last_seq, step.pk = rows[0]
+    last_seq, step.pk = row
     stored = numbered(activation.instance_pk, last_seq, events, at)
     send(
         activation.instance_pk,
@@ -289,27 +287,16 @@ def store_completion_in_one_statement(
 
 
 @functools.cache
-def step_fields(db) -> list[tuple]:
-    """(field, quoted column, SQL type) of the step row's columns but its id."""
-    return [
-        (f, db.ops.quote_name(f.column), f.cast_db_type(db))
-        for f in Step._meta.concrete_fields
-        if not f.primary_key
-    ]
-
-
-@functools.cache
-def completion_statement(db, *, is_new: bool, keep: bool) -> str:
-    quote = db.ops.quote_name
+def completion_statement(*, is_new: bool, keep: bool) -> str:
+    quote = connection.ops.quote_name
     step_table = quote(Step._meta.db_table)
-    fields = step_fields(db)
-    columns = ", ".join(column for _, column, _ in fields)
     if is_new:
-        # Typed, because parameters in a SELECT list have no column to take a type from.
-        typed = ", ".join(f"%s::{sql_type}" for _, _, sql_type in fields)
-        step_sql = f"INSERT INTO {step_table} ({columns}) SELECT {typed} FROM held RETURNING id"
+        step_sql = (
+            f"INSERT INTO {step_table} ({rows.column_list(Step)}) "
+            f"SELECT {rows.typed_placeholders(Step)} FROM held RETURNING id"
+        )
     else:
-        assignments = ", ".join(f"{column} = %s" for _, column, _ in fields)
+        assignments = ", ".join(f"{quote(f.column)} = %s" for f in rows.insertable(Step))
         step_sql = (
             f"UPDATE {step_table} SET {assignments} "
             f"FROM held WHERE {step_table}.id = %s RETURNING {step_table}.id"
@@ -321,19 +308,9 @@ def completion_statement(db, *, is_new: bool, keep: bool) -> str:
         "FROM held, unnest(%s::text[], %s::text[]) WITH ORDINALITY AS e(type, data, n)"
     )
     return (
-        f"WITH held AS ({hold_sql(db, keep=keep)}), step AS ({step_sql}), "
+        f"WITH held AS ({hold_sql(keep=keep)}), step AS ({step_sql}), "
         f"events AS ({events_sql}) SELECT held.last_seq, step.id FROM held, step"
     )
-
-
-def execute_prepared(db, sql: str, params: list) -> list[tuple]:
-    """Run one statement with server-side binding, prepared once per connection: the hot
-    path's statements are long, and composing them in Python (Django's client-side
-    binding) cost more than running them."""
-    db.ensure_connection()
-    with db.wrap_database_errors, psycopg.Cursor(db.connection) as cursor:
-        cursor.execute(sql, params, prepare=True)
-        return cursor.fetchall()
 
 
 def hold_for_record(activation: Activation, events: int, *, keep: bool, now) -> int | None:
@@ -341,16 +318,14 @@ def hold_for_record(activation: Activation, events: int, *, keep: bool, now) -> 
     kept by this worker (lease renewed, counted as sent) or given back to the queue.
     Returns the last reserved number, or None if the lease is no longer this activation's."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            hold_sql(connection, keep=keep), hold_params(activation, events, keep=keep, now=now)
-        )
+        cursor.execute(hold_sql(keep=keep), hold_params(activation, events, keep=keep, now=now))
         row = cursor.fetchone()
     return row[1] if row else None
 
 
-def hold_sql(db, *, keep: bool) -> str:
+def hold_sql(*, keep: bool) -> str:
     """hold_for_record's UPDATE; it returns the instance's id and its last reserved seq."""
-    quote = db.ops.quote_name
+    quote = connection.ops.quote_name
     columns = ["next_run_at", *lease_columns(keep)]
     assignments = ", ".join(f"{quote(c)} = %s" for c in columns)
     # A kept instance's next activation runs under this lease without a claim: count it.

@@ -15,10 +15,12 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection
+from django.utils import timezone
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +28,14 @@ log = logging.getLogger(__name__)
 class Watch:
     """One activation's timers. Use as a context manager around the sandbox run."""
 
-    def __init__(self, mark: Callable[[dict], Any], renew: Callable[[], None]):
-        self.mark = mark  # called with the announced intent; returns the step's row or None
+    def __init__(self, mark: Callable[[dict, datetime], Any], renew: Callable[[], None]):
+        # Called with the announced intent and when it came; returns the step's row or None.
+        self.mark = mark
         self.renew = renew
         self.marked: Any = None
         self.intent: dict | None = None
         self.intent_at = 0.0
+        self.announced_at: datetime | None = None
         self.renew_at = time.monotonic() + settings.STEPWELL_LEASE_SECONDS / 3
         self.busy = threading.Lock()  # held while a callback of this watch runs
         self.closed = False
@@ -63,12 +67,10 @@ class Watch:
                 return
             now = time.monotonic()
             intent = self.intent
-            if (
-                intent is not None
-                and now >= self.intent_at + settings.STEPWELL_RUNNING_MARK_SECONDS
-            ):
+            mark_at = self.intent_at + settings.STEPWELL_RUNNING_MARK_SECONDS
+            if intent is not None and now >= mark_at:
                 self.intent = None
-                self.marked = self.mark(intent) or self.marked
+                self.marked = self.mark(intent, self.announced_at) or self.marked
             if now >= self.renew_at:
                 self.renew_at = now + settings.STEPWELL_LEASE_SECONDS / 3
                 self.renew()
@@ -93,6 +95,7 @@ class Watcher:
     def update(self, watch: Watch, intent: dict) -> None:
         with self.wake:
             watch.intent, watch.intent_at = intent, time.monotonic()
+            watch.announced_at = timezone.now()  # the step started then, not when marked
             self.wake.notify()
 
     def _run(self) -> None:

@@ -61,6 +61,19 @@ schema.config.generation.update(
 SEMANTIC_422 = {("PUT", "/api/v1/workflows/{name}"), ("POST", "/api/v1/tokens")}
 
 
+def holds_nul(value) -> bool:
+    """Whether a JSON value has a NUL character in any string or key. The API refuses
+    those everywhere with 422 (PostgreSQL's text and jsonb cannot hold them), a rule a
+    schema cannot state, so schema-valid bodies with one are not "valid data"."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(holds_nul(k) or holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(holds_nul(v) for v in value)
+    return False
+
+
 @pytest.fixture
 def fuzz_token(acme):
     return make_token(acme, "fuzzer")
@@ -102,7 +115,7 @@ def point_at_real_objects(case, real: dict) -> None:
 def test_no_request_gets_a_500_or_an_answer_off_its_schema(case, fuzz_token, real_objects):
     point_at_real_objects(case, real_objects)
     excluded = []
-    if (case.method.upper(), case.path) in SEMANTIC_422:
+    if (case.method.upper(), case.path) in SEMANTIC_422 or holds_nul(case.body):
         excluded.append(positive_data_acceptance)
     case.call_and_validate(
         headers={"Authorization": f"Bearer {fuzz_token}"}, excluded_checks=excluded
