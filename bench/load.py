@@ -383,7 +383,7 @@ def prepare(args, token_holder: list) -> None:
     upload(tenant, WORKFLOW, WORKFLOW_CODE)
 
 
-def run(args) -> bool:
+def run(args) -> None:
     if args.workers and os.geteuid() != 0:
         raise eb.BenchError("the workers run nsjail: run as root, or with --workers 0")
     stack = eb.BenchStack(args.database_url, clock_interval=0.25)
@@ -415,8 +415,8 @@ def run(args) -> bool:
             drive(web.port, token[0], args), loop_factory=uvloop.new_event_loop
         )
         load_after = load_average()
+        # A missed goal is a figure, not a failure: the exit status says only "it ran".
         report(args, starts, events, load_before, load_after)
-        return True
     except BaseException:
         if web is not None:
             print(f"--- web\n{web.log()[-4000:]}", file=sys.stderr)

@@ -115,6 +115,11 @@ CELERY_TASK_ACKS_LATE = False
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
+# Celery's Django fixup otherwise closes every connection before and after each task,
+# and in a prefork worker with a pool the whole pool too: a new PostgreSQL connection
+# (about 5 ms) per task. The task hands its connection back to the pool itself
+# (execution/tasks.py), which also drops one that broke.
+CELERY_DB_REUSE_MAX = 10_000
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Without ack emulation kombu keeps no "unacked" hash in Redis, so it has nothing to
 # restore when the connection drops (its restore after a Redis restart crashed the
