@@ -73,3 +73,31 @@ def test_the_sandbox_interpreter_loads_neither_json_nor_re_for_it():
         check=True,
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_a_workflow_activation_imports_neither_json_nor_re():
+    # Each costs a fresh sandbox milliseconds; the default retry delay ("1 second") is
+    # text, so parsing durations must not need re either.
+    probe = f"""
+import sys
+sys.path.insert(0, {str(RUNTIME)!r})
+from stepwell._engine import activate
+tenant = type(sys)("tenant")
+exec("def run(event, step):\\n    return [step.do('a', lambda: 1), step.do('b', lambda: 2)]",
+     tenant.__dict__)
+limits = {{"result_bytes": 1000, "log_bytes": 1000, "step_timeout_seconds": 5.0}}
+history = [{{"index": 0, "name": "a", "kind": "do", "status": "complete", "attempts": 1,
+            "output": 1, "error": None}}]
+outcome = activate(tenant, {{"instance_id": "i", "payload": {{}}, "history": history,
+    "timestamp": "2026-01-01T00:00:00+00:00", "now": "2026-01-01T00:00:01+00:00",
+    "limits": limits}})
+assert outcome["kind"] == "step" and outcome["output"] == 2, outcome
+print(sorted(m for m in ("json", "re", "enum") if m in sys.modules))
+"""
+    done = subprocess.run(
+        [settings.STEPWELL_SANDBOX_PYTHON, "-I", "-S", "-c", probe],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
