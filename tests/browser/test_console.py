@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from execution.workflows import start_instance
+from execution.workflows import send_event, start_instance
 from tests.browser.wsclient import Closed, WebSocket
 from tests.factories import make_token, upload
 
@@ -175,6 +175,7 @@ def test_a_program_follows_an_instance_over_a_real_websocket(stack, acme, globex
         "count",
         """
         def run(event, step):
+            step.wait_for_event("go", "go")
             a = step.do("one", lambda: 1)
             b = step.do("two", lambda: a + 1)
             return {"sum": a + b}
@@ -190,6 +191,8 @@ def test_a_program_follows_an_instance_over_a_real_websocket(stack, acme, globex
     assert snapshot["type"] == "snapshot"
     assert snapshot["instance"]["id"] == "count-1"
     seen = [snapshot["seq"]]
+    # The steps run only now, after the snapshot: this client must see them happen.
+    send_event(instance, "go")
     events = []
     while not events or events[-1].get("status") != "complete":
         event = client.recv()
