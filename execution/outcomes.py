@@ -142,25 +142,15 @@ def record_end_in_one_statement(activation: Activation, output: Any) -> None:
     from execution.engine import wake_waiting_parents
 
     now = timezone.now()
-    quote = connection.ops.quote_name
     status = Instance.Status.COMPLETE
     event = ProgressEvent(
         instance_id=activation.instance_pk, type="instance.status", data={"status": status}
     )
     event.created_at = now
     output_param = Instance._meta.get_field("output").get_db_prep_save(output, connection)
-    with connection.cursor() as cursor:
+    with rows.cursor() as cursor:
         cursor.execute(
-            f"WITH held AS (UPDATE {quote(Instance._meta.db_table)} SET status = %s, "
-            "output = %s, error = NULL, updated_at = %s, finished_at = %s, next_run_at = NULL, "
-            "lease_owner = '', lease_expires_at = NULL, dispatched_at = NULL, "
-            "last_seq = last_seq + 1 "
-            "WHERE id = %s AND lease_owner = %s AND generation = %s AND status = %s "
-            "RETURNING id, last_seq), "
-            f"event AS (INSERT INTO {quote(ProgressEvent._meta.db_table)} "
-            "(instance_id, seq, type, data, created_at) "
-            "SELECT id, last_seq, %s, %s::jsonb, %s FROM held) "
-            "SELECT last_seq FROM held",
+            end_statement(),
             [
                 status,
                 output_param,
@@ -188,6 +178,25 @@ def record_end_in_one_statement(activation: Activation, output: Any) -> None:
     wake_waiting_parents(Instance(pk=activation.instance_pk, tenant_id=activation.tenant_id))
     # The place this activation held is free: another due instance may take it.
     dispatch.fill(activation.tenant_id)
+
+
+@functools.cache
+def end_statement() -> str:
+    """record_end_in_one_statement's SQL: the instance completed and its lease given back
+    if the lease held, and its last progress event."""
+    quote = connection.ops.quote_name
+    return (
+        f"WITH held AS (UPDATE {quote(Instance._meta.db_table)} SET status = %s, "
+        "output = %s, error = NULL, updated_at = %s, finished_at = %s, next_run_at = NULL, "
+        "lease_owner = '', lease_expires_at = NULL, dispatched_at = NULL, "
+        "last_seq = last_seq + 1 "
+        "WHERE id = %s AND lease_owner = %s AND generation = %s AND status = %s "
+        "RETURNING id, last_seq), "
+        f"event AS (INSERT INTO {quote(ProgressEvent._meta.db_table)} "
+        "(instance_id, seq, type, data, created_at) "
+        "SELECT id, last_seq, %s, %s::jsonb, %s FROM held) "
+        "SELECT last_seq FROM held"
+    )
 
 
 def record_completed_step(activation: Activation, outcome: dict, *, keep: bool):
