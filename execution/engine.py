@@ -22,7 +22,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from execution import dispatch, outcomes
+from execution import claims, dispatch, outcomes
 from execution.models import Instance, Step
 from execution.progress import next_seq, record_event, step_summary, store_events
 from execution.sandbox import SandboxRequest, SandboxResult, get_sandbox
@@ -108,12 +108,21 @@ def begin(instance_pk: int, *, was_kept: bool = False) -> Activation | None:
     """Claim the instance and read what its activation needs, in one transaction."""
     token = uuid.uuid4().hex
     with transaction.atomic():
-        relaxed_commit()
-        claimed = take_lease(instance_pk, token)
-        activation = prepare_activation(instance_pk, token) if claimed else None
-    if not claimed and was_kept:
+        claimed = claim_and_load(instance_pk, token)
+        activation = prepare_activation(*claimed, token) if claimed else None
+    if claimed is None and was_kept:
         dispatch.send_kept(instance_pk)
     return activation
+
+
+def claim_and_load(instance_pk: int, token: str) -> tuple[Instance, list[Step]] | None:
+    """Take the lease (take_lease) and read the instance and its steps (load_claimed),
+    in the caller's transaction; on PostgreSQL in three prepared statements (claims)."""
+    if connection.vendor == "postgresql":
+        now = timezone.now()
+        return claims.claim(instance_pk, token, now, now + lease_duration())
+    relaxed_commit()
+    return load_claimed(instance_pk, token) if take_lease(instance_pk, token) else None
 
 
 def execute(activation: Activation, *, keep: bool) -> Activation | object | None:
@@ -133,8 +142,7 @@ def execute(activation: Activation, *, keep: bool) -> Activation | object | None
 def claim(instance_pk: int, token: str) -> bool:
     """Take the lease of an active instance nobody else holds. Never check-then-act."""
     with transaction.atomic():
-        relaxed_commit()
-        return take_lease(instance_pk, token)
+        return claim_and_load(instance_pk, token) is not None
 
 
 def take_lease(instance_pk: int, token: str) -> bool:
@@ -191,12 +199,17 @@ def holds_lease(instance: Instance, token: str) -> bool:
     return instance.lease_owner == token
 
 
-def prepare_activation(instance_pk: int, token: str) -> Activation | None:
-    """What the activation needs; in the claim's transaction, which holds the row."""
+def load_claimed(instance_pk: int, token: str) -> tuple[Instance, list[Step]] | None:
+    """The claimed instance, with its tenant, quota and version, and its steps (what
+    claims.claim reads on PostgreSQL); None if the lease is not this activation's."""
     instance = Instance.objects.select_related("version", "tenant__quota_row").get(pk=instance_pk)
     if not holds_lease(instance, token) or instance.status not in Instance.ACTIVE_STATUSES:
         return None
-    steps = list(instance.steps.order_by("index"))
+    return instance, list(instance.steps.order_by("index"))
+
+
+def prepare_activation(instance: Instance, steps: list[Step], token: str) -> Activation | None:
+    """What the activation needs; in the claim's transaction, which holds the row."""
     last = steps[-1] if steps else None
     pending = None
     if last is not None and last.status not in Step.RESOLVED_STATUSES:

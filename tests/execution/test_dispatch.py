@@ -119,3 +119,48 @@ def test_both_ways_of_filling_pick_the_same_instances(sent):
     assert len(orm) == 3
     assert sorted(one_statement) == sorted(orm)
     assert set(Instance.objects.filter(dispatched_at=now).values_list("pk", flat=True)) == set(orm)
+
+
+def test_both_ways_of_claiming_take_and_read_the_same(sent, monkeypatch):
+    # claims.claim serves PostgreSQL; take_lease and load_claimed through the ORM the rest.
+    from django.db import transaction
+
+    from execution import claims
+    from tests.execution.inprocess import run_in_process
+
+    monkeypatch.setattr(engine, "run_sandbox", run_in_process)
+    acme = make_tenant("acme", "alice", concurrent_activations=3)
+    wf = upload(
+        acme,
+        "two",
+        """
+def run(event, step):
+    step.do("a", lambda: {"n": event.payload["n"]})
+    step.do("b", lambda: [1, 2])
+    return step.sleep("nap", "1 hour")
+""",
+    ).workflow
+    instance, _ = workflows.start_instance(wf, payload={"n": 7})
+    engine.advance(sent.pop(0))
+    Instance.objects.filter(pk=instance.pk).update(next_run_at=timezone.now())
+
+    def read(claim):
+        with transaction.atomic():
+            instance_row, steps = claim()
+            transaction.set_rollback(True)
+        return instance_row, steps
+
+    now = timezone.now()
+    by_orm = read(
+        lambda: engine.take_lease(instance.pk, "t") and engine.load_claimed(instance.pk, "t")
+    )
+    by_sql = read(lambda: claims.claim(instance.pk, "t", now, now + engine.lease_duration()))
+    for (row, _steps), how in ((by_orm, "orm"), (by_sql, "sql")):
+        assert row.lease_owner == "t" and row.activations == 4, how
+        assert row.payload == {"n": 7} and row.version.code == wf.current_version.code, how
+        assert row.tenant.quota.concurrent_activations == 3, how
+    (orm_row, orm_steps), (sql_row, sql_steps) = by_orm, by_sql
+    assert [s.as_history() for s in sql_steps] == [s.as_history() for s in orm_steps]
+    assert [s.as_history()["output"] for s in sql_steps] == [{"n": 7}, [1, 2], None]
+    assert sql_steps[-1].wake_at == orm_steps[-1].wake_at and sql_steps[-1].status == "sleeping"
+    assert sql_row.created_at == orm_row.created_at and sql_row.status == orm_row.status
