@@ -8,9 +8,10 @@ and a queue drained by one task keeps the events in the order they were recorded
 Events go out in batches, one group message per group for all the events queued
 meanwhile: a group send costs Redis round trips whatever it carries, and a busy
 worker records several events per step. Groups nobody has joined are skipped after
-one round trip that asks Redis which exist. That is safe because a consumer joins
-its group before it reads the stored events: if the group did not exist when an
-event was published (after its commit), the consumer's read comes later and sees it.
+one round trip, made by the publisher's thread, not the caller's, that asks Redis
+which exist. That is safe because a consumer joins its group before it reads the
+stored events: if the group did not exist when the publisher asked (after the
+events' commit), the consumer's read comes later and sees them.
 Delivery is best effort: the stored ProgressEvent is the record, and clients that
 missed an event catch up with `?after=N`.
 """
@@ -54,8 +55,9 @@ def gather(items: list[tuple[list[str], list[dict]]]) -> list[tuple[str, list[di
 
 
 class BackgroundPublisher:
-    def __init__(self, layer):
+    def __init__(self, layer, audience: Audience | None = None):
         self.layer = layer
+        self.audience = audience
         self.loop = asyncio.new_event_loop()
         self.queue: asyncio.Queue | None = None
         self.ready = threading.Event()
@@ -75,7 +77,10 @@ class BackgroundPublisher:
             await asyncio.sleep(LINGER_SECONDS)
             while not self.queue.empty():
                 items.append(self.queue.get_nowait())
-            for group, events in gather(items):
+            batches = gather(items)
+            if self.audience is not None:
+                batches = await self._joined(batches)
+            for group, events in batches:
                 try:
                     await asyncio.wait_for(
                         self.layer.group_send(group, batch_message(events)), SEND_TIMEOUT_SECONDS
@@ -83,39 +88,52 @@ class BackgroundPublisher:
                 except Exception:
                     log.warning("could not publish progress events", exc_info=True)
 
+    async def _joined(self, batches: list[tuple[str, list[dict]]]) -> list[tuple[str, list[dict]]]:
+        groups = list(dict.fromkeys(group for group, _ in batches))
+        try:
+            joined = set(await asyncio.wait_for(self.audience.joined(groups), SEND_TIMEOUT_SECONDS))
+        except Exception:
+            log.warning("could not ask which progress groups have members", exc_info=True)
+            return batches
+        return [(group, events) for group, events in batches if group in joined]
+
     def send(self, groups: list[str], events: list[dict]) -> None:
         self.loop.call_soon_threadsafe(self.queue.put_nowait, (groups, events))
 
 
 class Audience:
-    """Which channels-redis groups have members, asked of Redis synchronously."""
+    """Which channels-redis groups have members, asked of Redis from the publisher's loop."""
 
     def __init__(self, layer):
-        import redis
-
         self.layer = layer
-        host = layer.hosts[0]
-        self.client = redis.Redis.from_url(host["address"]) if "address" in host else None
+        self.client = None  # made in the loop that uses it: asyncio clients belong to one
 
-    def joined(self, groups: list[str]) -> list[str]:
-        if self.client is None or len(self.layer.hosts) != 1:
-            return groups  # sharded or unusual set-ups: ask nothing, send to all
+    @classmethod
+    def usable(cls, layer) -> bool:
+        # Sharded or unusual set-ups: ask nothing, send to all.
+        return len(layer.hosts) == 1 and "address" in layer.hosts[0]
+
+    async def joined(self, groups: list[str]) -> list[str]:
+        import redis.asyncio
+
+        if self.client is None:
+            self.client = redis.asyncio.Redis.from_url(self.layer.hosts[0]["address"])
         pipe = self.client.pipeline(transaction=False)
         for group in groups:
             # channels-redis 4 keeps a group's members in a sorted set under this key.
             pipe.exists(self.layer._group_key(group))
-        return [group for group, exists in zip(groups, pipe.execute(), strict=True) if exists]
+        found = await pipe.execute()
+        return [group for group, exists in zip(groups, found, strict=True) if exists]
 
 
 _publisher: BackgroundPublisher | None = None
-_audience: Audience | None = None
 _publisher_pid: int | None = None
 _lock = threading.Lock()
 
 
 def publish(groups: list[str], events: list[dict]) -> None:
     """Send the events to each group; never raises, never blocks on Redis."""
-    global _publisher, _publisher_pid, _audience
+    global _publisher, _publisher_pid
     try:
         layer = get_channel_layer()
         if layer is None:
@@ -124,11 +142,10 @@ def publish(groups: list[str], events: list[dict]) -> None:
             with _lock:
                 # A forked worker process must not use its parent's thread, loop and sockets.
                 if _publisher is None or _publisher_pid != os.getpid():
-                    _publisher, _publisher_pid = BackgroundPublisher(layer), os.getpid()
-                    _audience = Audience(layer)
-            groups = _audience.joined(groups)
-            if groups:
-                _publisher.send(groups, events)
+                    audience = Audience(layer) if Audience.usable(layer) else None
+                    _publisher = BackgroundPublisher(layer, audience)
+                    _publisher_pid = os.getpid()
+            _publisher.send(groups, events)
             return
 
         async def send_all() -> None:
