@@ -131,7 +131,7 @@ class Quota(models.Model):
         WARM = "warm", "A warm jail per code version, a fresh process per step"
 
     sandbox_mode = models.CharField(
-        max_length=10, choices=SandboxMode.choices, default=SandboxMode.FRESH
+        max_length=10, choices=SandboxMode.choices, default=SandboxMode.WARM
     )
 
     def __str__(self) -> str:

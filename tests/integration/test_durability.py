@@ -9,7 +9,7 @@ import pytest
 
 from execution import workflows
 from execution.models import Instance, ProgressEvent, Step
-from tests.factories import upload
+from tests.factories import set_quota, upload
 from tests.integration.stack import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -32,14 +32,31 @@ def finished(instance, timeout=60, stack=None):
     return instance
 
 
-def jails_running(stack) -> int:
-    """nsjail processes started by this stack's workers (other test runs may have theirs)."""
+def step_processes(stack) -> int:
+    """Processes running a step under this stack's workers (other test runs may have theirs):
+    in a fresh jail nsjail's child; in a warm jail the children of its zygote, which itself
+    stays up, idle and holding no instance, for the next step of its code version."""
     roots = {w.proc.pid for w in stack.workers}
-    count = 0
+    parent_of = {}
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and read_comm(entry.name) == "nsjail":
-            count += any(pid in roots for pid in ancestors(int(entry.name)))
+        if entry.name.isdigit() and (chain := ancestors(int(entry.name))):
+            parent_of[int(entry.name)] = chain[0]
+    count = 0
+    for pid, parent in parent_of.items():
+        if read_comm(parent) != "nsjail" or not roots & set(ancestors(parent)):
+            continue
+        if b"--warm" in read_cmdline(pid):
+            count += sum(1 for p in parent_of.values() if p == pid)
+        else:
+            count += 1
     return count
+
+
+def read_cmdline(pid) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def read_comm(pid) -> str:
@@ -70,7 +87,9 @@ def completed_once(instance) -> None:
     assert seqs == list(range(1, len(seqs) + 1))
 
 
-def test_a_multi_step_workflow_completes_with_the_right_output(stack, acme):
+@pytest.mark.parametrize("mode", ["warm", "fresh"])
+def test_a_multi_step_workflow_completes_with_the_right_output(stack, acme, mode):
+    set_quota(acme, sandbox_mode=mode)  # warm is the default; fresh stays a choice
     code = """
     def run(event, step):
         total = step.do("price", lambda: sum(i["qty"] * i["price"] for i in event.payload["items"]))
@@ -104,7 +123,7 @@ def test_a_sleeping_instance_holds_nothing_and_wakes_within_a_second(stack, acme
     instance.refresh_from_db()
     assert instance.status == "sleeping"
     assert instance.lease_owner == "" and instance.lease_expires_at is None
-    assert jails_running(stack) == 0
+    assert step_processes(stack) == 0
     import redis
 
     r = redis.Redis.from_url(stack.redis.url)
@@ -218,7 +237,9 @@ def test_a_step_shows_as_running_while_it_runs(stack, acme):
     assert started.seq < ProgressEvent.objects.get(instance=instance, type="step.completed").seq
 
 
-def test_a_worker_killed_mid_step_loses_nothing(stack, acme):
+@pytest.mark.parametrize("mode", ["warm", "fresh"])
+def test_a_worker_killed_mid_step_loses_nothing(stack, acme, mode):
+    set_quota(acme, sandbox_mode=mode)  # warm is the default; fresh stays a choice
     code = """
     import time
 
@@ -238,7 +259,7 @@ def test_a_worker_killed_mid_step_loses_nothing(stack, acme):
         what="the first step",
     )
     quick = Step.objects.get(instance=instance, name="quick")
-    wait_until(lambda: jails_running(stack) > 0, 10, what="the slow step's jail")
+    wait_until(lambda: step_processes(stack) > 0, 10, what="the slow step's process")
     time.sleep(0.5)
     killed = stack.workers.pop()
     killed.kill()  # SIGKILL to the worker, its pool and the jail
