@@ -1,5 +1,6 @@
 """Where the sandbox finds its interpreter, binary, cgroups and state; no Django needed."""
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,15 @@ class SandboxConfig:
     @property
     def slots_dir(self) -> Path:
         return self.state_dir / "slots"
+
+    def with_runtime_installed(self) -> "SandboxConfig":
+        """This config, its runtime_dir the compiled copy in the state dir (runtime_copy)."""
+        from execution.sandbox import runtime_copy
+
+        if self.runtime_dir.parent == self.state_dir / "runtime":
+            return self
+        installed = runtime_copy.install(self.runtime_dir, self.state_dir / "runtime", self.python)
+        return dataclasses.replace(self, runtime_dir=installed)
 
     @classmethod
     def from_settings(cls) -> "SandboxConfig":

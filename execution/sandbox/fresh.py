@@ -81,6 +81,7 @@ class FreshSandbox:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         self.code_cache.prepare()
         self.slots.prepare()
+        self.config = self.config.with_runtime_installed()
 
     def run(self, request: SandboxRequest) -> SandboxResult:
         try:

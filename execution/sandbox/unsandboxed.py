@@ -52,6 +52,7 @@ class SubprocessSandbox:
             if not self._ready:
                 self.config.state_dir.mkdir(parents=True, exist_ok=True)
                 self.code_cache.prepare()
+                self.config = self.config.with_runtime_installed()
                 self._ready = True
 
     def run(self, request: SandboxRequest) -> SandboxResult:

@@ -62,6 +62,7 @@ class WarmSandbox:
     def prepare(self) -> None:
         """The fresh sandbox's start-up (cgroup parents, sweep, directories), then the layout."""
         self.fresh.prepare()
+        self.config = self.fresh.config  # with the runtime installed in the state dir
         if self._layout is None:
             self._layout = Layout.detect(self.config.cgroup_root)
 
