@@ -6,6 +6,10 @@ transport (ack emulation, kombu 5.7.0) restores them when the connection drops: 
 builds a new client from a connection that is already closed, raises
 `AttributeError: 'NoneType' object has no attribute 'hostname'`, and Celery ends the
 worker with "Unrecoverable error". Every instance then waits for another worker.
+
+The fix turns ack emulation off, so kombu keeps nothing to restore. Whether a restart
+hits that moment is a race, so the end-to-end test below may pass without the fix; the
+first test checks the fix itself, and fails without it.
 """
 
 import time
@@ -25,6 +29,34 @@ def run(event, step):
         step.sleep(f"nap{i}", 0.2)
     return step.do("last", lambda: event.payload["n"])
 """
+
+
+def test_a_message_taken_but_not_acked_leaves_nothing_in_redis_to_restore(settings):
+    import redis
+    from kombu import Connection, Exchange, Queue
+
+    queue = Queue("stepwell-ack-check", Exchange("stepwell-ack-check"), "stepwell-ack-check")
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+    with Connection(settings.CELERY_BROKER_URL, transport_options=options) as connection:
+        channel = connection.channel()
+        connection.Producer(channel).publish(
+            {"n": 1}, exchange=queue.exchange, routing_key=queue.routing_key, declare=[queue]
+        )
+        taken = []
+        consumer = connection.Consumer(
+            queue, channel=channel, callbacks=[lambda b, m: taken.append(b)]
+        )
+        with consumer:
+            connection.drain_events(timeout=5)
+        try:
+            assert taken == [{"n": 1}]
+            # With ack emulation kombu would hold the message here until the ack.
+            assert not client.exists("unacked", "unacked_index")
+        finally:
+            bindings = [f"_kombu.{kind}.{queue.name}" for kind in ("binding", "binding_permanent")]
+            client.delete(queue.name, *bindings)
+            channel.close()
 
 
 def test_workers_holding_reserved_messages_survive_redis_restarts(stack, acme):
