@@ -7,7 +7,7 @@ from execution.models import CodeVersion, Instance
 from execution.workflows import start_instance
 from tenants.models import ApiToken, AuditLog, Membership
 from tests.console.conftest import ORDER_FLOW
-from tests.factories import upload
+from tests.factories import set_quota, upload
 
 BROKEN = "def run(event, step):\n    x = (\n    return 1\n"
 
@@ -164,6 +164,32 @@ def test_pause_resume_terminate_and_restart_call_the_engine(alice, instance):
     instance.refresh_from_db()
     assert instance.status == "queued"
     assert alice.post(url + "explode/").status_code == 404
+
+
+def test_a_restart_from_the_page_is_held_to_the_running_quota_once(alice, acme, orders):
+    set_quota(acme, running_instances=2)
+    finished, _ = start_instance(orders, key="finished")
+    alice.post("/instances/finished/terminate/")
+    start_instance(orders, key="other")
+    assert alice.post("/instances/finished/restart/").status_code == 302  # 2 of 2 running
+    finished.refresh_from_db()
+    assert finished.status == "queued"
+    alice.post("/instances/other/terminate/")
+    start_instance(orders, key="third")  # the one place left: the restart took one, not two
+    alice.post("/instances/finished/terminate/")
+    alice.post("/instances/other/restart/")
+    refused = alice.post("/instances/finished/restart/", headers={"x-requested-with": "fetch"})
+    assert refused.status_code == 429 and b"running instances quota" in refused.content
+
+
+def test_starts_from_the_page_are_held_to_the_starts_per_minute_quota(alice, acme, orders):
+    set_quota(acme, instance_starts_per_minute=2)
+    url = f"/workflows/{orders.name}/start/"
+    for _ in range(2):
+        assert alice.post(url, {"payload": "{}"}).status_code == 302
+    refused = alice.post(url, {"payload": "{}"})
+    assert refused.status_code == 200 and b"instance starts per minute quota" in refused.content
+    assert Instance.objects.filter(workflow=orders).count() == 2
 
 
 def test_a_token_is_shown_once_and_audited(alice, acme):
