@@ -118,19 +118,34 @@ def test_input_that_is_not_json_is_an_error_before_any_jail(run):
     assert result.error["type"] == "BadInput"
 
 
-@sandbox_test
-def test_a_broken_setup_is_a_sandbox_failure(sandbox_config):
+def broken_setup_result(sandbox_config, python: str):
     from execution.sandbox import FreshSandbox
 
     config = SandboxConfig(
-        python="/nonexistent/python3",
+        python=python,
         uid_base=sandbox_config.uid_base,
         slots=2,
         state_dir=sandbox_config.state_dir,
     )
-    result = FreshSandbox(config).run(
+    return FreshSandbox(config).run(
         SandboxRequest(tenant="acme", code="def main(x): pass", input=None, limits=Limits())
     )
+
+
+@sandbox_test
+def test_a_missing_interpreter_is_a_sandbox_failure_that_names_it(sandbox_config):
+    result = broken_setup_result(sandbox_config, "/nonexistent/python3")
+    assert result.status == Status.SANDBOX_FAILURE
+    assert "/nonexistent/python3" in result.error["message"]
+
+
+@sandbox_test
+def test_a_jail_that_cannot_start_is_a_sandbox_failure(sandbox_config):
+    # On the host (the runtime compiles with it), not in the jail, which binds only /usr...
+    outside = sandbox_config.state_dir / "outside-the-jail-python3"
+    outside.unlink(missing_ok=True)
+    outside.symlink_to("/usr/bin/python3")
+    result = broken_setup_result(sandbox_config, str(outside))
     assert result.status == Status.SANDBOX_FAILURE
     assert result.error["message"].startswith("the sandbox failed to start")
 
