@@ -24,6 +24,10 @@ from django.utils import timezone
 
 log = logging.getLogger(__name__)
 
+TICK_SECONDS = 0.025
+MIN_TICK_SECONDS = 0.002
+IDLE_AFTER_SECONDS = 1.0
+
 
 class Watch:
     """One activation's timers. Use as a context manager around the sandbox run."""
@@ -77,16 +81,27 @@ class Watch:
 
 
 class Watcher:
+    """The thread that acts on due watches.
+
+    While it has watches, and for IDLE_AFTER_SECONDS after its last, it looks at them
+    every tick instead of being woken for each: a busy worker adds, announces and
+    removes a watch every few milliseconds, and each wake of another thread competes
+    with the engine's own for the GIL. Only an add to an idle watcher wakes it.
+    """
+
     def __init__(self) -> None:
         self.watches: set[Watch] = set()
         self.wake = threading.Condition()
+        self.idle = True
         self.thread = threading.Thread(target=self._run, daemon=True, name="activation-watcher")
         self.thread.start()
 
     def add(self, watch: Watch) -> None:
         with self.wake:
             self.watches.add(watch)
-            self.wake.notify()
+            if self.idle:
+                self.idle = False
+                self.wake.notify()
 
     def remove(self, watch: Watch) -> None:
         with self.wake:
@@ -96,25 +111,35 @@ class Watcher:
         with self.wake:
             watch.intent, watch.intent_at = intent, time.monotonic()
             watch.announced_at = timezone.now()  # the step started then, not when marked
-            self.wake.notify()
 
     def _run(self) -> None:
+        last_busy = time.monotonic()
         while True:
             with self.wake:
                 now = time.monotonic()
-                due = [w for w in self.watches if w.due_at() <= now]
-                if not due:
-                    next_at = min((w.due_at() for w in self.watches), default=now + 60)
-                    self.wake.wait(next_at - now)
+                if self.watches:
+                    last_busy = now
+                elif now - last_busy >= IDLE_AFTER_SECONDS:
+                    self.idle = True
+                    self.wake.wait_for(lambda: not self.idle)
+                    last_busy = time.monotonic()
                     continue
+                due = [w for w in self.watches if w.due_at() <= now]
             for watch in due:
                 try:
                     watch.act()
                 except Exception:
                     log.warning("looking after an activation failed", exc_info=True)
                     close_old_connections()
-            # Give the pooled connection back: this thread needs one only now and then.
-            connection.close()
+            if due:
+                # Give the pooled connection back: this thread needs one only now and then.
+                connection.close()
+            time.sleep(tick_seconds())
+
+
+def tick_seconds() -> float:
+    """Often enough that a running mark is at most half its delay late."""
+    return min(TICK_SECONDS, max(MIN_TICK_SECONDS, settings.STEPWELL_RUNNING_MARK_SECONDS / 2))
 
 
 _watcher: Watcher | None = None
