@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from execution import claims, dispatch, outcomes
 from execution.models import Instance, Step
-from execution.progress import next_seq, record_event, step_summary, store_events
+from execution.progress import record_event, reserve_and_store, step_summary
 from execution.sandbox import SandboxRequest, SandboxResult, get_sandbox
 from execution.watch import Watch
 from tenants.models import Quota, Tenant
@@ -324,9 +324,7 @@ def set_status(instance: Instance, status: str, **fields) -> None:
         update.update(finished_at=now, next_run_at=None, lease_owner="", lease_expires_at=None)
     for name, value in update.items():
         setattr(instance, name, value)
-    instance.last_seq = next_seq(instance.pk, **update)
-    event = ("instance.status", {"status": status})
-    store_events(instance.pk, instance.key, instance.tenant_id, instance.last_seq, [event])
+    reserve_and_store(instance, [("instance.status", {"status": status})], **update)
     if status in Instance.TERMINAL_STATUSES:
         wake_waiting_parents(instance)
 

@@ -37,10 +37,59 @@ def record_event(instance: Instance, type_: str, **data) -> ProgressEvent:
     The sequence number comes from an atomic increment on the instance row, so two
     writers can never hand out the same number and no number is skipped.
     """
-    seq = next_seq(instance.pk)
-    instance.last_seq = seq
-    (event,) = store_events(instance.pk, instance.key, instance.tenant_id, seq, [(type_, data)])
+    (event,) = reserve_and_store(instance, [(type_, data)])
     return event
+
+
+def reserve_and_store(instance: Instance, events: list[tuple], **fields) -> list[ProgressEvent]:
+    """Reserve sequence numbers for (type, data) events on the instance row, setting
+    `fields` of the instance by the same UPDATE, and store the events, in the caller's
+    transaction; they are sent once it commits. Sets instance.last_seq.
+
+    On PostgreSQL one prepared statement (the UPDATE and the INSERT as CTEs); a status
+    change or a settled wait paid two round trips for it, on every claim that ran one.
+    """
+    if connection.vendor != "postgresql":
+        instance.last_seq = last = next_seq(instance.pk, len(events), **fields)
+        return store_events(instance.pk, instance.key, instance.tenant_id, last, events)
+    at = timezone.now()
+    names = tuple(fields)
+    params = [len(events)]
+    params += [Instance._meta.get_field(n).get_db_prep_save(fields[n], connection) for n in names]
+    params += [instance.pk, len(events), at]
+    params += [[type_ for type_, _ in events], [json.dumps(data) for _, data in events]]
+    with rows.cursor() as cursor:
+        cursor.execute(reserve_and_store_statement(names), params)
+        found = cursor.fetchall()
+    if not found:
+        raise Instance.DoesNotExist(f"instance {instance.pk} is gone")
+    instance.last_seq = found[0][0]
+    stored = numbered(instance.pk, instance.last_seq, events, at)
+    for event, (_, _, pk) in zip(stored, found if events else [], strict=True):
+        rows.saved(event, pk)
+    messages = [event_message(event, instance.key) for event in stored]
+    if messages:
+        pk, tenant_id = instance.pk, instance.tenant_id
+        transaction.on_commit(lambda: send(pk, tenant_id, messages))
+    return stored
+
+
+@functools.cache
+def reserve_and_store_statement(names: tuple[str, ...]) -> str:
+    qn = connection.ops.quote_name
+    sets = ["last_seq = last_seq + %s"]
+    sets += [f"{qn(Instance._meta.get_field(n).column)} = %s" for n in names]
+    return (
+        f"WITH held AS (UPDATE {qn(Instance._meta.db_table)} SET {', '.join(sets)} "
+        "WHERE id = %s RETURNING id, last_seq), "
+        f"stored AS (INSERT INTO {qn(ProgressEvent._meta.db_table)} "
+        "(instance_id, seq, type, data, created_at) "
+        "SELECT held.id, held.last_seq - %s + e.n, e.type, e.data::jsonb, %s "
+        "FROM held, unnest(%s::text[], %s::text[]) WITH ORDINALITY AS e(type, data, n) "
+        "RETURNING seq, id) "
+        "SELECT held.last_seq, stored.seq, stored.id FROM held LEFT JOIN stored ON true "
+        "ORDER BY stored.seq"
+    )
 
 
 def store_events(
