@@ -6,7 +6,7 @@
 
 Starts the real stack on private services: its own PostgreSQL cluster (initdb into a
 temporary directory, on a free port; the machine's shared cluster is never touched),
-a private Redis, the ASGI server (daphne), W Celery workers and the clock. Through
+a private Redis, the Procfile's web server (uvicorn), W Celery workers and the clock. Through
 the HTTP API it uploads a parent and a child workflow, starts N parent instances
 (each with a client-chosen id, so a retried start is harmless) and sends each one
 its event, half before the instance waits for it and half after.
@@ -719,7 +719,7 @@ def run(args) -> int:
 
         tenant = Tenant.objects.get(slug="chaos")
 
-        say(f"starting redis, {args.workers} x {args.concurrency} workers, the clock, daphne")
+        say(f"starting redis, {args.workers} x {args.concurrency} workers, the clock, uvicorn")
         stack.start(workers=args.workers, concurrency=args.concurrency)
         eb.point_celery_at(stack.redis.url)
         web = stack.start_web()

@@ -32,9 +32,7 @@ import contextlib
 import itertools
 import json
 import os
-import re
 import secrets
-import shlex
 import socket
 import sys
 import textwrap
@@ -50,7 +48,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import engine as eb  # noqa: E402
-from tests.integration.stack import VENV_BIN, Process, free_port, wait_until  # noqa: E402
+from tests.integration.stack import (  # noqa: E402
+    VENV_BIN,
+    Process,
+    free_port,
+    procfile_web_argv,
+    wait_until,
+)
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/stepwell_bench_load"
 STARTS_GOAL = 300.0
@@ -242,16 +246,7 @@ def server_argv(server: str, port: int, workers: int | None = None) -> list[str]
     if server == "daphne":
         argv = [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port)]
         return [*argv, "console.asgi:application"]
-    web = next(
-        line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:")
-    )
-    values = {"PORT": str(port), "WEB_CONCURRENCY": str(workers) if workers else None}
-
-    def expand(match: re.Match) -> str:
-        return values.get(match[1]) or match[2]
-
-    argv = shlex.split(re.sub(r"\$\{(\w+):-([^}]*)\}", expand, web.removeprefix("web:")))
-    return [str(VENV_BIN / argv[0]), *argv[1:]]
+    return procfile_web_argv(port, workers)
 
 
 def server_threads() -> int:

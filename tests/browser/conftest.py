@@ -1,5 +1,5 @@
 """The real stack for browser tests: PostgreSQL, a private Redis, a Celery worker, the
-clock, and daphne serving the console, all pointed at the test database."""
+clock, and the Procfile's uvicorn serving the console, all pointed at the test database."""
 
 import pytest
 from django.db import connection
@@ -36,7 +36,7 @@ def stack(transactional_db, settings, monkeypatch):
                 "CONFIG": {"hosts": [stack.redis.url]},
             }
         }
-        # DEBUG serves the vendored static files from daphne itself.
+        # DEBUG has Django serve the vendored static files itself.
         web = stack.start_web(DEBUG="true")
         stack.web = web
         yield stack

@@ -1,4 +1,4 @@
-"""The console in Debian's Chromium, against daphne, a Celery worker, the clock,
+"""The console in Debian's Chromium, against the Procfile's uvicorn, a Celery worker, the clock,
 PostgreSQL and Redis: from a syntax error to a finished run, watched live."""
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -59,6 +61,21 @@ def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "c
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def procfile_web_argv(port: int, workers: int | None = None) -> list[str]:
+    """The Procfile's `web` command on `port`, with `workers` processes (else its default):
+    what production runs, so the tests and benchmarks run it too."""
+    web = next(
+        line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:")
+    )
+    values = {"PORT": str(port), "WEB_CONCURRENCY": str(workers) if workers else None}
+
+    def expand(match: re.Match) -> str:
+        return values.get(match[1]) or match[2]
+
+    argv = shlex.split(re.sub(r"\$\{(\w+):-([^}]*)\}", expand, web.removeprefix("web:")))
+    return [str(VENV_BIN / argv[0]), *argv[1:]]
 
 
 class Process:
@@ -218,13 +235,14 @@ class Stack:
         self.workers.append(worker)
         return worker
 
-    def start_web(self, **env) -> Process:
-        """A daphne serving the console; the caller stops it (stop() leaves it alone)."""
+    def start_web(self, workers: int = 1, **env) -> Process:
+        """The Procfile's web server (uvicorn) with `workers` processes; the caller
+        stops it (stop() leaves it alone)."""
         port = free_port()
-        argv = [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port)]
-        argv.append("console.asgi:application")
-        web = Process("web", argv, {**self.env(), **env}, self.dir).start()
+        web = Process("web", procfile_web_argv(port, workers), {**self.env(), **env}, self.dir)
+        web.start()
         web.url = f"http://127.0.0.1:{port}"
+        web.port = port
 
         def answers() -> bool:
             assert web.proc.poll() is None, web.log()
@@ -232,7 +250,7 @@ class Stack:
                 return True
             return False
 
-        wait_until(answers, 30, what="daphne to listen")
+        wait_until(answers, 30, what="the web server to listen")
         return web
 
     def logs(self, tail: int = 4000) -> str:
