@@ -15,6 +15,31 @@ def run(event, step):
 """
 
 
+FIVE_STEPS = """
+def run(event, step):
+    return [step.do(f"s{i}", lambda i=i: i) for i in range(5)]
+"""
+TWO_STEPS_AND_A_NAP = """
+def run(event, step):
+    step.do("a", lambda: {"n": event.payload["n"]})
+    step.do("b", lambda: [1, 2])
+    return step.sleep("nap", "1 hour")
+"""
+
+
+@pytest.fixture
+def in_process(monkeypatch):
+    """Activations run the real runtime in this process instead of a jail."""
+    from tests.execution.inprocess import run_in_process
+
+    monkeypatch.setattr(engine, "run_sandbox", run_in_process)
+
+
+def tenant_with_workflow(code: str, **quota):
+    acme = make_tenant("acme", "alice", **quota)
+    return acme, upload(acme, "wf", code).workflow
+
+
 @pytest.fixture
 def sent(monkeypatch, transactional_db):
     sent: list[int] = []
@@ -44,10 +69,7 @@ def test_another_tenant_is_sent_at_once_during_a_flood(sent):
     assert sent.count(bob_instance.pk) == 1
 
 
-def test_a_finished_activation_frees_its_place_for_the_next(sent, monkeypatch):
-    from tests.execution.inprocess import run_in_process
-
-    monkeypatch.setattr(engine, "run_sandbox", run_in_process)
+def test_a_finished_activation_frees_its_place_for_the_next(sent, in_process):
     acme = make_tenant("acme", "alice", concurrent_activations=1)
     first, second = flood(acme, 2)
     assert sent == [first.pk]
@@ -86,19 +108,8 @@ def test_a_suspended_tenants_instances_are_not_claimed(sent):
     assert Instance.objects.get(pk=instance.pk).lease_owner == ""
 
 
-def test_running_on_inline_sends_no_duplicate_messages(sent, monkeypatch):
-    from tests.execution.inprocess import run_in_process
-
-    monkeypatch.setattr(engine, "run_sandbox", run_in_process)
-    acme = make_tenant("acme", "alice", concurrent_activations=4)
-    wf = upload(
-        acme,
-        "five",
-        """
-def run(event, step):
-    return [step.do(f"s{i}", lambda i=i: i) for i in range(5)]
-""",
-    ).workflow
+def test_running_on_inline_sends_no_duplicate_messages(sent, in_process):
+    _, wf = tenant_with_workflow(FIVE_STEPS, concurrent_activations=4)
     instance, _ = workflows.start_instance(wf)
     assert sent == [instance.pk]
     engine.advance(sent.pop(0))
@@ -121,25 +132,13 @@ def test_both_ways_of_filling_pick_the_same_instances(sent):
     assert set(Instance.objects.filter(dispatched_at=now).values_list("pk", flat=True)) == set(orm)
 
 
-def test_both_ways_of_claiming_take_and_read_the_same(sent, monkeypatch):
+def test_both_ways_of_claiming_take_and_read_the_same(sent, in_process):
     # claims.claim serves PostgreSQL; take_lease and load_claimed through the ORM the rest.
     from django.db import transaction
 
     from execution import claims
-    from tests.execution.inprocess import run_in_process
 
-    monkeypatch.setattr(engine, "run_sandbox", run_in_process)
-    acme = make_tenant("acme", "alice", concurrent_activations=3)
-    wf = upload(
-        acme,
-        "two",
-        """
-def run(event, step):
-    step.do("a", lambda: {"n": event.payload["n"]})
-    step.do("b", lambda: [1, 2])
-    return step.sleep("nap", "1 hour")
-""",
-    ).workflow
+    _, wf = tenant_with_workflow(TWO_STEPS_AND_A_NAP, concurrent_activations=3)
     instance, _ = workflows.start_instance(wf, payload={"n": 7})
     engine.advance(sent.pop(0))
     Instance.objects.filter(pk=instance.pk).update(next_run_at=timezone.now())
