@@ -254,7 +254,11 @@ def pause_instance(request, path: Path[InstancePath]):
 
 @router.post("/instances/{id}/resume", response=CONTROL_RESPONSES)
 def resume_instance(request, path: Path[InstancePath]):
-    """Resume a paused instance where it stopped: 409 when it is not paused."""
+    """Resume a paused instance where it stopped.
+
+    409 when it is not paused, or while a staff decision holds it (its version awaiting
+    review, rejected or quarantined, or the tenant suspended), with `detail` saying which.
+    """
     return control(request, path.id, workflows.resume)
 
 
@@ -268,6 +272,7 @@ def terminate_instance(request, path: Path[InstancePath]):
 def restart_instance(request, path: Path[InstancePath]):
     """Run again from the start, on the same version with the same payload.
 
-    429 when a finished instance would go over the running instances quota.
+    409 when that version is not approved, with `detail` saying why; 429 when a
+    finished instance would go over the running instances quota.
     """
     return control(request, path.id, workflows.restart)

@@ -86,6 +86,19 @@ class CodeVersion(models.Model):
     def hash_code(code: str) -> str:
         return hashlib.sha256(code.encode()).hexdigest()
 
+    @property
+    def may_run(self) -> bool:
+        return self.status == self.Status.APPROVED
+
+    def pause_reason(self) -> str:
+        """What its instances are paused for while staff keep it from running ("" if not)."""
+        return Instance.HELD_BY_VERSION.get(self.status, "")
+
+    def refusal(self) -> str:
+        """Why it may not run, with the reason staff gave, as the tenant is told."""
+        reason = f": {self.status_reason}" if self.status_reason else ""
+        return f"version {self.sha256[:12]} is {self.status}{reason}"
+
     def save(self, *args, **kwargs):
         if self.pk is None:
             self.sha256 = self.hash_code(self.code)
@@ -108,6 +121,22 @@ class Instance(models.Model):
     ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING, Status.SLEEPING, Status.WAITING)
     TERMINAL_STATUSES = (Status.COMPLETE, Status.ERRORED, Status.TERMINATED)
 
+    class PauseReason(models.TextChoices):
+        """Who paused it: the tenant, or a staff decision that keeps it from running."""
+
+        USER = "user"
+        SUSPENSION = "suspension"
+        REVIEW = "review"  # its version awaits review
+        REJECTION = "rejection"
+        QUARANTINE = "quarantine"
+
+    # A version staff keep from running holds its instances, paused for this reason.
+    HELD_BY_VERSION = {
+        CodeVersion.Status.PENDING_REVIEW: PauseReason.REVIEW,
+        CodeVersion.Status.REJECTED: PauseReason.REJECTION,
+        CodeVersion.Status.QUARANTINED: PauseReason.QUARANTINE,
+    }
+
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="instances")
     # The public id: chosen by the client for an idempotent start, else a UUID. Unique
     # per tenant only, so one tenant's ids say nothing about another's.
@@ -116,9 +145,11 @@ class Instance(models.Model):
     version = models.ForeignKey(CodeVersion, on_delete=models.PROTECT, related_name="instances")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     status_before_pause = models.CharField(max_length=20, blank=True, default="")
-    # Who paused it: "user", or the platform ("quarantine", "suspension"), so that lifting
-    # a quarantine or a suspension resumes only what it paused.
-    paused_reason = models.CharField(max_length=20, blank=True, default="")
+    # Who paused it (PauseReason), so that lifting a staff decision resumes only what
+    # that decision paused, and a tenant resumes only its own pauses.
+    paused_reason = models.CharField(
+        max_length=20, blank=True, default="", choices=PauseReason.choices
+    )
     payload = models.JSONField(default=dict, blank=True)
     output = models.JSONField(null=True, blank=True)
     error = models.JSONField(null=True, blank=True)

@@ -1,7 +1,9 @@
 """Staff decisions on tenant code and tenants, each one written to the audit log.
 
-Quarantine and suspension pause what they stop and mark why (`paused_reason`), so
-lifting them resumes exactly those instances and leaves the ones a tenant paused.
+Rejection, quarantine and suspension pause what they stop and mark why
+(`paused_reason`), so lifting them resumes exactly those instances and leaves the ones
+a tenant paused; the tenant cannot resume them (workflows.resume). The claim holds back
+whatever slipped past (engine.claim_and_load): a version that is not approved never runs.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from django.utils import timezone
 from execution import workflows
 from execution.models import CodeVersion, Instance
 from tenants.models import ApiToken, AuditLog, Tenant
+
+# The pauses a verdict on a version makes, which approving it lifts.
+VERDICTS = tuple(Instance.HELD_BY_VERSION.values())
 
 
 class ModerationError(ValueError):
@@ -50,10 +55,16 @@ def review(version: CodeVersion, status: str, *, actor, reason: str) -> CodeVers
     version.reviewed_by = actor
     version.reviewed_at = timezone.now()
     version.save(update_fields=["status", "status_reason", "reviewed_by", "reviewed_at"])
-    if status == CodeVersion.Status.QUARANTINED:
-        pause_all(Instance.objects.filter(version=version), "quarantine")
-    elif before == CodeVersion.Status.QUARANTINED:
-        resume_all(Instance.objects.filter(version=version), "quarantine")
+    instances = Instance.objects.filter(version=version)
+    held_by = version.pause_reason()
+    if held_by:
+        changed = {"paused": pause_all(instances, held_by)}
+        # Paused for an earlier verdict on this version: now for this one, which lifts them.
+        instances.filter(status=Instance.Status.PAUSED, paused_reason__in=VERDICTS).update(
+            paused_reason=held_by
+        )
+    else:
+        changed = {"resumed": resume_all(instances, *VERDICTS)}
     audit(
         f"version.{status}",
         actor=actor,
@@ -63,6 +74,7 @@ def review(version: CodeVersion, status: str, *, actor, reason: str) -> CodeVers
         sha256=version.sha256,
         workflow=version.workflow.name,
         before=before,
+        **changed,
     )
     return version
 
@@ -73,7 +85,7 @@ def suspend_tenant(tenant: Tenant, *, actor, reason: str) -> Tenant:
     reason = require_reason(reason)
     Tenant.objects.filter(pk=tenant.pk).update(suspended_at=timezone.now())
     tenant.refresh_from_db()
-    paused = pause_all(Instance.objects.for_tenant(tenant), "suspension")
+    paused = pause_all(Instance.objects.for_tenant(tenant), Instance.PauseReason.SUSPENSION)
     audit(
         "tenant.suspended", actor=actor, tenant=tenant, target=tenant, reason=reason, paused=paused
     )
@@ -84,7 +96,7 @@ def suspend_tenant(tenant: Tenant, *, actor, reason: str) -> Tenant:
 def unsuspend_tenant(tenant: Tenant, *, actor, reason: str = "") -> Tenant:
     Tenant.objects.filter(pk=tenant.pk).update(suspended_at=None)
     tenant.refresh_from_db()
-    resumed = resume_all(Instance.objects.for_tenant(tenant), "suspension")
+    resumed = resume_all(Instance.objects.for_tenant(tenant), Instance.PauseReason.SUSPENSION)
     audit(
         "tenant.unsuspended",
         actor=actor,
@@ -122,11 +134,12 @@ def pause_all(instances, reason: str) -> int:
     return count
 
 
-def resume_all(instances, reason: str) -> int:
+def resume_all(instances, *reasons: str) -> int:
+    """Lift the pauses `reasons` of these instances; one still held by another decision
+    stays paused, for that one (workflows.lift)."""
     count = 0
-    for instance in instances.filter(status=Instance.Status.PAUSED, paused_reason=reason):
-        workflows.resume(instance)
-        count += 1
+    for instance in instances.filter(status=Instance.Status.PAUSED, paused_reason__in=reasons):
+        count += workflows.lift(instance, reasons)
     return count
 
 

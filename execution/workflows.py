@@ -7,6 +7,7 @@ import functools
 import threading
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -264,7 +265,7 @@ def pick_version(
     workflow: Workflow, version_sha: str | None, *, fresh: bool = False
 ) -> CodeVersion:
     if workflow.tenant.suspended_at is not None:
-        raise StartError(f"tenant {workflow.tenant.slug!r} is suspended")
+        raise StartError(suspension(workflow.tenant))
     if version_sha:
         version = workflow.versions.filter(sha256=version_sha).first()
         if version is None:
@@ -276,10 +277,34 @@ def pick_version(
         version = workflow.current_version
         if version is None:
             raise StartError(f"workflow {workflow.name!r} has no code yet")
-    if version.status != CodeVersion.Status.APPROVED:
-        reason = f": {version.status_reason}" if version.status_reason else ""
-        raise StartError(f"version {version.sha256[:12]} is {version.status}{reason}")
+    if not version.may_run:
+        raise StartError(version.refusal())
     return version
+
+
+def suspension(tenant: Tenant) -> str:
+    return f"tenant {tenant.slug!r} is suspended"
+
+
+class Hold(NamedTuple):
+    """A staff decision that keeps an instance from running."""
+
+    reason: str  # an Instance.PauseReason
+    message: str  # what the tenant is told
+
+
+def hold_of(instance: Instance) -> Hold | None:
+    """What keeps the instance from running now, if anything: its tenant suspended, or its
+    version not approved (awaiting review, rejected, quarantined). Read afresh."""
+    tenant = Tenant.objects.only("slug", "suspended_at").get(pk=instance.tenant_id)
+    if tenant.suspended_at is not None:
+        return Hold(Instance.PauseReason.SUSPENSION, suspension(tenant))
+    version = CodeVersion.objects.only("sha256", "status", "status_reason").get(
+        pk=instance.version_id
+    )
+    if not version.may_run:
+        return Hold(version.pause_reason(), version.refusal())
+    return None
 
 
 @transaction.atomic
@@ -308,40 +333,88 @@ def _locked(instance: Instance) -> Instance:
 
 
 @transaction.atomic
-def pause(instance: Instance, reason: str = "user") -> Instance:
-    from execution.engine import set_status
-
+def pause(instance: Instance, reason: str = Instance.PauseReason.USER) -> Instance:
     instance = _locked(instance)
     if instance.status not in Instance.ACTIVE_STATUSES:
         raise StateConflict(f"a {instance.status} instance cannot be paused")
-    before = instance.status
-    # Dropping the lease makes any step in flight record nothing; it runs again on resume.
+    paused(instance, reason)
+    return instance
+
+
+def paused(instance: Instance, reason: str) -> None:
+    """Pause the locked, active instance for `reason`. Dropping the lease makes any step
+    in flight record nothing; it runs again on resume."""
+    from execution.engine import set_status
+
     set_status(
         instance,
         Instance.Status.PAUSED,
-        status_before_pause=before,
+        status_before_pause=instance.status,
         paused_reason=reason,
         lease_owner="",
         lease_expires_at=None,
         generation=instance.generation + 1,
     )
-    return instance
+
+
+@transaction.atomic
+def hold(instance_pk: int) -> Hold | None:
+    """Pause the active instance for what keeps it from running, if anything does; what a
+    claim does when it finds a staff decision in the way. It then waits, holding no
+    worker and not due, until staff lift the decision (moderation.resume_all)."""
+    instance = Instance.objects.select_for_update().filter(pk=instance_pk).first()
+    if instance is None or instance.status not in Instance.ACTIVE_STATUSES:
+        return None
+    found = hold_of(instance)
+    if found is not None:
+        paused(instance, found.reason)
+    return found
 
 
 @transaction.atomic
 def resume(instance: Instance) -> Instance:
-    from execution.engine import set_status
-
+    """The tenant's resume, where it stopped: refused (409) while a staff decision holds
+    the instance; only staff lift theirs (lift)."""
     instance = _locked(instance)
     if instance.status != Instance.Status.PAUSED:
         raise StateConflict(f"a {instance.status} instance cannot be resumed")
+    found = hold_of(instance)
+    if found is not None:
+        if instance.paused_reason in ("", Instance.PauseReason.USER):
+            raise StateConflict(f"the instance cannot run: {found.message}")
+        raise StateConflict(
+            f"the instance is paused for {instance.paused_reason}, which only staff can "
+            f"lift: {found.message}"
+        )
+    unpause(instance)
+    return instance
+
+
+@transaction.atomic
+def lift(instance: Instance, reasons: tuple[str, ...]) -> bool:
+    """Staff lift a pause of theirs (one of `reasons`): the instance resumes, or, while
+    another decision still holds it, stays paused for that one. True if it resumed."""
+    instance = _locked(instance)
+    if instance.status != Instance.Status.PAUSED or instance.paused_reason not in reasons:
+        return False
+    found = hold_of(instance)
+    if found is not None:
+        if found.reason != instance.paused_reason:
+            Instance.objects.filter(pk=instance.pk).update(paused_reason=found.reason)
+        return False
+    unpause(instance)
+    return True
+
+
+def unpause(instance: Instance) -> None:
+    from execution.engine import set_status
+
     status = instance.status_before_pause or Instance.Status.QUEUED
     if status == Instance.Status.RUNNING:
         status = Instance.Status.QUEUED
     set_status(instance, status, status_before_pause="", paused_reason="")
     record_event(instance, "instance.resumed")
     dispatch.run_now(instance)
-    return instance
 
 
 @transaction.atomic
@@ -362,7 +435,8 @@ def terminate(instance: Instance) -> Instance:
 
 @transaction.atomic
 def restart(instance: Instance) -> Instance:
-    """Run again from the start, on the same version, with the same payload.
+    """Run again from the start, on the same version, with the same payload; refused
+    (409) while a staff decision keeps the instance from running.
 
     A finished instance that runs again needs room under the running instances quota
     (raises QuotaExceeded); it is checked with the instance locked, so it was finished.
@@ -371,6 +445,9 @@ def restart(instance: Instance) -> Instance:
     from execution.engine import set_status
 
     instance = _locked(instance)
+    found = hold_of(instance)
+    if found is not None:
+        raise StateConflict(f"the instance cannot run again: {found.message}")
     if instance.is_terminal:
         quotas.check_running(instance.tenant)
     instance.steps.all().delete()
@@ -381,6 +458,7 @@ def restart(instance: Instance) -> Instance:
         error=None,
         finished_at=None,
         status_before_pause="",
+        paused_reason="",
         lease_owner="",
         lease_expires_at=None,
         generation=instance.generation + 1,
