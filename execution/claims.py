@@ -16,6 +16,7 @@ from datetime import datetime
 from django.db import connection
 
 from console import rows
+from execution import workflows
 from execution.models import CodeVersion, Instance, Step
 from tenants.models import Quota, Tenant
 
@@ -60,14 +61,20 @@ def lock_statement() -> str:
 
 @functools.cache
 def claim_statement() -> str:
-    """Count the tenant's other held leases and take this one if a place is free, in one
-    snapshot taken after the tenant's lock; over the cap, the instance is made due
-    again instead. Returns the claimed instance and its code version, or no row."""
+    """Count the tenant's other held leases and take this one if a place is free and its
+    version is approved, in one snapshot taken after the tenant's lock; over the cap, the
+    instance is made due again instead. Returns the status of the instance's version and
+    the claimed instance with its code version, those NULL if it was not claimed; no row
+    if the instance is gone."""
     qn = connection.ops.quote_name
     instance, version = (qn(m._meta.db_table) for m in (Instance, CodeVersion))
     held = (
         f"SELECT count(*) AS n FROM {instance} WHERE tenant_id = %(tenant)s "
         "AND lease_expires_at >= %(now)s AND lease_owner <> '' AND id <> %(pk)s"
+    )
+    verdict = (
+        f"SELECT status FROM {version} "
+        f"WHERE id = (SELECT version_id FROM {instance} WHERE id = %(pk)s)"
     )
     # The two UPDATEs exclude each other (below or at the cap), so no row is written twice.
     claimed = (
@@ -76,6 +83,7 @@ def claim_statement() -> str:
         "WHERE id = %(pk)s AND status = ANY(%(active)s) "
         "AND (lease_expires_at IS NULL OR lease_expires_at < %(now)s) "
         "AND (SELECT n FROM held) < %(cap)s "
+        "AND (SELECT status FROM verdict) = %(approved)s "
         f"RETURNING {', '.join(rows.columns(Instance, instance, instance_fields()))}"
     )
     refused = (
@@ -83,12 +91,15 @@ def claim_statement() -> str:
         "WHERE id = %(pk)s AND (SELECT n FROM held) >= %(cap)s"
     )
     select = [
+        "verdict.status",
         *(f"claimed.{qn(Instance._meta.get_field(n).column)}" for n in instance_fields()),
         *rows.columns(CodeVersion, "v", VERSION_FIELDS),
     ]
     return (
-        f"WITH held AS ({held}), claimed AS ({claimed}), refused AS ({refused}) "
-        f"SELECT {', '.join(select)} FROM claimed JOIN {version} v ON v.id = claimed.version_id"
+        f"WITH held AS ({held}), verdict AS ({verdict}), claimed AS ({claimed}), "
+        f"refused AS ({refused}) "
+        f"SELECT {', '.join(select)} FROM verdict LEFT JOIN claimed ON true "
+        f"LEFT JOIN {version} v ON v.id = claimed.version_id"
     )
 
 
@@ -107,8 +118,10 @@ def claim(
     """engine.take_lease and engine.load_claimed, in the caller's transaction.
 
     Returns the claimed instance, with its tenant (and quota) and version, and its
-    steps; None if it is gone, taken, ended, its tenant suspended or at its cap of
-    concurrent activations.
+    steps; None if it is gone, taken, ended, at its tenant's cap of concurrent
+    activations, or held by staff: its tenant suspended or its version not approved.
+    Then an active instance is paused for that (workflows.hold), so that it waits for
+    staff without being sent again.
     """
     with rows.cursor() as cursor:
         cursor.execute(lock_statement(), {"pk": instance_pk})
@@ -119,6 +132,7 @@ def claim(
         tenant = rows.loaded(Tenant, TENANT_FIELDS, values)
         quota = rows.loaded(Quota, quota_fields(), values)
         if tenant.suspended_at is not None:
+            workflows.hold(instance_pk)
             return None
         if quota.pk is not None:  # else Tenant.quota makes the row with the plan defaults
             tenant.quota_row = quota
@@ -132,12 +146,18 @@ def claim(
                 "until": until,
                 "active": [str(status) for status in Instance.ACTIVE_STATUSES],
                 "cap": tenant.quota.concurrent_activations,
+                "approved": CodeVersion.Status.APPROVED.value,
             },
         )
         row = cursor.fetchone()
         if row is None:
             return None
-        values = iter(row)
+        verdict, claimed_pk = row[0], row[1]  # id is the first instance field
+        if claimed_pk is None:
+            if verdict != CodeVersion.Status.APPROVED:
+                workflows.hold(instance_pk)
+            return None
+        values = iter(row[1:])
         instance = rows.loaded(Instance, instance_fields(), values)
         instance.version = rows.loaded(CodeVersion, VERSION_FIELDS, values)
         instance.tenant = tenant

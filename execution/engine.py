@@ -22,8 +22,8 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from execution import claims, dispatch, outcomes
-from execution.models import Instance, Step
+from execution import claims, dispatch, outcomes, workflows
+from execution.models import CodeVersion, Instance, Step
 from execution.progress import record_event, reserve_and_store, step_summary
 from execution.sandbox import SandboxRequest, SandboxResult, get_sandbox
 from execution.watch import Watch
@@ -146,7 +146,8 @@ def claim(instance_pk: int, token: str) -> bool:
 
 
 def take_lease(instance_pk: int, token: str) -> bool:
-    """claim() inside the caller's transaction.
+    """claim() inside the caller's transaction. An instance whose version is not approved
+    is never claimed: it is paused for that instead (workflows.hold), as claims.claim does.
 
     The tenant's row is locked while its activations are counted, so two workers
     can never both take the last free place under the tenant's concurrency cap. The
@@ -160,7 +161,10 @@ def take_lease(instance_pk: int, token: str) -> bool:
         .filter(instances__pk=instance_pk)
         .first()
     )
-    if tenant is None or tenant.suspended_at is not None:
+    if tenant is None:
+        return False
+    if tenant.suspended_at is not None:
+        workflows.hold(instance_pk)
         return False
     held = (
         Instance.objects.filter(tenant_id=tenant.pk, lease_expires_at__gte=now)
@@ -171,11 +175,12 @@ def take_lease(instance_pk: int, token: str) -> bool:
     if held >= tenant.quota.concurrent_activations:
         # Over the cap (a message sent before others took the places): due again.
         Instance.objects.filter(pk=instance_pk).update(dispatched_at=None)
+        workflows.hold(instance_pk)  # if its version is not approved
         return False
     free = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
     claimed = (
         Instance.objects.filter(pk=instance_pk, status__in=Instance.ACTIVE_STATUSES)
-        .filter(free)
+        .filter(free, version__status=CodeVersion.Status.APPROVED)
         .update(
             lease_owner=token,
             lease_expires_at=now + lease_duration(),
@@ -183,6 +188,8 @@ def take_lease(instance_pk: int, token: str) -> bool:
             activations=F("activations") + 1,
         )
     )
+    if not claimed:
+        workflows.hold(instance_pk)  # if its version is not approved
     return claimed == 1
 
 

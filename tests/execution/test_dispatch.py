@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from execution import dispatch, engine, workflows
-from execution.models import Instance
+from execution.models import CodeVersion, Instance
 from tests.factories import make_tenant, upload
 
 CODE = """
@@ -105,7 +105,10 @@ def test_a_suspended_tenants_instances_are_not_claimed(sent):
     acme.suspended_at = timezone.now()
     acme.save()
     assert not engine.claim(instance.pk, "w")
-    assert Instance.objects.get(pk=instance.pk).lease_owner == ""
+    instance.refresh_from_db()
+    assert instance.lease_owner == ""
+    # Paused for the suspension, so that it is not sent again until staff lift it.
+    assert (instance.status, instance.paused_reason) == ("paused", "suspension")
 
 
 def test_running_on_inline_sends_no_duplicate_messages(sent, in_process):
@@ -132,7 +135,7 @@ def test_both_ways_of_filling_pick_the_same_instances(sent):
     assert set(Instance.objects.filter(dispatched_at=now).values_list("pk", flat=True)) == set(orm)
 
 
-def test_both_ways_of_claiming_take_and_read_the_same(sent, in_process):
+def test_both_ways_of_claiming_take_and_read_the_same_and_refuse_the_same(sent, in_process):
     # claims.claim serves PostgreSQL; take_lease and load_claimed through the ORM the rest.
     from django.db import transaction
 
@@ -163,3 +166,26 @@ def test_both_ways_of_claiming_take_and_read_the_same(sent, in_process):
     assert [s.as_history()["output"] for s in sql_steps] == [{"n": 7}, [1, 2], None]
     assert sql_steps[-1].wake_at == orm_steps[-1].wake_at and sql_steps[-1].status == "sleeping"
     assert sql_row.created_at == orm_row.created_at and sql_row.status == orm_row.status
+
+    # A version quarantined meanwhile: neither way claims it; both pause it alike.
+    CodeVersion.objects.filter(pk=wf.current_version_id).update(status="quarantined")
+    fields = ("status", "paused_reason", "status_before_pause", "lease_owner", "activations")
+
+    def refuse(claim):
+        with transaction.atomic():
+            claimed = claim()
+            row = Instance.objects.values(*fields).get(pk=instance.pk)
+            transaction.set_rollback(True)
+        return claimed, row
+
+    held_by_orm = refuse(lambda: engine.take_lease(instance.pk, "t"))
+    held_by_sql = refuse(lambda: claims.claim(instance.pk, "t", now, now + engine.lease_duration()))
+    assert not held_by_orm[0] and held_by_sql[0] is None
+    assert held_by_orm[1] == held_by_sql[1]
+    assert held_by_sql[1] == {
+        "status": "paused",
+        "paused_reason": "quarantine",
+        "status_before_pause": "sleeping",
+        "lease_owner": "",
+        "activations": 3,
+    }
