@@ -140,6 +140,23 @@ def test_quarantine_from_the_admin_pauses_a_sleeping_instance_and_lifting_it_res
     assert list(instance.steps.values_list("name", flat=True)) == ["one", "nap"]
 
 
+def test_rejecting_an_approved_version_from_the_admin_pauses_its_instances(
+    driver, staff_client, acme
+):
+    version = upload(acme, "sleeper", SLEEPER).version
+    sleeping = driver.run(workflows.start_instance(version.workflow)[0])
+    queued, _ = workflows.start_instance(version.workflow)
+
+    staff_client.post(page(version), {"decision": "rejected", "reason": "calls home"})
+    driver.drain()  # the message sent at the start finds it paused: nothing runs
+    for instance in (sleeping, queued):
+        instance.refresh_from_db()
+        assert (instance.status, instance.paused_reason) == ("paused", "rejection")
+    assert queued.steps.count() == 0
+    with pytest.raises(workflows.StateConflict, match="rejected: calls home"):
+        workflows.resume(queued)
+
+
 def test_the_page_offers_the_decisions_other_than_the_current_status(staff_client, pending):
     CodeVersion.objects.filter(pk=pending.pk).update(status="approved")
     html = staff_client.get(page(pending)).content.decode()
