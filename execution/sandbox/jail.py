@@ -130,6 +130,8 @@ def build(config: SandboxConfig, spec: JailSpec) -> NsJailConfig:
         rlimit_nofile=limits.open_files,
         rlimit_stack=STACK_MB,
         rlimit_core=0,
+        # Network on: the host starts nsjail inside the slot's own namespace (network.py),
+        # so the jail keeps that one instead of an empty one of its own.
         clone_newnet=not limits.network,
         clone_newuser=True,
         clone_newns=True,
