@@ -83,6 +83,7 @@ class FreshSandbox:
 
     def state_dir_ready(self) -> None:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.config.write_resolv_conf()
         self.code_cache.prepare()
         self.slots.prepare()
         self.config = self.config.with_runtime_installed()

@@ -95,8 +95,8 @@ def mounts(config: SandboxConfig, spec: JailSpec) -> list[MountPt]:
     if config.python_prefix:
         points.append(_ro(config.python_prefix))
     if spec.limits.network:
-        points += [_ro(p, mandatory=False) for p in ("/etc/resolv.conf", "/etc/hosts")]
-        points.append(_ro("/etc/ssl/certs", mandatory=False))
+        points.append(_ro(config.resolv_conf, "/etc/resolv.conf", mandatory=False))
+        points += [_ro(p, mandatory=False) for p in ("/etc/hosts", "/etc/ssl/certs")]
     points += [
         _ro(config.runtime_dir, "/runtime"),
         _ro(spec.code_dir, "/code"),

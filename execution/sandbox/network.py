@@ -13,7 +13,7 @@ The host filters in an nftables table of its own, `inet stepwell`, matching the 
 by name (`swj*`): anything from a jail to an address of the host itself is rejected in the
 input hook (so every host address is covered, whichever it has now or gets later); what
 it forwards is rejected when it goes to a BLOCKED range, or is IPv6, and masqueraded
-otherwise; nothing from outside is forwarded into a jail unless it answers the jail. The
+otherwise (ranges.py); nothing from outside is forwarded into a jail unless it answers the jail. The
 slot's namespace has the same range filter on its own output hook, which the jail cannot
 touch (it holds no capability over a namespace of the host's user namespace), so a host
 firewall reload that drops the host's table does not open the private ranges.
@@ -39,25 +39,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from execution.sandbox.config import SandboxSetupError
+from execution.sandbox.ranges import BLOCKED_V4, BLOCKED_V6
 
 logger = logging.getLogger(__name__)
 
-# SANDBOX.md case 25, listed rather than taken from ipaddress's is_private, which also
-# covers 198.18.0.0/15, the benchmarking range the tests' hosts live in. Multicast and the
-# reserved range (with the broadcast address) are never a destination on the internet.
-BLOCKED_V4 = (
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-)
-# Jails get no IPv6 route at all; these are named so the rule reads as the policy does.
-BLOCKED_V6 = ("::1/128", "fc00::/7", "fe80::/10")
 TABLE = "stepwell"
 HOST_PREFIX = "swj"  # host ends are swj<uid>: 15 characters at most for any uid
 NETNS_DIR = Path("/run/netns")

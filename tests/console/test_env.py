@@ -2,7 +2,15 @@ from pathlib import Path
 
 import pytest
 
-from console.env import ConfigError, database_from_url, env_bool, env_float, env_int, env_list
+from console.env import (
+    ConfigError,
+    database_from_url,
+    env_bool,
+    env_float,
+    env_int,
+    env_ip_list,
+    env_list,
+)
 
 
 def test_booleans_accept_the_usual_spellings_and_refuse_the_rest(monkeypatch):
@@ -30,6 +38,16 @@ def test_numbers_are_checked_for_type_and_minimum(monkeypatch):
 def test_lists_are_comma_separated(monkeypatch):
     monkeypatch.setenv("HOSTS", "a.example, b.example,,")
     assert env_list("HOSTS", []) == ["a.example", "b.example"]
+
+
+def test_ip_lists_refuse_anything_but_addresses(monkeypatch):
+    monkeypatch.setenv("NS", "9.9.9.9, 2620:fe::fe")
+    assert env_ip_list("NS") == ["9.9.9.9", "2620:fe::fe"]
+    monkeypatch.setenv("NS", "9.9.9.9,dns.example")
+    with pytest.raises(ConfigError, match=r"NS: 'dns\.example' is not an IP address"):
+        env_ip_list("NS")
+    monkeypatch.delenv("NS")
+    assert env_ip_list("NS") == []
 
 
 def test_database_urls():

@@ -5,6 +5,7 @@ default route out of it: a broken filter still sends nothing off the machine. No
 looks up a name or connects to an address outside this machine.
 """
 
+import dataclasses
 import inspect
 import ipaddress
 import json
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from execution.sandbox import network
+from execution.sandbox import FreshSandbox, Limits, SandboxConfig, SandboxRequest, network
+from execution.sandbox.ranges import BLOCKED_V4, BLOCKED_V6
 
 pytestmark = pytest.mark.sandbox
 
@@ -163,12 +165,12 @@ def test_the_blocked_ranges_are_the_policy_listed_one_by_one():
         "172.16.0.0/12",
         "192.168.0.0/16",
     }
-    assert case_25 <= set(network.BLOCKED_V4)
-    assert {"::1/128", "fc00::/7", "fe80::/10"} <= set(network.BLOCKED_V6)
+    assert case_25 <= set(BLOCKED_V4)
+    assert {"::1/128", "fc00::/7", "fe80::/10"} <= set(BLOCKED_V6)
     benchmarking = ipaddress.ip_network("198.18.0.0/15")
-    assert not any(ipaddress.ip_network(r).overlaps(benchmarking) for r in network.BLOCKED_V4)
+    assert not any(ipaddress.ip_network(r).overlaps(benchmarking) for r in BLOCKED_V4)
     for rules in (network.host_rules(), network.slot_rules()):
-        assert all(r in rules for r in network.BLOCKED_V4)
+        assert all(r in rules for r in BLOCKED_V4)
 
 
 def test_each_slot_gets_its_own_addresses():
@@ -234,3 +236,24 @@ def test_the_slot_table_alone_keeps_a_jail_from_the_host(
         assert _reached_from(path, [[gateway, host_listener]]) != []
     finally:
         sandbox.network.prepare()
+
+
+def test_nameservers_out_of_the_jails_reach_are_refused(tmp_path):
+    for address, why in [
+        ("127.0.0.53", "127.0.0.0/8 is blocked"),
+        ("10.255.255.53", "10.0.0.0/8 is blocked"),
+        ("169.254.169.253", "169.254.0.0/16 is blocked"),
+        ("fd00::53", "no IPv6 route"),
+        ("dns.example", "is not an IP address"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            SandboxConfig(state_dir=tmp_path, nameservers=(address,), nsjail_path="/bin/true")
+
+
+def test_a_network_on_jail_sees_the_configured_nameservers(sandbox_config):
+    config = dataclasses.replace(sandbox_config, nameservers=(ALLOWED_HOST, "9.9.9.9"))
+    box = FreshSandbox(config)
+    code = "def main(x):\n    return open('/etc/resolv.conf').read()\n"
+    result = box.run(SandboxRequest("acme", code, None, Limits(network=True)))
+    assert result.status == "ok", result.error
+    assert result.result == f"nameserver {ALLOWED_HOST}\nnameserver 9.9.9.9\n"
