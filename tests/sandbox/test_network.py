@@ -257,3 +257,28 @@ def test_a_network_on_jail_sees_the_configured_nameservers(sandbox_config):
     result = box.run(SandboxRequest("acme", code, None, Limits(network=True)))
     assert result.status == "ok", result.error
     assert result.result == f"nameserver {ALLOWED_HOST}\nnameserver 9.9.9.9\n"
+
+
+def test_a_network_on_jail_cannot_change_or_bypass_its_namespace(run):
+    code = """
+import errno, fcntl, socket, struct
+SIOCSIFFLAGS = 0x8914
+def main(x):
+    denied = []
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP).close()
+    except PermissionError:
+        denied.append("raw socket")
+    with socket.socket() as s:
+        try:
+            fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"eth0", 0))  # eth0 down
+        except PermissionError:
+            denied.append("interface down")
+    return {"denied": denied, "interfaces": sorted(n for _, n in socket.if_nameindex())}
+"""
+    result = run(code, network=True)
+    assert result.status == "ok", result.error
+    assert result.result == {
+        "denied": ["raw socket", "interface down"],
+        "interfaces": ["eth0", "lo"],
+    }
