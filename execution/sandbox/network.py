@@ -12,11 +12,12 @@ time a network-on step needs it, and then kept:
 The host filters in an nftables table of its own, `inet stepwell`, matching the host ends
 by name (`swj*`): anything from a jail to an address of the host itself is rejected in the
 input hook (so every host address is covered, whichever it has now or gets later); what
-it forwards is rejected when it goes to a BLOCKED range, or is IPv6, and masqueraded
-otherwise (ranges.py); nothing from outside is forwarded into a jail unless it answers the jail. The
-slot's namespace has the same range filter on its own output hook, which the jail cannot
-touch (it holds no capability over a namespace of the host's user namespace), so a host
-firewall reload that drops the host's table does not open the private ranges.
+it forwards is rejected when it goes to a blocked range (ranges.py) or is IPv6, and is
+masqueraded otherwise; nothing from outside is forwarded into a jail unless it answers
+the jail. The slot's namespace has the same range filter on its own output hook, which
+the jail cannot touch (it holds no capability over a namespace of the host's user
+namespace), so a host firewall reload that drops the host's table does not open the
+private ranges.
 
 Why not user-mode networking (nsjail's `--use_pasta`): pasta opens the jail's
 connections as ordinary sockets of the host, as user nobody, so filtering them means host
@@ -236,9 +237,9 @@ def _make_slot(uid: int) -> None:
     host_ip, jail_ip = slot_addresses(uid)
     _run("ip", "netns", "add", name)
     with entered(path):
-        # Set before the veth exists, so its jail end never gets an IPv6 address.
-        for key in ("default", "all"):
-            _write_sysctl(f"net.ipv6.conf.{key}.disable_ipv6", "1")
+        # Before the veth exists, so its jail end never gets an IPv6 address; the jail's
+        # own loopback keeps ::1.
+        _write_sysctl("net.ipv6.conf.default.disable_ipv6", "1")
         _run("nft", "-f", "-", stdin=slot_rules())
     _run("ip", "link", "add", iface, "type", "veth", "peer", "name", JAIL_IFACE, "netns", name)
     _write_sysctl(f"net.ipv6.conf.{iface}.disable_ipv6", "1")
