@@ -86,13 +86,28 @@ REFUSE = """
 # second after a burst), so refusing by ICMP alone leaves a probing step waiting seconds.
 
 
+# Each forwarded flow takes an entry in the host's connection tracking table, which the
+# host's own connections share (new ones are dropped when it is full); closed TCP flows
+# stay there for two minutes. So each jail (one source address) gets a cap on its live
+# flows and on how fast it opens new ones, far above what a step that calls some APIs
+# needs, far below what fills the table (nf_conntrack_max, 262144 on a 24 GB machine).
+LIVE_FLOWS = 256
+NEW_FLOWS_PER_SECOND = 100
+NEW_FLOWS_BURST = 300
+
+
 def host_rules() -> str:
     """The host's table, replaced whole in one transaction (so never half there)."""
     jails = f'"{HOST_PREFIX}*"'
+    live = f"add @live_flows {{ ip saddr ct count over {LIVE_FLOWS} }}"
+    per_second = f"{NEW_FLOWS_PER_SECOND}/second burst {NEW_FLOWS_BURST} packets"
+    rate = f"update @new_flows {{ ip saddr limit rate over {per_second} }}"
     return f"""
 table inet {TABLE} {{}}
 delete table inet {TABLE}
 table inet {TABLE} {{{REFUSE}
+    set live_flows {{ type ipv4_addr; size 65536; flags dynamic; }}
+    set new_flows {{ type ipv4_addr; size 65536; flags dynamic,timeout; timeout 1m; }}
     chain input {{
         type filter hook input priority filter; policy accept;
         iifname {jails} jump refuse
@@ -103,6 +118,8 @@ table inet {TABLE} {{{REFUSE}
         oifname {jails} drop
         iifname {jails} meta nfproto ipv6 jump refuse
         iifname {jails} ip daddr {_elements(BLOCKED_V4)} jump refuse
+        iifname {jails} ct state new {live} jump refuse
+        iifname {jails} ct state new {rate} jump refuse
     }}
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;

@@ -282,3 +282,25 @@ def main(x):
         "denied": ["raw socket", "interface down"],
         "interfaces": ["eth0", "lo"],
     }
+
+
+def test_a_jail_opening_flows_too_fast_is_refused_past_the_burst(sandbox, test_host):
+    # Last in this module: the jail's slot then opens no new flow for a second or two.
+    code = """
+import socket
+def main(target):
+    opened = refused = 0
+    for _ in range(int(target[2])):
+        try:
+            socket.create_connection((target[0], target[1]), timeout=2).close()
+            opened += 1
+        except ConnectionRefusedError:
+            refused += 1
+    return [opened, refused]
+"""
+    attempts = network.NEW_FLOWS_BURST + 4 * network.NEW_FLOWS_PER_SECOND
+    target = [ALLOWED_HOST, test_host.port, attempts]
+    result = sandbox.run(SandboxRequest("acme", code, target, Limits(network=True)))
+    assert result.status == "ok", result.error
+    opened, refused = result.result
+    assert opened >= network.NEW_FLOWS_BURST and refused > 0, result.result
