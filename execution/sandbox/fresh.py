@@ -66,7 +66,7 @@ class FreshSandbox:
 
     def prepare(self) -> None:
         """Idempotent start-up: cgroup parents (and a sweep of leftovers), directories, and
-        the host's network rules for network-on jails."""
+        a check that network-on jails can be had."""
         with self._lock:
             if self._layout is not None:
                 return

@@ -36,6 +36,7 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -195,37 +196,46 @@ def _write_sysctl(name: str, value: str) -> None:
 
 
 class Network:
-    """The host side (prepare), each slot's namespace (slot), and their removal."""
+    """The host side (made with the first slot), each slot's namespace, and their removal.
+
+    The host's table waits for the first network-on step of the process: its rules turn on
+    connection tracking for all of the host's traffic, which a machine whose tenants all
+    run without network should not pay for.
+    """
 
     def __init__(self) -> None:
         self.error: str | None = None  # why network-on steps cannot run, if they cannot
+        self._host_ready = False
+        self._lock = threading.Lock()
 
     def prepare(self) -> None:
-        """Idempotent, at start-up: the host's table and IPv4 forwarding. A machine without
-        the tools still runs network-off steps; network-on steps then fail with the reason."""
+        """At start-up: a machine without the tools still runs network-off steps; network-on
+        steps then fail with the reason."""
         missing = [tool for tool in ("ip", "nft") if _which(tool) is None]
+        self.error = None
         if missing:
             self.error = (
                 f"network-on steps need {' and '.join(missing)} "
                 "(iproute2, nftables): run scripts/install.sh"
             )
             logger.error("%s", self.error)
-            return
-        try:
-            _run("nft", "-f", "-", stdin=host_rules())
-            if IP_FORWARD.read_text().strip() != "1":
-                logger.warning("enabling IPv4 forwarding for network-on sandboxes")
-                IP_FORWARD.write_text("1")
-        except (OSError, SandboxSetupError) as exc:
-            self.error = f"the sandbox network could not be set up: {exc}"
-            logger.error("%s", self.error)
-            return
-        self.error = None
+
+    def apply_host_rules(self) -> None:
+        """Replace the host's table whole, and turn IPv4 forwarding on."""
+        _run("nft", "-f", "-", stdin=host_rules())
+        if IP_FORWARD.read_text().strip() != "1":
+            logger.warning("enabling IPv4 forwarding for network-on sandboxes")
+            IP_FORWARD.write_text("1")
+        self._host_ready = True
 
     def slot(self, uid: int) -> Path:
         """The slot's namespace, made now if it is not whole. Call it holding the slot."""
         if self.error:
             raise SandboxSetupError(self.error)
+        if not self._host_ready:
+            with self._lock:
+                if not self._host_ready:
+                    self.apply_host_rules()
         path = netns_path(uid)
         if path.exists() and _alias(host_iface(uid)) == READY:
             return path

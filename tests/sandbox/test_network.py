@@ -227,7 +227,7 @@ def test_the_slot_table_alone_keeps_a_jail_from_the_host(
         subprocess.run(["nft", "delete", "table", "inet", network.TABLE], check=True)
         assert _reached_from(path, [[gateway, host_listener]]) == []
     finally:
-        sandbox.network.prepare()
+        sandbox.network.apply_host_rules()
     with network.entered(path):
         subprocess.run(["nft", "delete", "table", "inet", network.TABLE], check=True)
     # Without either table the host answers: the two tests above prove something.
@@ -235,7 +235,7 @@ def test_the_slot_table_alone_keeps_a_jail_from_the_host(
         subprocess.run(["nft", "delete", "table", "inet", network.TABLE], check=True)
         assert _reached_from(path, [[gateway, host_listener]]) != []
     finally:
-        sandbox.network.prepare()
+        sandbox.network.apply_host_rules()
 
 
 def test_nameservers_out_of_the_jails_reach_are_refused(tmp_path):
@@ -282,6 +282,26 @@ def main(x):
         "denied": ["raw socket", "interface down"],
         "interfaces": ["eth0", "lo"],
     }
+
+
+def test_network_off_steps_touch_no_network_set_up(sandbox_config):
+    box = FreshSandbox(sandbox_config)
+    result = box.run(SandboxRequest("acme", "def main(x):\n    return x\n", 1, Limits()))
+    assert result.status == "ok", result.error
+    assert not box.network._host_ready  # no table, no forwarding, no connection tracking
+
+
+def test_without_nftables_network_on_steps_say_why_and_network_off_ones_run(
+    sandbox_config, monkeypatch
+):
+    monkeypatch.setattr(network, "_which", lambda tool: None if tool == "nft" else "/bin/ip")
+    box = FreshSandbox(sandbox_config)
+    code = "def main(x):\n    return x\n"
+    assert box.run(SandboxRequest("acme", code, 1, Limits())).status == "ok"
+    result = box.run(SandboxRequest("acme", code, 1, Limits(network=True)))
+    assert result.status == "sandbox_failure"
+    assert "network-on steps need nft" in result.error["message"]
+    assert "scripts/install.sh" in result.error["message"]
 
 
 def test_a_jail_opening_flows_too_fast_is_refused_past_the_burst(sandbox, test_host):
