@@ -2,6 +2,7 @@
 
 import ipaddress
 import os
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -59,14 +60,18 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def env_ip_list(name: str) -> list[str]:
-    """Comma-separated IP addresses; empty when unset."""
+def env_ip_list(name: str, refuse: Callable[[str], str | None] | None = None) -> list[str]:
+    """Comma-separated IP addresses; empty when unset. `refuse` says why an address will
+    not do, or None."""
     items = env_list(name, [])
     for item in items:
         try:
             ipaddress.ip_address(item)
         except ValueError:
             raise ConfigError(f"{name}: {item!r} is not an IP address") from None
+        why = refuse(item) if refuse else None
+        if why:
+            raise ConfigError(f"{name}: {item} will not do: {why}")
     return items
 
 

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from console.env import (
     env_ip_list,
     env_list,
 )
+from execution.sandbox.ranges import unreachable_because
 
 
 def test_booleans_accept_the_usual_spellings_and_refuse_the_rest(monkeypatch):
@@ -46,6 +48,10 @@ def test_ip_lists_refuse_anything_but_addresses(monkeypatch):
     monkeypatch.setenv("NS", "9.9.9.9,dns.example")
     with pytest.raises(ConfigError, match=r"NS: 'dns\.example' is not an IP address"):
         env_ip_list("NS")
+    monkeypatch.setenv("NS", "9.9.9.9,10.0.0.2")
+    refused = re.escape("NS: 10.0.0.2 will not do: 10.0.0.0/8 is blocked")
+    with pytest.raises(ConfigError, match=refused):
+        env_ip_list("NS", unreachable_because)
     monkeypatch.delenv("NS")
     assert env_ip_list("NS") == []
 
