@@ -155,6 +155,31 @@ def main(port):
     assert result.result == host_listener
 
 
+def test_a_network_on_jail_cannot_reach_the_hosts_abstract_unix_sockets(run):
+    # Abstract unix sockets belong to a network namespace, and have no permissions:
+    # in the host's, a jail could talk to any daemon listening on one.
+    name = f"stepwell-test-{os.getpid()}"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind("\0" + name)
+    listener.listen()
+    code = """
+import socket
+def main(name):
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect("\\0" + name)
+        except OSError as exc:
+            return exc.errno
+        return "connected"
+"""
+    try:
+        result = run(code, name, network=True)
+    finally:
+        listener.close()
+    assert result.status == "ok", result.error
+    assert result.result == 111  # ECONNREFUSED: no such socket in the jail's namespace
+
+
 def test_the_blocked_ranges_are_the_policy_listed_one_by_one():
     case_25 = {
         "0.0.0.0/8",
