@@ -61,10 +61,16 @@ def _serve(listener: socket.socket) -> None:
     while True:
         try:
             conn, _ = listener.accept()
-        except OSError:  # closed at teardown
+        except OSError:  # shut down at teardown
             return
         with conn:
             conn.sendall(GREETING)
+
+
+def _stop(listener: socket.socket) -> None:
+    """Wake the accept() of _serve (close alone leaves it blocked, the socket listening)."""
+    listener.shutdown(socket.SHUT_RDWR)
+    listener.close()
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +92,7 @@ def test_host(sandbox):
         try:
             yield Hosts(listener.getsockname()[1])
         finally:
-            listener.close()
+            _stop(listener)
     finally:
         subprocess.run(["ip", "netns", "delete", name], check=False)
         subprocess.run(["ip", "link", "delete", iface], check=False, capture_output=True)
@@ -111,7 +117,7 @@ def host_listener():
     listener = socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True)
     threading.Thread(target=_serve, args=(listener,), daemon=True).start()
     yield listener.getsockname()[1]
-    listener.close()
+    _stop(listener)
 
 
 def _targets(test_host, host_port, sandbox_config):
