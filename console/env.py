@@ -1,6 +1,8 @@
 """Strict readers of settings from the environment: a bad value stops start-up."""
 
+import ipaddress
 import os
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -56,6 +58,21 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None or raw.strip() == "":
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_ip_list(name: str, refuse: Callable[[str], str | None] | None = None) -> list[str]:
+    """Comma-separated IP addresses; empty when unset. `refuse` says why an address will
+    not do, or None."""
+    items = env_list(name, [])
+    for item in items:
+        try:
+            ipaddress.ip_address(item)
+        except ValueError:
+            raise ConfigError(f"{name}: {item!r} is not an IP address") from None
+        why = refuse(item) if refuse else None
+        if why:
+            raise ConfigError(f"{name}: {item} will not do: {why}")
+    return items
 
 
 def database_from_url(url: str, base_dir: Path) -> dict:

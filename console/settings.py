@@ -9,9 +9,11 @@ from console.env import (
     env_bool,
     env_float,
     env_int,
+    env_ip_list,
     env_list,
     env_str,
 )
+from execution.sandbox.ranges import unreachable_because
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("STEPWELL_VAR_DIR", str(BASE_DIR / "var")))
@@ -159,6 +161,9 @@ STEPWELL_SANDBOX_PYTHON = env_str("STEPWELL_SANDBOX_PYTHON", "/usr/bin/python3")
 STEPWELL_SANDBOX_UID = env_int("STEPWELL_SANDBOX_UID", 99000, minimum=1000)
 STEPWELL_SANDBOX_SLOTS = env_int("STEPWELL_SANDBOX_SLOTS", 64, minimum=1)
 STEPWELL_CGROUP_ROOT = env_str("STEPWELL_CGROUP_ROOT", "/sys/fs/cgroup")
+# The resolvers network-on jails use; empty: the host's /etc/resolv.conf (see
+# docs/sandbox-network.md: jails cannot reach resolvers on loopback or in private ranges).
+STEPWELL_SANDBOX_NAMESERVERS = env_ip_list("STEPWELL_SANDBOX_NAMESERVERS", unreachable_because)
 # Warm sandbox mode: the warm jails one worker process keeps (least recently used goes
 # first), and how long an idle one lives.
 STEPWELL_WARM_JAILS_PER_WORKER = env_int("STEPWELL_WARM_JAILS_PER_WORKER", 4, minimum=1)

@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(libnl-3-200 libnl-route-3-200 redis-server)
+# iproute2 and nftables: the network namespaces and host rules of network-on sandboxes.
+DEBS=(libnl-3-200 libnl-route-3-200 redis-server iproute2 nftables)
 [[ "${WITH_TEST_DEPS:-0}" == 1 ]] && DEBS+=(postgresql chromium chromium-driver)
 
 missing=()

@@ -1,8 +1,11 @@
 """Where the sandbox finds its interpreter, binary, cgroups and state; no Django needed."""
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from execution.sandbox.ranges import unreachable_because
 
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
 DEFAULT_STATE_DIR = Path("/var/lib/stepwell/sandbox")
@@ -30,12 +33,23 @@ class SandboxConfig:
     python_prefix: str | None = None  # bound read-only when the interpreter lives outside /usr
     kill_grace_seconds: float = 1.0  # between SIGTERM and SIGKILL of nsjail
     setup_allowance_seconds: float = 5.0  # nsjail's own backstop beyond the step's wall limit
+    # What network-on jails see in /etc/resolv.conf instead of the host's, whose resolvers
+    # are often on loopback or in a private range, which jails cannot reach.
+    nameservers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.uid_base < 1000:
             raise ValueError("uid_base must be an unprivileged id (>= 1000), never root")
         if self.slots < 1:
             raise ValueError("slots must be at least 1")
+        for address in self.nameservers:
+            try:
+                why = unreachable_because(address)
+            except ValueError:
+                raise ValueError(f"nameserver {address!r} is not an IP address") from None
+            if why:
+                raise ValueError(f"nameserver {address} is out of the jails' reach: {why}")
+        object.__setattr__(self, "nameservers", tuple(self.nameservers))
         object.__setattr__(self, "state_dir", Path(self.state_dir))
         object.__setattr__(self, "runtime_dir", Path(self.runtime_dir))
 
@@ -46,6 +60,19 @@ class SandboxConfig:
     @property
     def slots_dir(self) -> Path:
         return self.state_dir / "slots"
+
+    @property
+    def resolv_conf(self) -> Path:
+        """The file network-on jails see at /etc/resolv.conf."""
+        return self.state_dir / "resolv.conf" if self.nameservers else Path("/etc/resolv.conf")
+
+    def write_resolv_conf(self) -> None:
+        if not self.nameservers:
+            return
+        tmp = self.resolv_conf.with_name(f".resolv.conf.{os.getpid()}.tmp")
+        tmp.write_text("".join(f"nameserver {address}\n" for address in self.nameservers))
+        tmp.chmod(0o644)
+        os.replace(tmp, self.resolv_conf)
 
     def with_runtime_installed(self) -> "SandboxConfig":
         """This config, its runtime_dir the compiled copy in the state dir (runtime_copy)."""
@@ -70,4 +97,5 @@ class SandboxConfig:
             slots=settings.STEPWELL_SANDBOX_SLOTS,
             cgroup_root=settings.STEPWELL_CGROUP_ROOT,
             state_dir=Path(state_dir),
+            nameservers=tuple(getattr(settings, "STEPWELL_SANDBOX_NAMESERVERS", ())),
         )

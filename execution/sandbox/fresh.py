@@ -11,6 +11,7 @@ from pathlib import Path
 from execution.sandbox import jail, process
 from execution.sandbox.cgroups import Layout
 from execution.sandbox.config import SandboxConfig, SandboxSetupError
+from execution.sandbox.network import Network
 from execution.sandbox.outcome import classify
 from execution.sandbox.protocol import NoteWatcher, dumps_job
 from execution.sandbox.result import SandboxRequest, SandboxResult, Status
@@ -59,11 +60,13 @@ class FreshSandbox:
         self.config = config or SandboxConfig.from_settings()
         self.code_cache = CodeCache(self.config.code_dir)
         self.slots = Slots(self.config.slots_dir, self.config.slots)
+        self.network = Network()
         self._layout: Layout | None = None
         self._lock = threading.Lock()
 
     def prepare(self) -> None:
-        """Idempotent start-up: cgroup parents (and a sweep of leftovers), directories."""
+        """Idempotent start-up: cgroup parents (and a sweep of leftovers), directories, and
+        a check that network-on jails can be had."""
         with self._lock:
             if self._layout is not None:
                 return
@@ -75,10 +78,12 @@ class FreshSandbox:
             if not os.access(self.config.nsjail_path, os.X_OK):
                 raise SandboxSetupError(f"nsjail is not executable at {self.config.nsjail_path}")
             self.state_dir_ready()
+            self.network.prepare()
             self._layout = layout
 
     def state_dir_ready(self) -> None:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.config.write_resolv_conf()
         self.code_cache.prepare()
         self.slots.prepare()
         self.config = self.config.with_runtime_installed()
@@ -101,7 +106,9 @@ class FreshSandbox:
             name = f"job-{os.getpid()}-{next(_job_numbers)}"
             job = self._layout.create_job(name, limits.memory_bytes)
             try:
-                spec = jail.JailSpec(limits, self.config.uid_base + slot, code_dir, job)
+                uid = self.config.uid_base + slot
+                spec = jail.JailSpec(limits, uid, code_dir, job)
+                netns = self.network.slot(uid) if limits.network else None
                 run = process.run(
                     self.config.nsjail_path,
                     jail.render(self.config, spec),
@@ -112,6 +119,7 @@ class FreshSandbox:
                     kill_grace=self.config.kill_grace_seconds,
                     kill_all=job.kill_all,
                     on_result=watch_notes(request.on_progress),
+                    netns=netns,
                 )
                 usage = job.usage()
             finally:

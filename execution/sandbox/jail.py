@@ -95,8 +95,8 @@ def mounts(config: SandboxConfig, spec: JailSpec) -> list[MountPt]:
     if config.python_prefix:
         points.append(_ro(config.python_prefix))
     if spec.limits.network:
-        points += [_ro(p, mandatory=False) for p in ("/etc/resolv.conf", "/etc/hosts")]
-        points.append(_ro("/etc/ssl/certs", mandatory=False))
+        points.append(_ro(config.resolv_conf, "/etc/resolv.conf", mandatory=False))
+        points += [_ro(p, mandatory=False) for p in ("/etc/hosts", "/etc/ssl/certs")]
     points += [
         _ro(config.runtime_dir, "/runtime"),
         _ro(spec.code_dir, "/code"),
@@ -130,6 +130,8 @@ def build(config: SandboxConfig, spec: JailSpec) -> NsJailConfig:
         rlimit_nofile=limits.open_files,
         rlimit_stack=STACK_MB,
         rlimit_core=0,
+        # Network on: the host starts nsjail inside the slot's own namespace (network.py),
+        # so the jail keeps that one instead of an empty one of its own.
         clone_newnet=not limits.network,
         clone_newuser=True,
         clone_newns=True,

@@ -12,7 +12,9 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from execution.sandbox import network
 from execution.sandbox.jail import LOG_FD, RESULT_FD
 
 CHUNK = 64 * 1024
@@ -81,10 +83,12 @@ def run(
     kill_grace: float,
     kill_all: Callable[[], None],
     on_result: Callable[[bytearray], None] | None = None,
+    netns: Path | None = None,
 ) -> JailRun:
     """Run nsjail once; raises OSError only when it cannot be started at all.
 
-    `on_result` sees the result channel's bytes so far each time more arrive.
+    `on_result` sees the result channel's bytes so far each time more arrive. With
+    `netns`, nsjail starts in that network namespace (a network-on jail's slot).
     """
     out = JailRun(
         stdout=Capture(output_cap),
@@ -109,14 +113,15 @@ def run(
         ]
         argv = [nsjail, "--config", f"/proc/self/fd/{CONFIG_FD}"]
         started = time.monotonic()
-        pid = os.posix_spawn(
-            nsjail,
-            argv,
-            {},  # nsjail itself starts with an empty environment
-            file_actions=actions,
-            setsid=True,
-            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),  # Python ignores these; exec keeps that
-        )
+        with network.inside(netns):
+            pid = os.posix_spawn(
+                nsjail,
+                argv,
+                {},  # nsjail itself starts with an empty environment
+                file_actions=actions,
+                setsid=True,
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),  # Python ignores these; exec keeps it
+            )
         # The child has its copies; close ours so EOF means nsjail (and the jail) exited.
         for fd in (pipes["stdin"][0], config_fd, *(pipes[n][1] for n in pipes if n != "stdin")):
             os.close(fd)

