@@ -79,16 +79,23 @@ def sandbox_mode(request):
 
 @pytest.fixture
 def run(request, sandbox_mode):
-    """run(code, input=None, tenant="acme", **limit_overrides) -> SandboxResult; run.mode"""
-    box = request.getfixturevalue("warm_sandbox" if sandbox_mode == "warm" else "sandbox")
+    """run(code, input=None, tenant="acme", **limit_overrides) -> SandboxResult.
+
+    sandbox_mode is "fresh" or "warm", optionally with "+network" (a module may override
+    sandbox_mode to add those); run.mode is the bare mode and run.network says which.
+    """
+    mode, _, network = sandbox_mode.partition("+")
+    box = request.getfixturevalue("warm_sandbox" if mode == "warm" else "sandbox")
+    defaults = {**SMALL.to_json(), "network": bool(network)}
 
     def run(code, input=None, tenant="acme", mode="call", **overrides):
-        limits = Limits(**{**SMALL.to_json(), **overrides})
+        limits = Limits(**{**defaults, **overrides})
         return box.run(
             SandboxRequest(tenant=tenant, code=code, input=input, limits=limits, mode=mode)
         )
 
-    run.mode = sandbox_mode
+    run.mode = mode
+    run.network = bool(network)
     return run
 
 

@@ -16,6 +16,13 @@ from execution.sandbox.cgroups import PARENT, Layout
 
 pytestmark = pytest.mark.sandbox
 
+
+@pytest.fixture(params=["fresh", "warm", "fresh+network", "warm+network"])
+def sandbox_mode(request):
+    """Every hostile case runs in both modes, and again with the tenant's network on."""
+    return request.param
+
+
 PROJECT = Path(__file__).resolve().parents[2]
 
 
@@ -172,7 +179,8 @@ def test_the_network_is_unreachable(run):
     host_port = listener.getsockname()[1]
     code = """
 import socket
-def main(targets):
+def main(args):
+    targets, lookup = args
     reached = []
     for host, port in targets:
         try:
@@ -181,27 +189,30 @@ def main(targets):
         except OSError:
             pass
     try:
-        socket.getaddrinfo("example.com", 80)
-        reached.append("dns")
+        if lookup:
+            socket.getaddrinfo("example.com", 80)
+            reached.append("dns")
     except OSError:
         pass
     return {"reached": reached, "interfaces": [name for _, name in socket.if_nameindex()]}
 """
     targets = [
-        ["1.1.1.1", 443],
-        ["10.0.0.1", 80],
-        ["169.254.169.254", 80],
         ["127.0.0.1", 5432],
         ["127.0.0.1", 6379],
         ["127.0.0.1", host_port],
     ]
+    if not run.network:
+        # Off the machine only where nothing can leave: a network-on jail is routed out,
+        # so its blocked ranges are proven against test hosts (test_network.py).
+        targets += [["1.1.1.1", 443], ["10.0.0.1", 80], ["169.254.169.254", 80]]
     try:
-        result = run(code, targets)
+        # No name lookup with network on: a broken filter would send it to a real resolver.
+        result = run(code, [targets, not run.network])
     finally:
         listener.close()
     assert result.status == Status.OK, result.error
     assert result.result["reached"] == []
-    assert result.result["interfaces"] == ["lo"]
+    assert result.result["interfaces"] == (["lo", "eth0"] if run.network else ["lo"])
 
 
 # 7
@@ -240,7 +251,9 @@ def main(paths):
         "bin", "code", "dev", "etc", "lib", "lib64", "proc", "runtime", "tmp", "usr", "work",
     }  # fmt: skip
     assert result.result["code"] == ["tenant.py"]
-    assert result.result["etc"] == ["ld.so.cache"]
+    # A network-on jail also gets the files name resolution and TLS need, nothing else.
+    networked = ["hosts", "ld.so.cache", "resolv.conf", "ssl"]
+    assert result.result["etc"] == (networked if run.network else ["ld.so.cache"])
 
 
 # 8
