@@ -30,12 +30,15 @@ class SandboxConfig:
     python_prefix: str | None = None  # bound read-only when the interpreter lives outside /usr
     kill_grace_seconds: float = 1.0  # between SIGTERM and SIGKILL of nsjail
     setup_allowance_seconds: float = 5.0  # nsjail's own backstop beyond the step's wall limit
+    slot_wait_seconds: float = 60.0  # how long a step waits for a free slot before it fails
 
     def __post_init__(self) -> None:
         if self.uid_base < 1000:
             raise ValueError("uid_base must be an unprivileged id (>= 1000), never root")
         if self.slots < 1:
             raise ValueError("slots must be at least 1")
+        if not self.slot_wait_seconds > 0:
+            raise ValueError("slot_wait_seconds must be positive")
         object.__setattr__(self, "state_dir", Path(self.state_dir))
         object.__setattr__(self, "runtime_dir", Path(self.runtime_dir))
 
@@ -70,4 +73,5 @@ class SandboxConfig:
             slots=settings.STEPWELL_SANDBOX_SLOTS,
             cgroup_root=settings.STEPWELL_CGROUP_ROOT,
             state_dir=Path(state_dir),
+            slot_wait_seconds=settings.STEPWELL_SANDBOX_SLOT_WAIT_SECONDS,
         )
