@@ -19,6 +19,7 @@ from execution.sandbox import (
     Status,
     WarmSandbox,
 )
+from execution.sandbox.cgroups import PARENT, JailCounters, JobCgroup, Layout
 from execution.sandbox.slots import NoSlotInTime, Slots
 from tests.sandbox.conftest import SMALL, _sandbox_pids
 
@@ -339,3 +340,31 @@ def test_slot_acquisition_gives_up_after_its_wait(tmp_path):
         pass
     with slots.acquire() as slot:
         assert slot == 0
+
+
+def test_the_counters_read_a_cgroup_v2_job_and_a_v1_cpu_cpuacct_hierarchy(tmp_path):
+    # This machine has cgroup v1 with cpuacct apart; the other layouts from files alike.
+    v2 = Layout(2, tmp_path / "v2")
+    job = JobCgroup(v2, v2.root / PARENT / "job-1-warm0")
+    job.path.mkdir(parents=True)
+    (job.path / "pids.current").write_text("1\n")
+    (job.path / "cpu.stat").write_text("usage_usec 2500\nuser_usec 2000\nsystem_usec 500\n")
+    counters = JailCounters(v2, job, zygote_pid=4321)
+    assert (counters.tasks(), counters.cpu_ns()) == (1, 2_500_000)
+    counters.close()
+
+    v1 = Layout(1, tmp_path / "v1")
+    for hierarchy in ("memory", "pids", "cpu"):
+        (v1.root / hierarchy / PARENT).mkdir(parents=True)
+    (v1.root / "cpu" / "cpuacct.usage").write_text("0\n")  # cpu,cpuacct mounted together
+    for hierarchy, name, value in (
+        ("pids", "pids.current", "3\n"),
+        ("cpu", "cpuacct.usage", "7\n"),
+    ):
+        group = v1.root / hierarchy / PARENT / "NSJAIL.4321"
+        group.mkdir()
+        (group / name).write_text(value)
+    assert not v1.own_cpuacct()
+    counters = JailCounters(v1, JobCgroup(v1, v1.root / "memory" / PARENT / "job-1"), 4321)
+    assert (counters.tasks(), counters.cpu_ns()) == (3, 7)
+    counters.close()
