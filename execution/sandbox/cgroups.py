@@ -208,17 +208,25 @@ class JailCounters:
         self.version = layout.version
         self.cpu_group: Path | None = None
         self.fds: list[int] = []
+        try:
+            self._open(layout, job, zygote_pid)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, layout: Layout, job: JobCgroup, zygote_pid: int) -> None:
         if layout.version == 2:
             pids, cpu = job.path / "pids.current", job.path / "cpu.stat"
         else:
             nsjail_group = f"{PARENT}.{zygote_pid}"  # nsjail names it after the jailed pid
             pids = layout.root / "pids" / PARENT / nsjail_group / "pids.current"
             if layout.own_cpuacct():
-                self.cpu_group = layout.root / CPUACCT / PARENT / job.path.name
+                group = layout.root / CPUACCT / PARENT / job.path.name
                 try:
-                    self.cpu_group.mkdir()
+                    group.mkdir()
                 except OSError as exc:
-                    raise SandboxSetupError(f"cannot create {self.cpu_group}: {exc}") from exc
+                    raise SandboxSetupError(f"cannot create {group}: {exc}") from exc
+                self.cpu_group = group
                 # Only the zygote may be there yet; the caller checks the count after this.
                 _write(self.cpu_group / "cgroup.procs", str(zygote_pid))
                 cpu = self.cpu_group / "cpuacct.usage"
@@ -227,9 +235,9 @@ class JailCounters:
             else:
                 raise SandboxSetupError("no cpuacct cgroup hierarchy: warm jails cannot be watched")
         try:
-            self.fds = [os.open(path, os.O_RDONLY | os.O_CLOEXEC) for path in (pids, cpu)]
+            for path in (pids, cpu):
+                self.fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
         except OSError as exc:
-            self.close()
             raise SandboxSetupError(f"cannot read the jail's cgroups: {exc}") from exc
 
     def tasks(self) -> int:
