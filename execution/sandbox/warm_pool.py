@@ -124,8 +124,12 @@ class JailPool:
                 self._idle[jail] = (key, now)
                 self._start_reaper()
                 return
-        if os.getpid() == self._owner_pid:
+        if os.getpid() != self._owner_pid:
+            return
+        if jail.alive:  # worn out, or the pool closed: its zygote exits on EOF, unwaited
             self._stop_in_background([jail])
+        else:
+            jail.stop()  # killed already: only its bookkeeping is left
 
     def _worn_out(self, jail: WarmJail, now: float) -> bool:
         return jail.steps >= self.max_steps or now - jail.started >= self.max_seconds
@@ -149,7 +153,9 @@ class JailPool:
     def _size(self) -> int:
         return len(self._idle) + len(self._busy) + self._starting
 
-    def _expired(self, now: float, check=None) -> list[WarmJail]:
+    def _expired(
+        self, now: float, check: Callable[[WarmJail], str | None] | None = None
+    ) -> list[WarmJail]:
         """Take out the idle jails idle too long or worn out, and those `check` faults."""
         cutoff = now - self.idle_seconds
         expired = []
@@ -195,7 +201,7 @@ class JailPool:
         with self._lock:
             if os.getpid() != self._owner_pid:
                 return 0
-            expired = self._expired(time.monotonic(), check=lambda jail: jail.fault())
+            expired = self._expired(time.monotonic(), check=WarmJail.fault)
         for jail in expired:
             jail.stop()
         return len(expired)
