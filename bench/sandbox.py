@@ -70,7 +70,7 @@ def bare_nsjail(config: SandboxConfig, limits: Limits):
     box.prepare()
     layout = Layout.detect(config.cgroup_root)
     job = layout.create_job(f"job-{os.getpid()}-bench", limits.memory_bytes)
-    code_dir = box.code_cache.put("0" * 64, TRIVIAL)
+    code_dir = box.code_cache.put("0", TRIVIAL, config.uid_base)  # slot 0's
     cfg = jail.build(config, jail.JailSpec(limits, config.uid_base, code_dir, job))
     cfg.exec_bin = Exe(path="/bin/true")
     cfg.log_fd = None

@@ -164,10 +164,28 @@ STEPWELL_CGROUP_ROOT = env_str("STEPWELL_CGROUP_ROOT", "/sys/fs/cgroup")
 # The resolvers network-on jails use; empty: the host's /etc/resolv.conf (see
 # docs/sandbox-network.md: jails cannot reach resolvers on loopback or in private ranges).
 STEPWELL_SANDBOX_NAMESERVERS = env_ip_list("STEPWELL_SANDBOX_NAMESERVERS", unreachable_because)
+# A step waits this long for a free slot, then fails as a sandbox failure.
+STEPWELL_SANDBOX_SLOT_WAIT_SECONDS = env_float(
+    "STEPWELL_SANDBOX_SLOT_WAIT_SECONDS", 60.0, minimum=0.1
+)
 # Warm sandbox mode: the warm jails one worker process keeps (least recently used goes
-# first), and how long an idle one lives.
+# first), how long an idle one lives, and how many the whole machine may hold (each holds
+# a slot; the rest stay for fresh jails). A jail is replaced after so many seconds or
+# steps, whatever its use.
 STEPWELL_WARM_JAILS_PER_WORKER = env_int("STEPWELL_WARM_JAILS_PER_WORKER", 4, minimum=1)
 STEPWELL_WARM_IDLE_SECONDS = env_float("STEPWELL_WARM_IDLE_SECONDS", 300.0, minimum=1.0)
+STEPWELL_WARM_JAILS_PER_MACHINE = env_int(
+    "STEPWELL_WARM_JAILS_PER_MACHINE", max(1, STEPWELL_SANDBOX_SLOTS // 2), minimum=1
+)
+if STEPWELL_WARM_JAILS_PER_MACHINE > STEPWELL_SANDBOX_SLOTS:
+    raise ConfigError(
+        f"STEPWELL_WARM_JAILS_PER_MACHINE={STEPWELL_WARM_JAILS_PER_MACHINE} is above "
+        f"STEPWELL_SANDBOX_SLOTS={STEPWELL_SANDBOX_SLOTS}: each warm jail holds a slot"
+    )
+STEPWELL_WARM_MAX_JAIL_SECONDS = env_float("STEPWELL_WARM_MAX_JAIL_SECONDS", 600.0, minimum=1.0)
+STEPWELL_WARM_MAX_JAIL_STEPS = env_int("STEPWELL_WARM_MAX_JAIL_STEPS", 1000, minimum=1)
+# Benchmarks only (bench/peers.py): every activation in this mode, whatever the quota says.
+STEPWELL_BENCH_SANDBOX_MODE = env_str("STEPWELL_BENCH_SANDBOX_MODE", "")
 STEPWELL_LEASE_SECONDS = env_float("STEPWELL_LEASE_SECONDS", 10.0, minimum=1.0)
 STEPWELL_CLOCK_INTERVAL = env_float("STEPWELL_CLOCK_INTERVAL", 0.25, minimum=0.05)
 # How long a worker may go on with one instance whose next step is ready before it

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -347,7 +346,7 @@ def wake_waiting_parents(child: Instance) -> None:
 def run_sandbox(activation: Activation) -> SandboxResult:
     quota = activation.quota
     request = SandboxRequest(
-        tenant=activation.tenant_slug,
+        tenant=str(activation.tenant_id),  # warm jails are keyed by it: never the editable slug
         code=activation.code,
         code_sha256=activation.code_sha256,
         input=activation.input,
@@ -356,7 +355,7 @@ def run_sandbox(activation: Activation) -> SandboxResult:
         on_progress=activation.on_progress,
     )
     # Benchmarks only; get_sandbox refuses "unsandboxed" without STEPWELL_BENCH_UNSANDBOXED=1.
-    mode = os.environ.get("STEPWELL_BENCH_SANDBOX_MODE") or quota.sandbox_mode
+    mode = settings.STEPWELL_BENCH_SANDBOX_MODE or quota.sandbox_mode
     return get_sandbox(mode).run(request)
 
 

@@ -5,6 +5,9 @@ their counters are gone by the time the host looks. The host therefore makes one
 per job and hands it to nsjail as the memory parent: the job cgroup carries the memory
 limit (nsjail's own is a little higher), so an OOM shows in the job cgroup's counters,
 which outlive nsjail until the host removes them.
+
+A warm jail's tasks and CPU time are read here too (JailCounters): from cgroups, which
+nothing inside the jail can change, never from what its zygote says.
 """
 
 import contextlib
@@ -17,6 +20,7 @@ from execution.sandbox.config import SandboxSetupError
 
 PARENT = "NSJAIL"
 V1_CONTROLLERS = ("memory", "pids", "cpu")
+CPUACCT = "cpuacct"  # v1: CPU time, its own hierarchy or mounted with cpu
 V2_CONTROLLERS = ("memory", "pids", "cpu")
 NSJAIL_MARGIN_BYTES = 16 * 2**20  # nsjail's limit sits above the job cgroup's
 
@@ -83,11 +87,21 @@ class Layout:
 
     def parents(self) -> list[Path]:
         if self.version == 1:
-            return [self.root / ctrl / PARENT for ctrl in V1_CONTROLLERS]
+            cpuacct = [self.root / CPUACCT / PARENT] if self.own_cpuacct() else []
+            return [self.root / ctrl / PARENT for ctrl in V1_CONTROLLERS] + cpuacct
         return [self.root / PARENT]
 
+    def own_cpuacct(self) -> bool:
+        """v1 with cpuacct a hierarchy of its own, where nsjail makes no group: the host does."""
+        return (
+            self.version == 1
+            and (self.root / CPUACCT / "cpuacct.usage").is_file()
+            and not (self.root / "cpu" / "cpuacct.usage").is_file()
+        )
+
     def prepare(self) -> None:
-        """Create the parents nsjail needs (without them it exits 255); idempotent."""
+        """Create the parents nsjail needs (without them it exits 255), and the host's own
+        cpuacct parent for warm jails on v1; idempotent."""
         try:
             for parent in self.parents():
                 parent.mkdir(exist_ok=True)
@@ -179,6 +193,73 @@ class JobCgroup:
 
     def remove(self) -> None:
         _remove_tree(self.path)
+
+
+class JailCounters:
+    """A warm jail's task count and CPU time, from cgroups the jail cannot touch.
+
+    v2: the job cgroup's pids.current and cpu.stat cover nsjail's group under it. v1:
+    nsjail's pids group, and a cpuacct group the host makes and moves the zygote into (or
+    nsjail's cpu group when cpu and cpuacct share a hierarchy). Files stay open: a pread
+    is a few microseconds.
+    """
+
+    def __init__(self, layout: Layout, job: JobCgroup, zygote_pid: int) -> None:
+        self.version = layout.version
+        self.cpu_group: Path | None = None
+        self.fds: list[int] = []
+        try:
+            self._open(layout, job, zygote_pid)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, layout: Layout, job: JobCgroup, zygote_pid: int) -> None:
+        if layout.version == 2:
+            pids, cpu = job.path / "pids.current", job.path / "cpu.stat"
+        else:
+            nsjail_group = f"{PARENT}.{zygote_pid}"  # nsjail names it after the jailed pid
+            pids = layout.root / "pids" / PARENT / nsjail_group / "pids.current"
+            if layout.own_cpuacct():
+                group = layout.root / CPUACCT / PARENT / job.path.name
+                try:
+                    group.mkdir()
+                except OSError as exc:
+                    raise SandboxSetupError(f"cannot create {group}: {exc}") from exc
+                self.cpu_group = group
+                # Only the zygote may be there yet; the caller checks the count after this.
+                _write(self.cpu_group / "cgroup.procs", str(zygote_pid))
+                cpu = self.cpu_group / "cpuacct.usage"
+            elif (layout.root / "cpu" / "cpuacct.usage").is_file():
+                cpu = layout.root / "cpu" / PARENT / nsjail_group / "cpuacct.usage"
+            else:
+                raise SandboxSetupError("no cpuacct cgroup hierarchy: warm jails cannot be watched")
+        try:
+            for path in (pids, cpu):
+                self.fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+        except OSError as exc:
+            raise SandboxSetupError(f"cannot read the jail's cgroups: {exc}") from exc
+
+    def tasks(self) -> int:
+        """Threads of every process in the jail (the pids controller counts each)."""
+        return int(os.pread(self.fds[0], 64, 0))
+
+    def cpu_ns(self) -> int:
+        text = os.pread(self.fds[1], 4096, 0)
+        if self.version == 1:
+            return int(text)
+        first = text.split(b"\n", 1)[0]  # usage_usec N
+        if not first.startswith(b"usage_usec "):
+            raise ValueError(f"unexpected cpu.stat: {first[:40]!r}")
+        return int(first.split()[1]) * 1000
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+        if self.cpu_group is not None:
+            _remove_tree(self.cpu_group)
+            self.cpu_group = None
 
 
 def _subdirs(path: Path) -> list[Path]:

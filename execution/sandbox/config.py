@@ -36,6 +36,7 @@ class SandboxConfig:
     # What network-on jails see in /etc/resolv.conf instead of the host's, whose resolvers
     # are often on loopback or in a private range, which jails cannot reach.
     nameservers: tuple[str, ...] = ()
+    slot_wait_seconds: float = 60.0  # how long a step waits for a free slot before it fails
 
     def __post_init__(self) -> None:
         if self.uid_base < 1000:
@@ -50,6 +51,8 @@ class SandboxConfig:
             if why:
                 raise ValueError(f"nameserver {address} is out of the jails' reach: {why}")
         object.__setattr__(self, "nameservers", tuple(self.nameservers))
+        if not self.slot_wait_seconds > 0:
+            raise ValueError("slot_wait_seconds must be positive")
         object.__setattr__(self, "state_dir", Path(self.state_dir))
         object.__setattr__(self, "runtime_dir", Path(self.runtime_dir))
 
@@ -98,4 +101,5 @@ class SandboxConfig:
             cgroup_root=settings.STEPWELL_CGROUP_ROOT,
             state_dir=Path(state_dir),
             nameservers=tuple(getattr(settings, "STEPWELL_SANDBOX_NAMESERVERS", ())),
+            slot_wait_seconds=settings.STEPWELL_SANDBOX_SLOT_WAIT_SECONDS,
         )

@@ -15,16 +15,20 @@ from execution.sandbox.network import Network
 from execution.sandbox.outcome import classify
 from execution.sandbox.protocol import NoteWatcher, dumps_job
 from execution.sandbox.result import SandboxRequest, SandboxResult, Status
-from execution.sandbox.slots import Slots
+from execution.sandbox.slots import NoSlotInTime, Slots
 
 logger = logging.getLogger(__name__)
+CODE_ROOT_MODE = 0o711  # the slots' uids pass through to their own directory, list nothing
 _job_numbers = itertools.count()
 
 
 class CodeCache:
-    """Tenant sources by sha256, world-readable so every slot's uid can read its own bind.
+    """The tenant source each slot runs, readable by that slot's uid and root alone.
 
-    Only the one directory is bound into a jail, so readability here shows nothing else.
+    nsjail mounts /code as the slot's uid (a 0700 source fails with EACCES), so that uid
+    must reach it: code/ is 0711 (no listing), code/<slot>/ is root:<slot gid> 0750 and its
+    tenant.py 0640. No other local user, and no other slot, can read a tenant's code.
+    A slot is held by one jail at a time, so its directory holds that jail's code alone.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -32,8 +36,15 @@ class CodeCache:
 
     def prepare(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        for path in (self.directory.parent, self.directory):
-            path.chmod(0o755)
+        self.directory.parent.chmod(0o755)
+        self.directory.chmod(CODE_ROOT_MODE)
+        for entry in self.directory.iterdir():
+            # Before issue 13 the cache was world-readable (0755 by sha256, 0644 files).
+            mode = entry.lstat().st_mode
+            if stat.S_ISDIR(mode) and stat.S_IMODE(mode) != 0o750:
+                entry.chmod(0o750)
+                for source in entry.iterdir():
+                    source.chmod(0o640)
         for parent in self.directory.parents:
             if not parent.stat().st_mode & stat.S_IXOTH:
                 raise SandboxSetupError(
@@ -41,17 +52,29 @@ class CodeCache:
                     f"cannot read {self.directory}; choose another sandbox state dir"
                 )
 
-    def put(self, sha256: str, code: str) -> Path:
-        directory = self.directory / sha256
-        target = directory / "tenant.py"
-        if target.is_file():
-            return directory
-        directory.mkdir(mode=0o755, exist_ok=True)
-        directory.chmod(0o755)
+    def put(self, name: str, code: str, gid: int = 0) -> Path:
+        """Write code as <name>/tenant.py, readable by root and the group gid; its dir."""
+        directory = self.directory / name
+        try:
+            os.mkdir(directory, 0o750)
+        except FileExistsError:
+            pass
+        else:
+            os.chown(directory, 0, gid)
+            os.chmod(directory, 0o750)  # mkdir's mode passes through the umask
         tmp = directory / f".tenant.{os.getpid()}.{threading.get_ident()}.tmp"
-        tmp.write_bytes(code.encode())
-        tmp.chmod(0o644)
-        os.replace(tmp, target)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o640)
+        try:
+            os.fchown(fd, 0, gid)
+            os.fchmod(fd, 0o640)
+            data = code.encode()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, directory / "tenant.py")
         return directory
 
 
@@ -59,7 +82,7 @@ class FreshSandbox:
     def __init__(self, config: SandboxConfig | None = None) -> None:
         self.config = config or SandboxConfig.from_settings()
         self.code_cache = CodeCache(self.config.code_dir)
-        self.slots = Slots(self.config.slots_dir, self.config.slots)
+        self.slots = Slots(self.config.slots_dir, self.config.slots, self.config.slot_wait_seconds)
         self.network = Network()
         self._layout: Layout | None = None
         self._lock = threading.Lock()
@@ -88,6 +111,10 @@ class FreshSandbox:
         self.slots.prepare()
         self.config = self.config.with_runtime_installed()
 
+    def code_dir_for(self, slot: int, code: str) -> Path:
+        """The directory bound at /code for the jail holding `slot`, holding `code`."""
+        return self.code_cache.put(str(slot), code, self.config.uid_base + slot)
+
     def run(self, request: SandboxRequest) -> SandboxResult:
         try:
             job_bytes, started = open_job(request, self.prepare)
@@ -95,14 +122,17 @@ class FreshSandbox:
             return refused.result
         try:
             return self._run(request, job_bytes)
+        except NoSlotInTime as exc:
+            logger.warning("no sandbox slot for tenant %s: %s", request.tenant, exc)
+            return failure(Status.SANDBOX_FAILURE, "SandboxFailure", str(exc), started)
         except (SandboxSetupError, OSError) as exc:
             logger.exception("sandbox run failed for tenant %s", request.tenant)
             return failure(Status.SANDBOX_FAILURE, "SandboxFailure", str(exc), started)
 
     def _run(self, request: SandboxRequest, job_bytes: bytes) -> SandboxResult:
         limits = request.limits
-        code_dir = self.code_cache.put(request.code_sha256, request.code)
         with self.slots.acquire() as slot:
+            code_dir = self.code_dir_for(slot, request.code)
             name = f"job-{os.getpid()}-{next(_job_numbers)}"
             job = self._layout.create_job(name, limits.memory_bytes)
             try:

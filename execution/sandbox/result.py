@@ -23,7 +23,7 @@ class Status(StrEnum):
 
 @dataclass(frozen=True)
 class SandboxRequest:
-    tenant: str  # tenant slug, for isolation and labels
+    tenant: str  # the tenant's id (never its editable slug): warm jails are keyed by it
     code: str  # the tenant module's source
     input: Any  # JSON-serialisable
     limits: Limits = field(default_factory=Limits)

@@ -67,7 +67,7 @@ class SubprocessSandbox:
 
     def _run(self, request: SandboxRequest, job_bytes: bytes) -> SandboxResult:
         limits = request.limits
-        code_dir = self.code_cache.put(request.code_sha256, request.code)
+        code_dir = self.code_cache.put(request.code_sha256, request.code)  # runs as root
         argv = [
             self.python,
             *PYTHON_FLAGS,

@@ -1,8 +1,11 @@
-"""Warm mode: one long-lived jail per (tenant, code version, limits), a forked child per step.
+"""Warm mode: one long-lived jail per (tenant id, code version, limits), a forked child per step.
 
 Same interface and results as fresh mode. When no warm jail can be had (every one busy
-and the pool full, no free slot, or a zygote that will not come up because the tenant's
-module-level code kills it), the step runs in a fresh jail instead: slower, never weaker.
+and the pool full, every slot warm jails may hold on this machine taken and none of this
+worker's idle, or a zygote that will not come up because the tenant's module-level code
+kills it or leaves processes), the step runs in a fresh jail instead: slower, never
+weaker. A jail the host finds unclean between steps is killed and replaced; any jail is
+replaced after STEPWELL_WARM_MAX_JAIL_SECONDS or _STEPS.
 """
 
 import dataclasses
@@ -14,7 +17,7 @@ import threading
 import time
 
 from execution.sandbox.cgroups import Layout
-from execution.sandbox.config import SandboxConfig, SandboxSetupError
+from execution.sandbox.config import SandboxConfig
 from execution.sandbox.fresh import FreshSandbox, Refused, failure, open_job, watch_notes
 from execution.sandbox.outcome import JailExit, classify
 from execution.sandbox.result import SandboxRequest, SandboxResult, Status
@@ -26,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_JAILS_PER_WORKER = 4
 DEFAULT_IDLE_SECONDS = 300.0
+DEFAULT_MAX_SECONDS = 600.0
+DEFAULT_MAX_STEPS = 1000
 COLD_SECONDS = 60.0  # after a jail of a key failed to start, run that key fresh this long
 _jail_numbers = itertools.count()
 
@@ -38,10 +43,18 @@ class WarmSandbox:
         jails_per_worker: int = DEFAULT_JAILS_PER_WORKER,
         idle_seconds: float = DEFAULT_IDLE_SECONDS,
         fresh: FreshSandbox | None = None,
+        jails_per_machine: int | None = None,
+        max_seconds: float = DEFAULT_MAX_SECONDS,
+        max_steps: int = DEFAULT_MAX_STEPS,
     ) -> None:
         self.config = config or SandboxConfig.from_settings()
         self.fresh = fresh or FreshSandbox(self.config)
-        self.pool = JailPool(jails_per_worker, idle_seconds)
+        self.pool = JailPool(jails_per_worker, idle_seconds, max_seconds, max_steps)
+        # Warm jails hold the top slots only, so the rest always serve fresh jails; from
+        # the top down, as fresh jails pick at random and leave low slots likelier free.
+        count = self.config.slots
+        cap = min(jails_per_machine or max(1, count // 2), count)
+        self.slot_range = range(count - 1, count - 1 - cap, -1)
         self._cold: dict[JailKey, float] = {}
         self._cold_lock = threading.Lock()
         self._layout: Layout | None = None
@@ -52,11 +65,12 @@ class WarmSandbox:
 
         return cls(
             fresh.config if fresh else None,
-            jails_per_worker=getattr(
-                settings, "STEPWELL_WARM_JAILS_PER_WORKER", DEFAULT_JAILS_PER_WORKER
-            ),
-            idle_seconds=getattr(settings, "STEPWELL_WARM_IDLE_SECONDS", DEFAULT_IDLE_SECONDS),
+            jails_per_worker=settings.STEPWELL_WARM_JAILS_PER_WORKER,
+            idle_seconds=settings.STEPWELL_WARM_IDLE_SECONDS,
             fresh=fresh,
+            jails_per_machine=settings.STEPWELL_WARM_JAILS_PER_MACHINE,
+            max_seconds=settings.STEPWELL_WARM_MAX_JAIL_SECONDS,
+            max_steps=settings.STEPWELL_WARM_MAX_JAIL_STEPS,
         )
 
     def prepare(self) -> None:
@@ -74,6 +88,14 @@ class WarmSandbox:
             job_bytes, started = open_job(request, self.prepare)
         except Refused as refused:
             return refused.result
+        try:
+            return self._run(request, job_bytes)
+        except Exception as exc:  # the engine sees a sandbox failure, never an exception
+            logger.exception("warm sandbox run failed for tenant %s", request.tenant)
+            message = f"the sandbox failed: {exc}"
+            return failure(Status.SANDBOX_FAILURE, "SandboxFailure", message, started)
+
+    def _run(self, request: SandboxRequest, job_bytes: bytes) -> SandboxResult:
         key = JailKey(request.tenant, request.code_sha256, request.limits)
         if self._is_cold(key):
             return self.fresh.run(request)
@@ -90,9 +112,6 @@ class WarmSandbox:
             if not isinstance(exc, NoFreeSlot):
                 self._mark_cold(key)
             return self.fresh.run(request)
-        except (SandboxSetupError, OSError) as exc:
-            logger.exception("warm sandbox run failed for tenant %s", request.tenant)
-            return failure(Status.SANDBOX_FAILURE, "SandboxFailure", str(exc), started)
         return result_of(step, request)
 
     def _activate(self, key: JailKey, request: SandboxRequest, job_bytes: bytes) -> StepRun | None:
@@ -111,13 +130,13 @@ class WarmSandbox:
             return self._start_jail(request)
 
     def _start_jail(self, request: SandboxRequest) -> WarmJail:
-        code_dir = self.fresh.code_cache.put(request.code_sha256, request.code)
         name = f"job-{os.getpid()}-warm{next(_jail_numbers)}"
         jail = WarmJail(
             self.config,
             self._layout,
             self.fresh.slots,
-            code_dir,
+            self.slot_range,
+            lambda slot: self.fresh.code_dir_for(slot, request.code),
             request.limits,
             name,
             self.fresh.network,
@@ -163,8 +182,8 @@ def result_of(step: StepRun, request: SandboxRequest) -> SandboxResult:
         jail_exit=jail_exit,
     )
     if step.exit is None and not (run.over_cap or run.deadline_hit or step.oom):
-        # The engine retries a sandbox failure as any interrupted step; the notes stay.
-        message = f"the warm sandbox was lost during the step ({step.lost}); it will be retried"
+        # The engine retries a sandbox failure, a few times in a row at most; the notes stay.
+        message = f"the sandbox failed: its warm jail was lost during the step ({step.lost})"
         result = dataclasses.replace(
             result,
             status=Status.SANDBOX_FAILURE,

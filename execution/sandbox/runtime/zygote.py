@@ -9,10 +9,15 @@ Control channel (fd 3, a unix stream socket to the host):
 - host to zygote, a request: ``b"R"`` + struct ``>QIdd`` (activation id, job length,
   CPU seconds, wall seconds), carrying the write ends of the step's stdout, stderr and
   result pipes as SCM_RIGHTS, then the job bytes; a cancel: ``b"C"`` + ``>Q`` (id).
-- zygote to host: ``>I`` length + JSON: first ``{"ready": true}``, then per request
-  ``{"id", "exit_code", "signal", "timed_out", "cancelled", "retire", "cpu_seconds",
-  "maxrss_bytes"}``; ``retire`` says the zygote could not clean up and is ending.
+- zygote to host: ``>I`` length + JSON: first ``{"measure": true}`` once the runtime is
+  loaded, before any tenant code runs (the host takes the memory baseline and answers
+  ``b"G"``), then ``{"ready": true}``, then per request ``{"id", "exit_code", "signal",
+  "timed_out", "cancelled", "retire", "cpu_seconds", "maxrss_bytes"}``; ``retire`` says
+  the zygote could not clean up and is ending.
 Anything unexpected on the channel ends the zygote; the host then replaces the jail.
+
+The tenant module runs in this interpreter, so it can patch anything here: the host
+trusts none of it, and decides from the jail's cgroups whether the jail is clean.
 """
 
 import gc
@@ -32,6 +37,7 @@ CONTROL_FD = 3
 RESULT_FD = 3
 REQUEST = struct.Struct(">QIdd")
 CANCEL = struct.Struct(">Q")
+GO = b"G"  # the host's answer to "measure": the baseline is taken, import the tenant
 FRAME_LENGTH = struct.Struct(">I")
 PIPES_PER_STEP = 3
 SCRATCH_DIRS = ("/tmp", "/work", "/dev/shm")
@@ -60,13 +66,18 @@ def set_dumpable(flag):
 
 
 def recv_exact(control, size):
-    data = bytearray()
-    while len(data) < size:
-        chunk = control.recv(size - len(data))
-        if not chunk:
-            raise ChannelClosed("the host closed the control channel")
-        data += chunk
+    data = bytearray(size)
+    recv_into_exact(control, data)
     return bytes(data)
+
+
+def recv_into_exact(control, buffer):
+    view = memoryview(buffer)
+    while view:
+        got = control.recv_into(view)
+        if not got:
+            raise ChannelClosed("the host closed the control channel")
+        view = view[got:]
 
 
 def recv_kind(control):
@@ -127,10 +138,11 @@ def wipe_scratch():
             raise RuntimeError(f"{top} is not empty after the wipe")
 
 
-def run_child(boot, preloaded, job_bytes, fds, cpu_seconds):
+def run_child(boot, preloaded, job, fds, cpu_seconds):
     """In the forked child: a clean process for one step; never returns."""
     tenant, import_stdout, import_stderr = preloaded
     try:
+        job_bytes = bytes(job)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         set_dumpable(1)  # its own /proc files belong to it again
         # SIGXCPU at the limit says "CPU time" for sure; the hard limit a second later
@@ -194,10 +206,15 @@ def serve_one(control, boot, preloaded):
         )
         if len(fds) != PIPES_PER_STEP:
             raise ChannelClosed("a request without its three pipes")
-        job_bytes = recv_exact(control, job_length)
+        # Straight from the socket into one buffer, zeroed once the child has its copy:
+        # freed heap keeps its bytes, and every later child of this zygote inherits them.
+        job = bytearray(job_length)
+        recv_into_exact(control, job)
         pid = os.fork()
         if pid == 0:
-            run_child(boot, preloaded, job_bytes, fds, cpu_seconds)
+            run_child(boot, preloaded, job, fds, cpu_seconds)
+        job[:] = bytes(job_length)
+        del job
     finally:
         for fd in fds:
             os.close(fd)  # the child holds the only copies: EOF means it and its kin are gone
@@ -227,19 +244,24 @@ def serve_one(control, boot, preloaded):
         raise ChannelClosed("the scratch dirs could not be wiped")
 
 
-def preload(boot):
-    """Import what every step needs, then the tenant module, keeping what the import printed.
-
-    Returns (module, stdout bytes, stderr bytes); module None when the import fails, which
-    each child then repeats, so every step reports it (and prints) as fresh mode would.
-    """
-    import io
+def preload_runtime(boot):
+    """Import what every step needs, and run its paths once; no tenant code yet."""
     import traceback  # noqa: F401 - boot imports these lazily; pay for them once here
 
     import json_codec  # noqa: F401
     from stepwell import _engine, _progress  # noqa: F401
 
     warm_up(boot)
+
+
+def preload_tenant(boot):
+    """Import the tenant module, keeping what the import printed.
+
+    Returns (module, stdout bytes, stderr bytes); module None when the import fails, which
+    each child then repeats, so every step reports it (and prints) as fresh mode would.
+    """
+    import io
+
     saved = sys.stdout, sys.stderr
     captured = io.StringIO(), io.StringIO()
     sys.stdout, sys.stderr = captured
@@ -308,7 +330,17 @@ def serve(boot):
     control.set_inheritable(False)
     set_dumpable(0)
     os.chdir(WORK_DIR)
-    preloaded = preload(boot)
+    preload_runtime(boot)
+    gc.collect()
+    # The host measures the jail's memory now, before the tenant's import: each step's
+    # limit is that much above it, whatever the import allocates and frees.
+    send_frame(control, {"measure": True})
+    try:
+        if recv_exact(control, len(GO)) != GO:
+            os._exit(0)
+    except ChannelClosed:
+        os._exit(0)
+    preloaded = preload_tenant(boot)
     set_dumpable(0)  # again: the tenant's module-level code ran in between
     if len(os.listdir("/proc/self/task")) != 1:
         # A thread the module started would run beside every step; such code runs fresh.
