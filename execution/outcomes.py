@@ -70,23 +70,32 @@ def record(activation: Activation, result: SandboxResult, *, keep: bool = False)
     """Record the activation's outcome. With `keep`, the worker goes on with the instance
     if it is ready again: returns the next Activation (lease kept), or AGAIN (claim it
     again). Returns None when the instance is not the worker's to run now."""
-    if result.status == Status.OK:
-        try:
-            outcome = check_outcome(result.result)
-        except InvalidOutcome:
-            outcome = None
-        grown = None if outcome is None else plain_completion_growth(activation, outcome)
+    outcome = checked(result)
+    if isinstance(outcome, dict):
+        grown = plain_completion_growth(activation, outcome)
         if grown is not None:
             return record_completed_step(activation, outcome, grown, keep=keep)
-        if outcome is not None and is_plain_end(activation, outcome):
-            record_end_in_one_statement(activation, outcome.get("output"))
+        if is_plain_end(activation, outcome):
+            record_end_in_one_statement(activation, outcome["output"])
             return None
     with dispatch.kept(activation.instance_pk if keep else None) as kept:
-        record_any(activation, result)
+        record_any(activation, result, outcome)
     return AGAIN if kept.ready else None
 
 
-def record_any(activation: Activation, result: SandboxResult) -> None:
+def checked(result: SandboxResult) -> dict | InvalidOutcome | None:
+    """The checked outcome of a run that answered, or why it is invalid (else None)."""
+    if result.status != Status.OK:
+        return None
+    try:
+        return check_outcome(result.result)
+    except InvalidOutcome as exc:
+        return exc
+
+
+def record_any(
+    activation: Activation, result: SandboxResult, outcome: dict | InvalidOutcome | None
+) -> None:
     if result.status == Status.SANDBOX_FAILURE:
         message = (result.error or {}).get("message") or "the sandbox failed"
         record_failure(activation, str(message))
@@ -97,14 +106,12 @@ def record_any(activation: Activation, result: SandboxResult) -> None:
         if instance.sandbox_failures:  # a success ends the run of failures
             instance.sandbox_failures = 0
             Instance.objects.filter(pk=instance.pk).update(sandbox_failures=0)
-        if result.status != Status.OK:
+        if outcome is None:
             record_sandbox_violation(instance, activation, result)
+        elif isinstance(outcome, InvalidOutcome):
+            error_instance(instance, {"type": "InvalidOutcome", "message": str(outcome)})
         else:
-            try:
-                outcome = check_outcome(result.result)
-                apply_outcome(instance, activation, outcome)
-            except InvalidOutcome as exc:
-                error_instance(instance, {"type": "InvalidOutcome", "message": str(exc)})
+            apply_outcome(instance, activation, outcome)
 
 
 @contextlib.contextmanager
