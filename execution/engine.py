@@ -329,6 +329,12 @@ def finish_step(instance: Instance, step: Step, status: str, *, output=None, err
     step.error = error
     step.finished_at = timezone.now()
     step.save(update_fields=["status", "output", "error", "finished_at"])
+    # What the step received (an event's payload, a child's output) joins the history;
+    # while suspended it held nothing.
+    grown = outcomes.history_size(step)
+    if grown:
+        Instance.objects.filter(pk=instance.pk).update(history_bytes=F("history_bytes") + grown)
+        instance.history_bytes += grown
 
 
 def set_status(instance: Instance, status: str, **fields) -> None:

@@ -129,3 +129,24 @@ def test_the_migration_counts_the_history_of_existing_instances(driver, acme):
 
     # The database writes JSON a little differently (its spacing), hence approx.
     assert instance.history_bytes == pytest.approx(stored_history(instance), rel=0.05)
+
+
+WAITS = """
+def run(event, step):
+    paid = step.wait_for_event("paid", "payment")
+    step.do("after", lambda: len(paid["note"]))
+"""
+
+
+def test_what_a_wait_receives_counts_and_can_take_the_instance_past_the_quota(driver, acme):
+    set_quota(acme, history_bytes=1000)
+    instance = driver.run(start(acme, WAITS))
+    assert instance.status == "waiting"
+
+    workflows.send_event(instance, "payment", {"note": "n" * 2000})
+    instance = driver.run(instance)
+
+    assert instance.status == "errored"
+    assert "over its limit of 1000 bytes" in instance.error["message"]
+    assert instance.history_bytes == stored_history(instance) > 2000
+    assert list(instance.steps.values_list("name", flat=True)) == ["paid"]
