@@ -720,7 +720,7 @@ def record_sandbox_violation(
         # The code failed outside any step (at import, or between steps).
         error_instance(instance, error)
         return
-    before = 0 if step.pk is None else history_size(Step.objects.get(pk=step.pk))
+    before = history_size(step)  # as stored: a row read in full, or a new one
     step.attempts += 1
     step.started_at = timezone.now() - timedelta(seconds=result.wall_seconds)
     limit = instance.tenant.quota.step_output_bytes

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from execution import engine, workflows
 from execution.models import Instance, Step
-from execution.outcomes import SANDBOX_FAILURE_LIMIT
+from execution.outcomes import SANDBOX_FAILURE_LIMIT, history_size
 from execution.sandbox import SandboxResult, Status
 from tests.factories import make_tenant, set_quota, upload
 
@@ -253,11 +253,12 @@ def test_a_killed_jail_s_output_is_escaped_in_the_step_s_logs(monkeypatch, insta
         progress=(intent,),
     )
 
-    activate(monkeypatch, instance, killed)
+    instance = activate(monkeypatch, instance, killed)
 
     step = only_step(instance)
     assert step.status == "failed"
     assert step.logs == "before\\u0000after \\udc80\n"
+    assert instance.history_bytes == history_size(step) > len(step.logs)
 
 
 # Child starts
