@@ -20,6 +20,7 @@ from ninja.parser import Parser
 
 from execution.api import router as execution_router
 from execution.quotas import QuotaExceeded
+from execution.storable import json_problem
 from tenants.api import router as tokens_router
 from tenants.auth import TokenAuth
 
@@ -57,26 +58,6 @@ def reject_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
-def unstorable_text(data) -> str | None:
-    """Why the parsed body cannot be stored (a NUL, a lone surrogate), or None."""
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, str):
-            if "\x00" in item:
-                return "a string holds a NUL character (\\u0000)"
-            try:
-                item.encode()
-            except UnicodeEncodeError:
-                return "a string holds a lone surrogate (\\ud800-\\udfff)"
-    return None
-
-
 class StrictJSONParser(Parser):
     """JSON only, within the size limit, and storable as it is."""
 
@@ -88,9 +69,9 @@ class StrictJSONParser(Parser):
             data = json.loads(request.body, parse_constant=reject_constant)
         except (ValueError, RecursionError) as exc:
             raise MalformedBody(f"malformed JSON: {exc}") from None
-        problem = unstorable_text(data)
+        problem = json_problem(data)
         if problem:
-            raise MalformedBody(problem)
+            raise MalformedBody(f"the body holds {problem}, which cannot be stored")
         return data
 
 

@@ -10,6 +10,7 @@ from django.core.validators import RegexValidator
 from django.utils import timezone
 
 from execution.models import NAME_PATTERN
+from execution.storable import json_problem
 
 JSON_HELP = "A JSON object."
 
@@ -24,6 +25,9 @@ def parse_json(text: str, *, object_only: bool):
         raise forms.ValidationError(f"not valid JSON: {exc.msg} at line {exc.lineno}") from exc
     if object_only and not isinstance(value, dict):
         raise forms.ValidationError("must be a JSON object, like {}")
+    problem = json_problem(value)
+    if problem is not None:
+        raise forms.ValidationError(f"holds {problem}, which cannot be stored")
     return value
 
 

@@ -57,6 +57,7 @@ def limits(tenant: Tenant) -> list[tuple[str, str]]:
         ("Steps per instance", f"{quota.steps_per_instance}"),
         ("Payload size", f"{quota.payload_bytes // 1024} KB"),
         ("Step result size", f"{quota.step_result_bytes // 1024} KB"),
+        ("Instance history size", f"{quota.history_bytes // 2**20} MB"),
         ("Network", "on" if quota.network else "off"),
         ("Sandbox", quota.get_sandbox_mode_display()),
     ]

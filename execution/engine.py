@@ -44,6 +44,7 @@ class Activation:
     input: dict
     quota: Quota  # read when the instance was claimed
     pending: Step | None  # the unresolved do step being retried, if any
+    history_bytes: int = 0  # Instance.history_bytes as the activation began
     # The do step's row as it is now written, if this activation showed it as running.
     marked: Step | None = None
     on_progress: Callable[[dict], None] | None = None
@@ -59,8 +60,9 @@ class Activation:
                 return step
         return None
 
-    def then(self, step: Step) -> Activation:
-        """The next activation of the same instance under the same lease, `step` recorded."""
+    def then(self, step: Step, grown: int = 0) -> Activation:
+        """The next activation of the same instance under the same lease, `step` recorded
+        (its history `grown` bytes larger)."""
         # The step replaces its own entry, if it had one (an attempt being retried).
         history = [*self.input["history"][: step.index], step.as_history()]
         return dataclasses.replace(
@@ -69,6 +71,7 @@ class Activation:
             pending=None,
             marked=None,
             on_progress=None,
+            history_bytes=self.history_bytes + grown,
         )
 
 
@@ -125,16 +128,28 @@ def claim_and_load(instance_pk: int, token: str) -> tuple[Instance, list[Step]] 
 
 
 def execute(activation: Activation, *, keep: bool) -> Activation | object | None:
-    """Run the activation and record its outcome; returns what outcomes.record does."""
+    """Run the activation and record its outcome; returns what outcomes.record does.
+
+    An error here counts as a sandbox failure: a few in a row error the instance, so
+    that nothing an instance holds can make the engine retry it forever.
+    """
+    limit = activation.quota.history_bytes
     try:
+        if activation.history_bytes > limit:  # recorded before the quota, or lowered since
+            outcomes.record_error(activation, outcomes.history_error(limit))
+            return None
         with watch(activation) as watching:
             activation.on_progress = announced(watching)
             result = run_sandbox(activation)
         activation.marked = watching.marked
         return outcomes.record(activation, result, keep=keep)
-    except Exception:
+    except Exception as exc:
         log.exception("activation of instance %s failed in the engine", activation.instance_pk)
-        release(activation.instance_pk, activation.token, retry_in=timedelta(seconds=5))
+        try:
+            outcomes.record_failure(activation, f"{type(exc).__name__} in the engine")
+        except Exception:
+            log.exception("could not count the failure of instance %s", activation.instance_pk)
+            release(activation.instance_pk, activation.token, retry_in=outcomes.SANDBOX_RETRY)
         raise
 
 
@@ -252,6 +267,7 @@ def prepare_activation(instance: Instance, steps: list[Step], token: str) -> Act
         },
         quota=quota,
         pending=pending,
+        history_bytes=instance.history_bytes,
     )
 
 
@@ -319,6 +335,12 @@ def finish_step(instance: Instance, step: Step, status: str, *, output=None, err
     step.error = error
     step.finished_at = timezone.now()
     step.save(update_fields=["status", "output", "error", "finished_at"])
+    # What the step received (an event's payload, a child's output) joins the history;
+    # while suspended it held nothing.
+    grown = outcomes.history_size(step)
+    if grown:
+        Instance.objects.filter(pk=instance.pk).update(history_bytes=F("history_bytes") + grown)
+        instance.history_bytes += grown
 
 
 def set_status(instance: Instance, status: str, **fields) -> None:

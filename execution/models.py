@@ -167,6 +167,11 @@ class Instance(models.Model):
     generation = models.PositiveIntegerField(default=0)
     last_seq = models.PositiveBigIntegerField(default=0)
     activations = models.PositiveIntegerField(default=0)
+    # The JSON size of its steps' recorded results and errors plus their logs' length,
+    # kept up to date by the statement that records a step (Quota.history_bytes).
+    history_bytes = models.BigIntegerField(default=0)
+    # Activations in a row that the sandbox (or the engine) failed to run.
+    sandbox_failures = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)

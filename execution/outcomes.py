@@ -7,6 +7,7 @@ was taken over (or from before a pause, terminate or restart) is dropped.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -14,11 +15,22 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from console import rows
 from execution import dispatch
 from execution.models import Instance, ProgressEvent, Step, Workflow
+from execution.outcome_checks import (
+    DEFAULT_RETRIES,
+    InvalidOutcome,
+    check_outcome,
+    child_key,
+    clean_error,
+    duration,
+    json_size,
+    stored_retries,
+)
 from execution.progress import (
     event_message,
     numbered,
@@ -28,6 +40,7 @@ from execution.progress import (
     store_events,
 )
 from execution.sandbox import SandboxResult, Status
+from execution.storable import escaped
 
 if TYPE_CHECKING:
     from execution.engine import Activation
@@ -41,21 +54,12 @@ SANDBOX_ERROR_TYPES = {
     Status.KILLED: "Killed",
     Status.ERROR: "SandboxError",
 }
-OUTCOME_KINDS = {
-    "step",
-    "sleep",
-    "wait",
-    "start_workflow",
-    "wait_workflow",
-    "complete",
-    "error",
-    "nondeterminism",
-}
-DEFAULT_RETRIES = {"limit": 3, "delay_seconds": 1.0, "backoff": "exponential"}
-
-
-class InvalidOutcome(ValueError):
-    pass
+# Sandbox failures (and engine errors) in a row before the instance errors: a jail
+# that cannot run the instance's code must not be retried every few seconds forever.
+SANDBOX_FAILURE_LIMIT = 3
+SANDBOX_RETRY = timedelta(seconds=5)
+# The engine reads these here, where it always has.
+__all__ = ["DEFAULT_RETRIES", "InvalidOutcome", "check_outcome"]
 
 
 # record() returns this when the instance is ready again but its lease was given back.
@@ -66,22 +70,54 @@ def record(activation: Activation, result: SandboxResult, *, keep: bool = False)
     """Record the activation's outcome. With `keep`, the worker goes on with the instance
     if it is ready again: returns the next Activation (lease kept), or AGAIN (claim it
     again). Returns None when the instance is not the worker's to run now."""
-    if result.status == Status.OK:
-        try:
-            outcome = check_outcome(result.result)
-        except InvalidOutcome:
-            outcome = None
-        if outcome is not None and is_plain_completion(activation, outcome):
-            return record_completed_step(activation, outcome, keep=keep)
-        if outcome is not None and is_plain_end(activation, outcome):
-            record_end_in_one_statement(activation, outcome.get("output"))
+    outcome = checked(result)
+    if isinstance(outcome, dict):
+        grown = plain_completion_growth(activation, outcome)
+        if grown is not None:
+            return record_completed_step(activation, outcome, grown, keep=keep)
+        if is_plain_end(activation, outcome):
+            record_end_in_one_statement(activation, outcome["output"])
             return None
     with dispatch.kept(activation.instance_pk if keep else None) as kept:
-        record_any(activation, result)
+        record_any(activation, result, outcome)
     return AGAIN if kept.ready else None
 
 
-def record_any(activation: Activation, result: SandboxResult) -> None:
+def checked(result: SandboxResult) -> dict | InvalidOutcome | None:
+    """The checked outcome of a run that answered, or why it is invalid (else None)."""
+    if result.status != Status.OK:
+        return None
+    try:
+        return check_outcome(result.result)
+    except InvalidOutcome as exc:
+        return exc
+
+
+def record_any(
+    activation: Activation, result: SandboxResult, outcome: dict | InvalidOutcome | None
+) -> None:
+    if result.status == Status.SANDBOX_FAILURE:
+        message = (result.error or {}).get("message") or "the sandbox failed"
+        record_failure(activation, str(message))
+        return
+    with held(activation) as instance:
+        if instance is None:
+            return
+        if instance.sandbox_failures:  # a success ends the run of failures
+            instance.sandbox_failures = 0
+            Instance.objects.filter(pk=instance.pk).update(sandbox_failures=0)
+        if outcome is None:
+            record_sandbox_violation(instance, activation, result)
+        elif isinstance(outcome, InvalidOutcome):
+            error_instance(instance, {"type": "InvalidOutcome", "message": str(outcome)})
+        else:
+            apply_outcome(instance, activation, outcome)
+
+
+@contextlib.contextmanager
+def held(activation: Activation):
+    """The instance, locked, if the activation's lease still holds it (else None); its
+    lease given back when the block ends, in the same transaction."""
     from execution.engine import release
 
     with transaction.atomic():
@@ -92,38 +128,99 @@ def record_any(activation: Activation, result: SandboxResult) -> None:
         )
         if instance.lease_owner != activation.token or instance.generation != activation.generation:
             log.info("dropping a stale outcome for instance %s", instance.pk)
+            yield None
             return
-        if result.status == Status.SANDBOX_FAILURE:
-            log.error("sandbox failure on instance %s: %s", instance.pk, result.error)
-            release(instance.pk, activation.token, retry_in=timedelta(seconds=5))
-            return
-        if result.status != Status.OK:
-            record_sandbox_violation(instance, activation, result)
-        else:
-            try:
-                outcome = check_outcome(result.result)
-                apply_outcome(instance, activation, outcome)
-            except InvalidOutcome as exc:
-                error_instance(instance, {"type": "InvalidOutcome", "message": str(exc)})
-        release(instance.pk, activation.token)
+        yield instance
+        if instance.lease_owner == activation.token:
+            release(instance.pk, activation.token)
         if not dispatch.is_kept(instance.pk):
             # The place this activation held is free: another due instance may take it.
             tenant_id = instance.tenant_id
             transaction.on_commit(lambda: dispatch.fill(tenant_id))
 
 
-def is_plain_completion(activation: Activation, outcome: dict) -> bool:
+def record_failure(activation: Activation, message: str) -> None:
+    """The sandbox (or the engine) failed to run the activation: try again shortly, until
+    SANDBOX_FAILURE_LIMIT failures in a row, then error the instance."""
+    from execution.engine import release
+
+    message = escaped(message)[:2000]
+    with held(activation) as instance:
+        if instance is None:
+            return
+        log.error("sandbox failure on instance %s: %s", instance.pk, message)
+        failures = instance.sandbox_failures + 1
+        if failures >= SANDBOX_FAILURE_LIMIT:
+            text = (
+                f"the sandbox kept failing: {failures} activations in a row failed; "
+                f"the last: {message}"
+            )
+            error_instance(instance, {"type": "SandboxFailure", "message": text})
+            return
+        Instance.objects.filter(pk=instance.pk).update(sandbox_failures=failures)
+        release(instance.pk, activation.token, retry_in=SANDBOX_RETRY)
+        instance.lease_owner = ""
+
+
+def record_error(activation: Activation, error: dict) -> None:
+    """Error the instance without running it (what it holds forbids another activation)."""
+    with held(activation) as instance:
+        if instance is not None:
+            error_instance(instance, error)
+
+
+def history_error(limit: int) -> dict:
+    return {
+        "type": "HistoryTooLarge",
+        "message": f"the instance's history (its steps' recorded results, errors and logs) "
+        f"is over its limit of {limit} bytes",
+    }
+
+
+def history_size(step: Step | None) -> int:
+    """What a step row adds to its instance's history: the JSON size of its result and
+    error, and the length of its logs."""
+    if step is None:
+        return 0
+    size = 0 if step.output is None else json_size(step.output)
+    size += 0 if step.error is None else json_size(step.error)
+    return size + len(step.logs)
+
+
+def grow_history(instance: Instance, step: Step | None, before: int) -> None:
+    """Count what recording `step` added to the instance's history; error the instance
+    if that takes it past its quota."""
+    if step is None:
+        return
+    grown = history_size(step) - before
+    if grown:
+        Instance.objects.filter(pk=instance.pk).update(history_bytes=F("history_bytes") + grown)
+        instance.history_bytes += grown
+    limit = instance.tenant.quota.history_bytes
+    if instance.history_bytes > limit and not instance.is_terminal:
+        error_instance(instance, history_error(limit))
+
+
+def plain_completion_growth(activation: Activation, outcome: dict) -> int | None:
     """The common case, which record_completed_step records with the fewest statements:
-    the step the activation was expected to run completed, within the limits."""
-    if outcome["kind"] != "step" or outcome.get("status") != "complete":
-        return False
+    the step the activation was expected to run completed, within the limits. Returns
+    what it adds to the instance's history, or None if it is not that case."""
+    if outcome["kind"] != "step" or outcome["status"] != "complete":
+        return None
+    quota = activation.quota
     index = outcome["index"]
-    if index != activation.next_index() or index >= activation.quota.steps_per_instance:
-        return False
+    if index != activation.next_index() or index >= quota.steps_per_instance:
+        return None
     row = activation.row_for(index)
     if row is not None and row.status in Step.RESOLVED_STATUSES:
-        return False
-    return json_size(outcome.get("output")) <= activation.quota.step_result_bytes
+        return None
+    size = json_size(outcome["output"])
+    if size > quota.step_result_bytes:
+        return None
+    grown = size + len(outcome["logs"][: quota.step_output_bytes]) - history_size(row)
+    if activation.history_bytes + grown > quota.history_bytes:
+        return None  # record_any records it and errors the instance
+    return grown
 
 
 def is_plain_end(activation: Activation, outcome: dict) -> bool:
@@ -199,7 +296,7 @@ def end_statement() -> str:
     )
 
 
-def record_completed_step(activation: Activation, outcome: dict, *, keep: bool):
+def record_completed_step(activation: Activation, outcome: dict, grown: int, *, keep: bool):
     """record_do for a completed step, with the fewest statements.
 
     The lease, checked and renewed (or given back) by the same UPDATE that reserves
@@ -209,17 +306,17 @@ def record_completed_step(activation: Activation, outcome: dict, *, keep: bool):
     """
     step, events = completed_step(activation, outcome)
     if connection.vendor == "postgresql" and not connection.in_atomic_block:
-        recorded = store_completion_in_one_statement(activation, step, events, keep=keep)
+        recorded = store_completion_in_one_statement(activation, step, events, grown, keep=keep)
     else:
         with transaction.atomic():
-            recorded = store_completion(activation, step, events, keep=keep)
+            recorded = store_completion(activation, step, events, grown, keep=keep)
     if not recorded:
         log.info("dropping a stale outcome for instance %s", activation.instance_pk)
         return None
     if not keep:
         # The place this activation held is free: another due instance may take it.
         transaction.on_commit(lambda: dispatch.fill(activation.tenant_id))
-    return activation.then(step) if keep else None
+    return activation.then(step, grown) if keep else None
 
 
 def completed_step(activation: Activation, outcome: dict) -> tuple[Step, list[tuple]]:
@@ -231,15 +328,12 @@ def completed_step(activation: Activation, outcome: dict) -> tuple[Step, list[tu
         step = Step(instance_id=activation.instance_pk, index=outcome["index"], kind=Step.Kind.DO)
     announced = step.status == Step.Status.RUNNING
     if not announced:
-        step.started_at = now - timedelta(milliseconds=float(outcome.get("duration_ms") or 0))
+        step.started_at = now - duration(outcome)
     step.name = outcome["name"]
     step.attempts += 1
-    step.logs = str(outcome.get("logs") or "")[: quota.step_output_bytes]
-    step.config = {
-        "retries": outcome.get("retries") or DEFAULT_RETRIES,
-        "timeout_seconds": outcome.get("timeout_seconds"),
-    }
-    step.status, step.output, step.error = Step.Status.COMPLETE, outcome.get("output"), None
+    step.logs = outcome["logs"][: quota.step_output_bytes]
+    step.config = step_config(outcome)
+    step.status, step.output, step.error = Step.Status.COMPLETE, outcome["output"], None
     step.finished_at, step.wake_at = now, None
     summary = step_summary(step)
     events = [("step.started", {"step": summary})] if step.pk is None and not announced else []
@@ -248,9 +342,11 @@ def completed_step(activation: Activation, outcome: dict) -> tuple[Step, list[tu
     return step, events
 
 
-def store_completion(activation: Activation, step: Step, events: list[tuple], *, keep: bool):
+def store_completion(
+    activation: Activation, step: Step, events: list[tuple], grown: int, *, keep: bool
+) -> bool:
     """Store a completed step and its events in the caller's transaction; False if stale."""
-    last_seq = hold_for_record(activation, len(events), keep=keep, now=step.finished_at)
+    last_seq = hold_for_record(activation, len(events), grown, keep=keep, now=step.finished_at)
     if last_seq is None:
         return False
     step.save(force_insert=step.pk is None)
@@ -261,7 +357,7 @@ def store_completion(activation: Activation, step: Step, events: list[tuple], *,
 
 
 def store_completion_in_one_statement(
-    activation: Activation, step: Step, events: list[tuple], *, keep: bool
+    activation: Activation, step: Step, events: list[tuple], grown: int, *, keep: bool
 ) -> bool:
     """store_completion as one PostgreSQL statement in its own transaction: the lease
     UPDATE, the step's INSERT (or UPDATE) and the events' INSERT are data-modifying
@@ -273,7 +369,7 @@ def store_completion_in_one_statement(
         cursor.execute(
             completion_statement(is_new=is_new, keep=keep),
             [
-                *hold_params(activation, len(events), keep=keep, now=at),
+                *hold_params(activation, len(events), grown, keep=keep, now=at),
                 *rows.values_of(step),
                 *([] if is_new else [step.pk]),
                 len(events),
@@ -322,12 +418,16 @@ def completion_statement(*, is_new: bool, keep: bool) -> str:
     )
 
 
-def hold_for_record(activation: Activation, events: int, *, keep: bool, now) -> int | None:
-    """Check the lease, reserve `events` sequence numbers and make the instance due now:
-    kept by this worker (lease renewed, counted as sent) or given back to the queue.
-    Returns the last reserved number, or None if the lease is no longer this activation's."""
+def hold_for_record(
+    activation: Activation, events: int, grown: int, *, keep: bool, now
+) -> int | None:
+    """Check the lease, reserve `events` sequence numbers, count `grown` bytes more of
+    history, end a run of sandbox failures and make the instance due now: kept by this
+    worker (lease renewed, counted as sent) or given back to the queue. Returns the
+    last reserved number, or None if the lease is no longer this activation's."""
+    params = hold_params(activation, events, grown, keep=keep, now=now)
     with connection.cursor() as cursor:
-        cursor.execute(hold_sql(keep=keep), hold_params(activation, events, keep=keep, now=now))
+        cursor.execute(hold_sql(keep=keep), params)
         row = cursor.fetchone()
     return row[1] if row else None
 
@@ -340,7 +440,8 @@ def hold_sql(*, keep: bool) -> str:
     counted = ", activations = activations + 1" if keep else ""
     return (
         f"UPDATE {quote(Instance._meta.db_table)} "
-        f"SET last_seq = last_seq + %s, {assignments}{counted} "
+        f"SET last_seq = last_seq + %s, history_bytes = history_bytes + %s, "
+        f"sandbox_failures = 0, {assignments}{counted} "
         "WHERE id = %s AND lease_owner = %s AND generation = %s AND status = %s "
         "RETURNING id, last_seq"
     )
@@ -350,18 +451,20 @@ def held_columns(keep: bool) -> tuple[str, ...]:
     """What the outcome's UPDATE sets. A kept instance only has its lease renewed: while
     the lease is held nothing else reads when it is due, and leaving the indexed
     columns alone lets PostgreSQL update the row in place (HOT), without touching the
-    instance's five indexes, on every step. Given back, it is due now and sent nowhere."""
+    instance's five indexes, on every step (history_bytes and sandbox_failures are not
+    indexed either). Given back, it is due now and sent nowhere."""
     if keep:
         return ("lease_expires_at",)
     return ("next_run_at", "lease_owner", "lease_expires_at", "dispatched_at")
 
 
-def hold_params(activation: Activation, events: int, *, keep: bool, now) -> list:
+def hold_params(activation: Activation, events: int, grown: int, *, keep: bool, now) -> list:
     from execution.engine import lease_duration
 
     held = [now + lease_duration()] if keep else [now, "", None, None]
     return [
         events,
+        grown,
         *held,
         activation.instance_pk,
         activation.token,
@@ -370,27 +473,13 @@ def hold_params(activation: Activation, events: int, *, keep: bool, now) -> list
     ]
 
 
-def check_outcome(outcome: Any) -> dict:
-    """The runtime is inside the jail, so its answer is untrusted input."""
-    if not isinstance(outcome, dict) or outcome.get("kind") not in OUTCOME_KINDS:
-        raise InvalidOutcome("the sandbox runtime answered with something that is not an outcome")
-    kind = outcome["kind"]
-    if kind in ("step", "sleep", "wait", "start_workflow", "wait_workflow"):
-        index, name = outcome.get("index"), outcome.get("name")
-        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-            raise InvalidOutcome("the outcome's step index is not a non-negative integer")
-        if not isinstance(name, str) or not 0 < len(name) <= 200:
-            raise InvalidOutcome("the outcome's step name is not a string of 1 to 200 characters")
-    return outcome
-
-
 def apply_outcome(instance: Instance, activation: Activation, outcome: dict) -> None:
     kind = outcome["kind"]
     if kind == "complete":
-        complete_instance(instance, outcome.get("output"))
+        complete_instance(instance, outcome["output"])
         return
     if kind in ("error", "nondeterminism"):
-        error_instance(instance, clean_error(outcome.get("error")))
+        error_instance(instance, outcome["error"])
         return
     index = outcome["index"]
     existing = Step.objects.filter(instance=instance, index=index).first()
@@ -415,7 +504,8 @@ def apply_outcome(instance: Instance, activation: Activation, outcome: dict) -> 
         "start_workflow": record_start_workflow,
         "wait_workflow": record_wait_workflow,
     }[kind]
-    handler(instance, existing, outcome)
+    before = history_size(existing)
+    grow_history(instance, handler(instance, existing, outcome), before)
 
 
 def new_step(instance: Instance, existing: Step | None, outcome: dict, kind: str) -> Step:
@@ -425,21 +515,21 @@ def new_step(instance: Instance, existing: Step | None, outcome: dict, kind: str
     return Step(instance=instance, index=outcome["index"], name=outcome["name"], kind=kind)
 
 
-def record_do(instance: Instance, existing: Step | None, outcome: dict) -> None:
+def step_config(outcome: dict) -> dict:
+    return {"retries": outcome["retries"], "timeout_seconds": outcome["timeout_seconds"]}
+
+
+def record_do(instance: Instance, existing: Step | None, outcome: dict) -> Step:
     step = new_step(instance, existing, outcome, Step.Kind.DO)
     now = timezone.now()
-    duration = timedelta(milliseconds=float(outcome.get("duration_ms") or 0))
     step.attempts += 1
-    step.logs = str(outcome.get("logs") or "")[: instance.tenant.quota.step_output_bytes]
-    step.config = {
-        "retries": outcome.get("retries") or DEFAULT_RETRIES,
-        "timeout_seconds": outcome.get("timeout_seconds"),
-    }
+    step.logs = outcome["logs"][: instance.tenant.quota.step_output_bytes]
+    step.config = step_config(outcome)
     if step.status != Step.Status.RUNNING:  # not announced while it ran
-        step.started_at = now - duration
+        step.started_at = now - duration(outcome)
     announced = step.status == Step.Status.RUNNING
-    if outcome.get("status") == "complete":
-        output = outcome.get("output")
+    if outcome["status"] == "complete":
+        output = outcome["output"]
         too_big = json_size(output) > instance.tenant.quota.step_result_bytes
         if not too_big:
             step.status, step.output, step.error, step.finished_at = "complete", output, None, now
@@ -451,7 +541,7 @@ def record_do(instance: Instance, existing: Step | None, outcome: dict) -> None:
             publish_logs(instance, step)
             record_event(instance, "step.completed", step=step_summary(step))
             dispatch.run_now(instance)
-            return
+            return step
         outcome = {
             **outcome,
             "retryable": False,
@@ -461,17 +551,18 @@ def record_do(instance: Instance, existing: Step | None, outcome: dict) -> None:
                 f"{instance.tenant.quota.step_result_bytes} bytes",
             },
         }
-    fail_attempt(instance, step, clean_error(outcome.get("error")), bool(outcome.get("retryable")))
+    fail_attempt(instance, step, outcome["error"], outcome["retryable"])
+    return step
 
 
 def fail_attempt(instance: Instance, step: Step, error: dict, retryable: bool) -> None:
     """One attempt of a do step failed: retry after its backoff, or give up."""
     now = timezone.now()
-    retries = (step.config or {}).get("retries") or DEFAULT_RETRIES
+    retries = stored_retries(step.config)
     step.error = error
     step.finished_at = now
     is_new = step.pk is None
-    if retryable and step.attempts <= int(retries.get("limit", 3)):
+    if retryable and step.attempts <= retries["limit"]:
         step.status = Step.Status.FAILED
         step.wake_at = now + retry_delay(retries, step.attempts)
         step.save()
@@ -501,20 +592,21 @@ def fail_attempt(instance: Instance, step: Step, error: dict, retryable: bool) -
 def retry_delay(retries: dict, attempt: int) -> timedelta:
     delay = float(retries.get("delay_seconds", 1.0))
     backoff = retries.get("backoff", "exponential")
+    # Attempts are at most MAX_RETRY_LIMIT + 1; the exponent is capped all the same.
     if backoff == "linear":
         seconds = delay * attempt
     elif backoff == "exponential":
-        seconds = delay * 2 ** (attempt - 1)
+        seconds = delay * 2.0 ** min(attempt - 1, 64)
     else:
         seconds = delay
     return timedelta(seconds=min(seconds, 7 * 24 * 3600))
 
 
-def record_sleep(instance: Instance, existing: Step | None, outcome: dict) -> None:
+def record_sleep(instance: Instance, existing: Step | None, outcome: dict) -> Step:
     from execution.engine import set_status
 
     step = new_step(instance, existing, outcome, Step.Kind.SLEEP)
-    until = parse_time(outcome.get("until"))
+    until = outcome["until"]
     step.status, step.wake_at, step.attempts = Step.Status.SLEEPING, until, 1
     step.save()
     record_event(instance, "step.sleeping", step=step_summary(step), until=until.isoformat())
@@ -523,19 +615,17 @@ def record_sleep(instance: Instance, existing: Step | None, outcome: dict) -> No
         dispatch.run_now(instance)
     else:
         dispatch.run_at(instance, until)
+    return step
 
 
-def record_wait(instance: Instance, existing: Step | None, outcome: dict) -> None:
+def record_wait(instance: Instance, existing: Step | None, outcome: dict) -> Step:
     from execution.engine import set_status
 
     step = new_step(instance, existing, outcome, Step.Kind.WAIT_FOR_EVENT)
-    event_type = outcome.get("event_type")
-    if not isinstance(event_type, str) or not event_type:
-        raise InvalidOutcome("wait_for_event needs an event type")
-    step.event_type = event_type[:200]
+    step.event_type = outcome["event_type"]
     step.status, step.attempts = Step.Status.WAITING, 1
-    step.wake_at = timezone.now() + timedelta(seconds=seconds_of(outcome.get("timeout_seconds")))
-    step.config = {"timeout_seconds": outcome.get("timeout_seconds")}
+    step.wake_at = timezone.now() + timedelta(seconds=outcome["timeout_seconds"])
+    step.config = {"timeout_seconds": outcome["timeout_seconds"]}
     step.save()
     record_event(instance, "step.waiting", step=step_summary(step), event_type=step.event_type)
     set_status(instance, Instance.Status.WAITING)
@@ -544,27 +634,35 @@ def record_wait(instance: Instance, existing: Step | None, outcome: dict) -> Non
         dispatch.run_now(instance)
     else:
         dispatch.run_at(instance, step.wake_at)
+    return step
 
 
-def record_start_workflow(instance: Instance, existing: Step | None, outcome: dict) -> None:
+def record_start_workflow(instance: Instance, existing: Step | None, outcome: dict) -> Step:
     from execution.workflows import StartError, start_instance
 
     step = new_step(instance, existing, outcome, Step.Kind.START_WORKFLOW)
     step.attempts = 1
     step.finished_at = timezone.now()
-    workflow = (
-        Workflow.objects.for_tenant(instance.tenant)
-        .filter(name=str(outcome.get("workflow")))
-        .first()
-    )
+    quota = instance.tenant.quota
+    workflow = Workflow.objects.for_tenant(instance.tenant).filter(name=outcome["workflow"]).first()
     try:
+        if outcome["refused"] is not None:
+            raise StartError(outcome["refused"])
         if workflow is None:
-            raise StartError(f"no workflow named {outcome.get('workflow')!r}")
+            raise StartError(f"no workflow named {outcome['workflow']!r}")
+        size = json_size(outcome["payload"])
+        if size > quota.payload_bytes:
+            raise StartError(
+                f"the payload is {size} bytes; the limit is {quota.payload_bytes} bytes"
+            )
+        # Held to the starts per minute quota as the API's starts are: a workflow that
+        # starts children in a loop is a client like any other.
         child, _ = start_instance(
             workflow,
-            payload=outcome.get("payload") or {},
-            key=outcome.get("instance_id") or f"{instance.key}-{step.index}",
+            payload=outcome["payload"],
+            key=outcome["instance_id"] or child_key(instance.key, step.index),
             parent=instance,
+            rate=True,
         )
         step.status, step.output = Step.Status.COMPLETE, child.key
     except StartError as exc:
@@ -575,33 +673,28 @@ def record_start_workflow(instance: Instance, existing: Step | None, outcome: di
     kind = "step.completed" if step.status == Step.Status.COMPLETE else "step.failed"
     record_event(instance, kind, step=step_summary(step))
     dispatch.run_now(instance)
+    return step
 
 
-def record_wait_workflow(instance: Instance, existing: Step | None, outcome: dict) -> None:
+def record_wait_workflow(instance: Instance, existing: Step | None, outcome: dict) -> Step:
     from execution.engine import set_status
 
     step = new_step(instance, existing, outcome, Step.Kind.WAIT_FOR_WORKFLOW)
     step.attempts = 1
-    target = (
-        Instance.objects.for_tenant(instance.tenant)
-        .filter(key=str(outcome.get("instance_id")))
-        .first()
-    )
+    target = Instance.objects.for_tenant(instance.tenant).filter(key=outcome["instance_id"]).first()
     step.target = target
     step.status = Step.Status.WAITING
-    step.wake_at = timezone.now() + timedelta(seconds=seconds_of(outcome.get("timeout_seconds")))
+    step.wake_at = timezone.now() + timedelta(seconds=outcome["timeout_seconds"])
     step.save()
     record_event(
-        instance,
-        "step.waiting",
-        step=step_summary(step),
-        instance_id=str(outcome.get("instance_id")),
+        instance, "step.waiting", step=step_summary(step), instance_id=outcome["instance_id"]
     )
     set_status(instance, Instance.Status.WAITING)
     if target is None or target.is_terminal:
         dispatch.run_now(instance)
     else:
         dispatch.run_at(instance, step.wake_at)
+    return step
 
 
 def record_sandbox_violation(
@@ -610,7 +703,7 @@ def record_sandbox_violation(
     """The jail was stopped (memory, time, output, a signal) before the runtime answered."""
     error = {
         "type": SANDBOX_ERROR_TYPES.get(result.status, "SandboxError"),
-        "message": (result.error or {}).get("message", str(result.status)),
+        "message": escaped(str((result.error or {}).get("message", result.status)))[:4000],
     }
     intent = step_intent(result)
     step = None
@@ -620,21 +713,21 @@ def record_sandbox_violation(
             error_instance(instance, error)
             return
         step = new_step(instance, existing, intent, Step.Kind.DO)
-        step.config = {
-            "retries": intent.get("retries") or DEFAULT_RETRIES,
-            "timeout_seconds": intent.get("timeout_seconds"),
-        }
+        step.config = step_config(intent)
     elif activation.pending is not None:
         step = Step.objects.get(pk=activation.pending.pk)
     if step is None:
         # The code failed outside any step (at import, or between steps).
         error_instance(instance, error)
         return
+    before = history_size(step)  # as stored: a row read in full, or a new one
     step.attempts += 1
     step.started_at = timezone.now() - timedelta(seconds=result.wall_seconds)
-    step.logs = (result.stdout + result.stderr)[-instance.tenant.quota.step_output_bytes :]
+    limit = instance.tenant.quota.step_output_bytes
+    step.logs = escaped((result.stdout + result.stderr)[-limit:])[-limit:]
     retryable = result.status != Status.OUTPUT_TOO_LARGE
     fail_attempt(instance, step, error, retryable)
+    grow_history(instance, step, before)
 
 
 def step_intent(result: SandboxResult) -> dict | None:
@@ -667,7 +760,7 @@ def complete_instance(instance: Instance, output: Any) -> None:
 def error_instance(instance: Instance, error: dict) -> None:
     from execution.engine import set_status
 
-    set_status(instance, Instance.Status.ERRORED, error=error)
+    set_status(instance, Instance.Status.ERRORED, error=clean_error(error))
 
 
 def log_lines(step: Step) -> list[str]:
@@ -678,47 +771,3 @@ def log_lines(step: Step) -> list[str]:
 def publish_logs(instance: Instance, step: Step) -> None:
     for line in log_lines(step):
         record_event(instance, "step.log", step=step_summary(step), line=line)
-
-
-def clean_error(error: Any) -> dict:
-    if not isinstance(error, dict):
-        return {"type": "Error", "message": "the step failed without an error description"}
-    clean = {
-        "type": str(error.get("type") or "Error")[:200],
-        "message": str(error.get("message") or "")[:4000],
-    }
-    if error.get("traceback"):
-        clean["traceback"] = str(error["traceback"])[:16000]
-    for key in ("index", "recorded", "new"):
-        if key in error:
-            clean[key] = error[key]
-    return clean
-
-
-def json_size(value: Any) -> int:
-    try:
-        return len(json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError):
-        return 2**62
-
-
-def seconds_of(value: Any) -> float:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise InvalidOutcome("a timeout in the outcome is not a number") from None
-    if not 0 <= seconds <= 366 * 24 * 3600:
-        raise InvalidOutcome("a timeout in the outcome is out of range")
-    return seconds
-
-
-def parse_time(value: Any):
-    from datetime import datetime
-
-    try:
-        when = datetime.fromisoformat(str(value))
-    except ValueError:
-        raise InvalidOutcome("the sleep's wake time is not an ISO 8601 time") from None
-    if when.tzinfo is None:
-        raise InvalidOutcome("the sleep's wake time has no time zone")
-    return when

@@ -462,6 +462,8 @@ def restart(instance: Instance) -> Instance:
         lease_owner="",
         lease_expires_at=None,
         generation=instance.generation + 1,
+        history_bytes=0,  # its steps are gone
+        sandbox_failures=0,
     )
     dispatch.run_now(instance)
     return instance

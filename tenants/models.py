@@ -124,6 +124,9 @@ class Quota(models.Model):
     steps_per_instance = models.PositiveIntegerField(default=1000)
     instance_starts_per_minute = models.PositiveIntegerField(default=600)
     events_per_minute = models.PositiveIntegerField(default=1200)
+    # The JSON size of an instance's recorded results, errors and logs: every activation
+    # loads its history, so an endless one would cost more with every step.
+    history_bytes = models.PositiveBigIntegerField(default=32 * 2**20)
     network = models.BooleanField(default=False)
 
     class SandboxMode(models.TextChoices):

@@ -149,6 +149,23 @@ def test_an_event_can_be_sent_from_the_page(alice, instance):
     assert instance.events.get().payload == {"by": "alice"}
 
 
+@pytest.mark.parametrize(
+    ("payload", "words"),
+    [('{"by": "\\u0000"}', "a NUL character"), ("[NaN]", "a number that is not finite")],
+)
+def test_an_event_payload_that_cannot_be_stored_is_refused_saying_why(
+    alice, instance, payload, words
+):
+    response = alice.post(
+        f"/instances/{instance.key}/events/",
+        {"type": "approved", "payload": payload},
+        headers={"x-requested-with": "fetch"},
+    )
+    assert response.status_code == 400
+    assert words in response.content.decode()
+    assert not instance.events.exists()
+
+
 def test_pause_resume_terminate_and_restart_call_the_engine(alice, instance):
     url = f"/instances/{instance.key}/"
     assert alice.post(url + "pause/").status_code == 302

@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 
+from execution import outcome_checks
+
 RUNTIME_DIR = Path(__file__).resolve().parents[2] / "execution" / "sandbox" / "runtime"
 sys.path.insert(0, str(RUNTIME_DIR))
 
-from stepwell import NonRetryableError, StepError, WaitTimeout  # noqa: E402
+from stepwell import NonRetryableError, StepError, WaitTimeout, _arguments  # noqa: E402
 from stepwell._durations import parse_duration, parse_instant  # noqa: E402
 from stepwell._engine import activate  # noqa: E402
 
@@ -187,6 +189,9 @@ def test_a_custom_retry_policy_and_timeout_are_reported_capped_at_the_quota():
         ({"retries": {"limit": "3"}}, "TypeError", "limit must be a whole number"),
         ({"retries": [3]}, "TypeError", "retries must be a dict"),
         ({"retries": {"delay": "soon"}}, "ValueError", "retries delay 'soon' is not a duration"),
+        ({"retries": {"delay": -5}}, "ValueError", "retries delay must be a finite number"),
+        ({"retries": {"delay": float("nan")}}, "ValueError", "retries delay must be a finite"),
+        ({"retries": {"delay": "9" * 400 + " s"}}, "ValueError", "retries delay must be a finite"),
         ({"timeout": 0}, "ValueError", "step timeout must be more than zero"),
     ],
 )
@@ -199,6 +204,15 @@ def test_a_bad_retry_policy_or_timeout_errors_the_instance_at_the_call_site(
     assert outcome["error"]["type"] == error_type
     assert words in outcome["error"]["message"]
     assert 'File "/code/tenant.py", line 13, in run' in outcome["error"]["traceback"]
+
+
+def test_a_retry_policy_beyond_the_limits_is_clamped_not_refused():
+    # Refusing would break the replay of instances recorded before the limits existed.
+    options = {"retries": {"limit": 10**12, "delay": "30 days", "backoff": "constant"}}
+
+    outcome = run(tenant(FLAKY), payload={"options": options})
+
+    assert outcome["retries"] == {"limit": 100, "delay_seconds": 86400.0, "backoff": "constant"}
 
 
 def test_a_non_retryable_error_fails_the_step_at_once():
@@ -954,3 +968,124 @@ def test_the_zygotes_warm_up_runs_only_its_own_workflow_and_leaves_nothing_behin
     assert _progress._sink is None
     assert set(sys.modules) - modules <= {"zygote", "json_codec"}  # the zygote imports both
     assert capsys.readouterr() == ("", "")
+
+
+# Values the database cannot store
+
+RETURNS = """
+    def run(event, step):
+        return step.do("value", lambda: event.payload["value"])
+"""
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("a\x00b", "holds a NUL character"),
+        ({"k\x00": 1}, "holds a NUL character"),
+        (["\ud800"], "holds a lone surrogate ('\\ud800')"),
+    ],
+)
+def test_a_result_the_database_cannot_store_fails_the_step_without_retries(value, words):
+    outcome = run(tenant(RETURNS), payload={"value": value})
+
+    assert outcome["status"] == "failed"
+    assert outcome["retryable"] is False
+    assert outcome["error"]["type"] == "ResultNotStorable"
+    assert words in outcome["error"]["message"]
+    assert "the result of step 'value'" in outcome["error"]["message"]
+
+
+@pytest.mark.parametrize("value", ["\\u0000", "\\\\u0000", "\u00e9\U0001f600", "\\"])
+def test_backslashes_and_other_characters_are_stored_as_they_are(value):
+    outcome = run(tenant(RETURNS), payload={"value": value})
+
+    assert outcome["status"] == "complete"
+    assert outcome["output"] == value
+
+
+def test_an_output_the_database_cannot_store_errors_the_instance_clearly():
+    module = tenant("""
+        def run(event, step):
+            return {"text": "\\x00"}
+    """)
+
+    outcome = run(module)
+
+    assert outcome["kind"] == "error"
+    assert outcome["error"]["type"] == "ResultNotStorable"
+    assert "the return value of run() holds a NUL character" in outcome["error"]["message"]
+
+
+def test_a_child_payload_the_database_cannot_store_is_refused_at_the_call_site():
+    module = tenant("""
+        def run(event, step):
+            step.start_workflow("child", "other", {"text": "\\ud800"})
+    """)
+
+    outcome = run(module)
+
+    assert outcome["kind"] == "error"
+    assert outcome["error"]["type"] == "ValueError"
+    assert "the workflow payload holds a lone surrogate" in outcome["error"]["message"]
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "\udfff"])
+def test_a_step_name_the_database_cannot_store_is_refused_at_the_call_site(name):
+    module = tenant("""
+        def run(event, step):
+            step.do(event.payload["name"], lambda: 1)
+    """)
+
+    outcome = run(module, payload={"name": name})
+
+    assert outcome["kind"] == "error"
+    assert "step name" in outcome["error"]["message"]
+    assert "cannot be stored" in outcome["error"]["message"]
+
+
+def test_an_error_message_holding_nul_or_a_lone_surrogate_is_escaped():
+    module = tenant("""
+        def fail():
+            print("logged")
+            raise ValueError("bad\\x00byte \\ud800 here")
+
+        def run(event, step):
+            step.do("fails", fail)
+    """)
+
+    outcome = run(module)
+
+    assert outcome["error"]["message"] == "bad\\x00byte \\ud800 here"
+    assert "\x00" not in outcome["error"]["traceback"]
+    assert "\\ud800" in outcome["error"]["traceback"]
+
+
+@pytest.mark.parametrize(
+    ("call", "words"),
+    [
+        ('step.wait_for_event("w", "paid", timeout="400 days")', "longer than 366 days"),
+        ('step.wait_for_workflow("w", "child-1", timeout=10**9)', "longer than 366 days"),
+        ('step.sleep("nap", float("nan"))', "must be a finite number"),
+        ('step.sleep("nap", "a while")', "is not a duration"),
+        ('step.sleep_until("nap", "0001-01-01T00:00:00+01:00")', "out of range"),
+    ],
+)
+def test_a_malformed_or_absurd_wait_is_refused_at_the_call_site(call, words):
+    module = tenant(f"""
+        def run(event, step):
+            {call}
+    """)
+
+    outcome = run(module)
+
+    assert outcome["kind"] == "error"
+    assert outcome["error"]["type"] == "ValueError"
+    assert words in outcome["error"]["message"]
+    assert 'File "/code/tenant.py", line 3, in run' in outcome["error"]["traceback"]
+
+
+def test_the_runtime_and_the_host_clamp_retry_policies_at_the_same_limits():
+    assert _arguments.MAX_RETRY_LIMIT == outcome_checks.MAX_RETRY_LIMIT == 100
+    assert _arguments.MAX_RETRY_DELAY_SECONDS == outcome_checks.MAX_RETRY_DELAY_SECONDS == 86400
+    assert _arguments.MAX_WAIT_SECONDS == outcome_checks.MAX_WAIT_SECONDS

@@ -9,6 +9,12 @@ if TYPE_CHECKING:
     from typing import Any
 
 MAX_NAME_CHARS = 200
+# Larger values are clamped, not refused, so that instances recorded with them replay
+# (SDK.md); the host clamps them the same way (execution.outcome_checks).
+MAX_RETRY_LIMIT = 100
+MAX_RETRY_DELAY_SECONDS = 24 * 3600.0
+# A wait's timeout; the host refuses a longer one.
+MAX_WAIT_SECONDS = 366 * 24 * 3600.0
 BACKOFFS = ("constant", "linear", "exponential")
 DEFAULT_RETRIES = {"limit": 3, "delay": "1 second", "backoff": "exponential"}
 
@@ -21,7 +27,22 @@ def check_text(value: Any, what: str) -> str:
         raise ValueError(f"{what} must not be empty")
     if len(value) > MAX_NAME_CHARS:
         raise ValueError(f"{what} is {len(value)} characters long; the limit is {MAX_NAME_CHARS}")
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(f"{what} {value!a} holds {problem}, which cannot be stored")
     return value
+
+
+def text_problem(text: str) -> str | None:
+    """Why the database cannot store `text`, or None."""
+    if "\x00" in text:
+        return "a NUL character (\\u0000)"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"a lone surrogate ({exc.object[exc.start]!a})"
+    return None
 
 
 def parse_retries(retries: Any) -> dict[str, Any]:
@@ -36,9 +57,10 @@ def parse_retries(retries: Any) -> dict[str, Any]:
             f"unknown key(s) {', '.join(unknown)} in retries: use limit, delay and backoff"
         )
     policy = {**DEFAULT_RETRIES, **retries}
+    delay = parse_duration(policy["delay"], "retries delay")
     return {
-        "limit": _retry_limit(policy["limit"]),
-        "delay_seconds": parse_duration(policy["delay"], "retries delay"),
+        "limit": min(_retry_limit(policy["limit"]), MAX_RETRY_LIMIT),
+        "delay_seconds": min(delay, MAX_RETRY_DELAY_SECONDS),
         "backoff": _backoff(policy["backoff"]),
     }
 
@@ -55,6 +77,14 @@ def _backoff(backoff: Any) -> str:
     if backoff not in BACKOFFS:
         raise ValueError(f"retries backoff must be one of {', '.join(BACKOFFS)}, not {backoff!r}")
     return backoff
+
+
+def wait_timeout(timeout: Any, what: str) -> float:
+    """Seconds a wait may last: at most 366 days."""
+    seconds = parse_duration(timeout, what)
+    if seconds > MAX_WAIT_SECONDS:
+        raise ValueError(f"{what} of {seconds:g} seconds is longer than 366 days")
+    return seconds
 
 
 def attempt_timeout(timeout: Any, limit: float) -> float:

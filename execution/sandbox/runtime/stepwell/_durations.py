@@ -98,7 +98,10 @@ def parse_instant(when: Any, what: str = "time") -> datetime:
         )
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"{what} {when!r} has no time zone: give an aware time, e.g. with 'Z'")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{what} {when!r} is out of range in UTC") from None
 
 
 def parse_iso(text: str, what: str = "time") -> datetime:

@@ -25,13 +25,38 @@ def as_json(value: Any, limit: int, what: str) -> Any:
 
     try:
         text = dumps(value, ensure_ascii=False)
-        size = len(text.encode("utf-8"))
     except (TypeError, ValueError, RecursionError) as exc:
         raise ResultError(
             "ResultNotSerializable", f"{what} is not JSON-serialisable: {exc}"
         ) from None
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise ResultError(
+            "ResultNotStorable",
+            f"{what} holds a lone surrogate ({exc.object[exc.start]!a}), which cannot be stored",
+        ) from None
+    if _holds_nul(text):
+        raise ResultError(
+            "ResultNotStorable", f"{what} holds a NUL character (\\u0000), which cannot be stored"
+        )
     if size > limit:
         raise ResultError(
             "ResultTooLarge", f"{what} is {size} bytes of JSON, over the limit of {limit} bytes"
         )
     return loads(text)
+
+
+def _holds_nul(text: str) -> bool:
+    """Whether JSON text holds an escaped NUL: a \\u0000 after an even number of
+    backslashes (after an odd number it is a backslash, then 'u0000'). Linear: the
+    backslashes counted before one match lie after the previous one."""
+    at = text.find("\\u0000")
+    while at != -1:
+        start = at
+        while start > 0 and text[start - 1] == "\\":
+            start -= 1
+        if (at - start) % 2 == 0:
+            return True
+        at = text.find("\\u0000", at + 6)
+    return False

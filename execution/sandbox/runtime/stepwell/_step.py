@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._arguments import attempt_timeout, check_text, parse_retries
+from ._arguments import attempt_timeout, check_text, parse_retries, wait_timeout
 from ._attempt import run_attempt
 from ._durations import after, format_instant, parse_duration, parse_instant
 from ._errors import NestedStepError, StepError, WaitTimeout
@@ -113,7 +113,7 @@ class Step:
         name = check_text(name, "step name")
         request = {
             "event_type": check_text(event_type, "event_type"),
-            "timeout_seconds": parse_duration(timeout, "wait_for_event timeout"),
+            "timeout_seconds": wait_timeout(timeout, "wait_for_event timeout"),
         }
         return self._suspend_or_replay(name, "wait_for_event", "wait", request)
 
@@ -136,7 +136,7 @@ class Step:
         name = check_text(name, "step name")
         request = {
             "instance_id": check_text(instance_id, "instance_id"),
-            "timeout_seconds": parse_duration(timeout, "wait_for_workflow timeout"),
+            "timeout_seconds": wait_timeout(timeout, "wait_for_workflow timeout"),
         }
         return self._suspend_or_replay(name, "wait_for_workflow", "wait_workflow", request)
 

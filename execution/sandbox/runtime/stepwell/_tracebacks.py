@@ -16,10 +16,20 @@ MAX_TRACEBACK_CHARS = 16_000
 def describe(exc: BaseException, type: str | None = None) -> dict[str, str]:
     """The {"type", "message", "traceback"} of an error, for an outcome."""
     return {
-        "type": type or _type_name(exc),
+        "type": storable(type or _type_name(exc)),
         "message": message_of(exc),
         "traceback": tenant_traceback(exc),
     }
+
+
+def storable(text: str) -> str:
+    """`text` with what the database cannot store written as escapes: a NUL as \\x00,
+    a lone surrogate as \\udxxx (the host would refuse the whole error report)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def message_of(exc: BaseException) -> str:
@@ -31,7 +41,7 @@ def message_of(exc: BaseException) -> str:
         message = (
             f"{message[:MAX_MESSAGE_CHARS]} [{len(message) - MAX_MESSAGE_CHARS} characters cut]"
         )
-    return message
+    return storable(message)
 
 
 def tenant_traceback(exc: BaseException) -> str:
@@ -46,7 +56,7 @@ def tenant_traceback(exc: BaseException) -> str:
         text = f"{_type_name(exc)}: {message_of(exc)}\n"
     if len(text) > MAX_TRACEBACK_CHARS:  # keep the end, where the exception itself is
         text = f"[{len(text) - MAX_TRACEBACK_CHARS} characters cut]\n" + text[-MAX_TRACEBACK_CHARS:]
-    return text
+    return storable(text)
 
 
 def _drop_runtime_frames(report: Any, seen: set[int]) -> None:
