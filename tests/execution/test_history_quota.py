@@ -120,7 +120,7 @@ def test_the_migration_counts_the_history_of_existing_instances(driver, acme):
     instance = driver.run(start(acme, STEPS, steps=4))
     Instance.objects.filter(pk=instance.pk).update(history_bytes=0)
     migration = importlib.import_module(
-        "execution.migrations.0005_instance_history_and_sandbox_failures"
+        "execution.migrations.0006_instance_history_and_sandbox_failures"
     )
 
     with connection.cursor() as cursor:

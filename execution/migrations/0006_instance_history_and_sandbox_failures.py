@@ -13,7 +13,7 @@ UPDATE execution_instance SET history_bytes = COALESCE((
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('execution', '0004_listing_and_quota_indexes'),
+        ('execution', '0005_moderation_pause_reasons'),
     ]
 
     operations = [
