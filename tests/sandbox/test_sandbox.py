@@ -328,11 +328,19 @@ def test_the_protocol_accepts_only_its_schema():
             parse_result(bad)
 
 
-def test_nesting_is_measured_outside_strings_without_recursion():
-    assert nesting_depth(b'[{"a": "[[[[\\"]]"}]') == 2
-    assert nesting_depth(b"[" * 10**6) == 10**6
-    with pytest.raises(ProtocolError, match="nested deeper"):
-        parse_result(b'{"ok": true, "result": ' + b"[" * 101 + b"]" * 101 + b"}")
+def test_nesting_is_measured_on_the_parsed_value_without_recursion():
+    assert nesting_depth(json.loads('[{"a": "[[[[\\"]]"}]')) == 2
+    assert nesting_depth(7) == 0
+    deep: list = []
+    for _ in range(10**5):
+        deep = [deep]
+    assert nesting_depth(deep, limit=100) == 101  # stops counting past the limit
+    with pytest.raises(ProtocolError, match="nested deeper than 100 levels"):
+        parse_result(b'{"ok": true, "result": ' + b"[" * 100 + b"]" * 100 + b"}")
+    assert parse_result(b'{"ok": true, "result": ' + b"[" * 99 + b"]" * 99 + b"}")[0]
+    for unparsable in (b"[" * 10**6, b'{"ok": true, "result": ' + b"[" * 10**6):
+        with pytest.raises(ProtocolError, match="nested deeper"):
+            parse_result(unparsable)
 
 
 def test_nsjail_log_lines_are_read():
