@@ -55,7 +55,9 @@ def loads(data: bytes, max_depth: int = MAX_DEPTH) -> Any:
         raise too_deep from None
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError too
         raise ProtocolError(f"the result is not valid JSON ({exc.__class__.__name__})") from None
-    if nesting_depth(value, max_depth) > max_depth:
+    # Nesting needs an opening bracket per level: most documents have too few to measure.
+    brackets = data.count(b"[") + data.count(b"{")
+    if brackets > max_depth and nesting_depth(value, max_depth) > max_depth:
         raise too_deep
     return value
 
