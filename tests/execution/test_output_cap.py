@@ -26,7 +26,7 @@ def exits(monkeypatch) -> list[int]:
     return codes
 
 
-def test_a_step_that_prints_past_its_log_cap_ends_the_process_at_the_cap(exits):
+def test_a_step_that_prints_past_its_log_cap_ends_the_process_at_the_cap(exits, capfd):
     module = tenant("""
         def chatty():
             for _ in range(10_000):
@@ -42,6 +42,11 @@ def test_a_step_that_prints_past_its_log_cap_ends_the_process_at_the_cap(exits):
     run(module, log_bytes=500)
 
     assert exits == [_capture.OUTPUT_CAP_EXIT]
+    # What the log kept went to the process's stdout, where the host keeps it.
+    stdout = capfd.readouterr().out
+    assert stdout.startswith("x" * 100 + "\n")
+    assert stdout.endswith("[log truncated: 504 bytes written, limit 500 bytes]\n")
+    assert len(stdout.encode()) <= 500
 
 
 def test_printing_past_the_cap_outside_steps_ends_the_process_too(exits):

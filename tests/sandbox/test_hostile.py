@@ -170,6 +170,8 @@ def test_a_step_that_prints_without_end_is_stopped_at_its_cap_not_its_cpu_limit(
         f"output too large (printed output over {SMALL.output_bytes} bytes)"
     )
     assert [(note["kind"], note["name"]) for note in result.progress] == [("intent", "chatty")]
+    assert result.stdout.startswith("x" * 1000 + "\n")  # the head of its log is kept
+    assert "[log truncated:" in result.stdout
 
 
 def test_huge_stderr_is_cut_at_the_cap(run):
