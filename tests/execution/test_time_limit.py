@@ -2,6 +2,7 @@
 
 from console.celery import app
 from execution.sandbox.warm_activation import ZYGOTE_GRACE_SECONDS
+from execution.tasks import advance
 from tenants.models import STEP_TIMEOUT_MARGIN_SECONDS, Quota
 
 
@@ -18,3 +19,5 @@ def test_the_hard_time_limit_is_above_two_of_the_longest_steps_and_the_inline_bu
     longest_task = settings.STEPWELL_INLINE_SECONDS + 2 * (longest_step + ZYGOTE_GRACE_SECONDS)
     assert longest_task < settings.CELERY_TASK_TIME_LIMIT
     assert app.conf.task_time_limit == settings.CELERY_TASK_TIME_LIMIT
+    # What the sender writes into each message, and so what the worker enforces.
+    assert advance.time_limit == settings.CELERY_TASK_TIME_LIMIT
