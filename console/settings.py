@@ -1,5 +1,6 @@
 """Stepwell settings, read from the environment (see API.md, "Set-up commands")."""
 
+import math
 import os
 from pathlib import Path
 
@@ -203,3 +204,22 @@ STEPWELL_MAX_BODY_BYTES = env_int(
 STEPWELL_MAX_TOKENS_PER_TENANT = env_int("STEPWELL_MAX_TOKENS_PER_TENANT", 100, minimum=1)
 # How long a dispatched instance may wait for a worker before the clock sends it again.
 STEPWELL_REDISPATCH_SECONDS = env_float("STEPWELL_REDISPATCH_SECONDS", 15.0, minimum=0.5)
+# The longest a step may run, whatever a quota says (Quota.sandbox_limits clamps to it).
+STEPWELL_MAX_STEP_TIMEOUT_SECONDS = env_int("STEPWELL_MAX_STEP_TIMEOUT_SECONDS", 3600, minimum=1)
+# A backstop, never the way a step ends: Celery kills a task's pool process (SIGKILL) past
+# this hard limit and starts another; the instance's lease then lapses and the clock
+# sends it again. A task runs activations while STEPWELL_INLINE_SECONDS lasts, so at
+# most one started within it and one more after it: two of the longest activations
+# (step timeout, the sandbox's margins and grace, the recording) and the budget.
+# Only the prefork pool enforces hard limits (the backstop relies on it); the solo and
+# thread pools ignore them. Celery writes the limit into each message from the sending
+# process's settings, so web, clock and workers must agree on it.
+STEPWELL_ACTIVATION_OVERHEAD_SECONDS = 60
+CELERY_TASK_TIME_LIMIT = env_int(
+    "STEPWELL_TASK_TIME_LIMIT",
+    math.ceil(
+        STEPWELL_INLINE_SECONDS
+        + 2 * (STEPWELL_MAX_STEP_TIMEOUT_SECONDS + STEPWELL_ACTIVATION_OVERHEAD_SECONDS)
+    ),
+    minimum=1,  # below the default only for tests: a long step then dies with its worker
+)

@@ -10,6 +10,7 @@ thread per activation cost more than the rest of a warm step's bookkeeping.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -64,20 +65,29 @@ class Watch:
             return self.renew_at
         return min(self.renew_at, self.intent_at + settings.STEPWELL_RUNNING_MARK_SECONDS)
 
-    def act(self) -> None:
-        """Do what is due; called by the watcher's thread, never under its lock."""
+    def renew_if_due(self) -> None:
+        """Renew the lease if due; called by the watcher's thread, never under its lock."""
         with self.busy:
-            if self.closed:
-                return
             now = time.monotonic()
+            if self.closed or now < self.renew_at:
+                return
+            # Set before the call: a renewal that fails is tried again next time, not every tick.
+            self.renew_at = now + settings.STEPWELL_LEASE_SECONDS / 3
+            self.renew()
+
+    def mark_if_due(self) -> None:
+        """Write the running mark if due; called by the watcher's thread, after renewals.
+
+        The intent came from the jail (checked on the sandbox's reader thread, never
+        here); a mark it makes fail is dropped, not tried again.
+        """
+        with self.busy:
             intent = self.intent
             mark_at = self.intent_at + settings.STEPWELL_RUNNING_MARK_SECONDS
-            if intent is not None and now >= mark_at:
-                self.intent = None
-                self.marked = self.mark(intent, self.announced_at) or self.marked
-            if now >= self.renew_at:
-                self.renew_at = now + settings.STEPWELL_LEASE_SECONDS / 3
-                self.renew()
+            if self.closed or intent is None or time.monotonic() < mark_at:
+                return
+            self.intent = None
+            self.marked = self.mark(intent, self.announced_at) or self.marked
 
 
 class Watcher:
@@ -125,16 +135,25 @@ class Watcher:
                     last_busy = time.monotonic()
                     continue
                 due = [w for w in self.watches if w.due_at() <= now]
-            for watch in due:
-                try:
-                    watch.act()
-                except Exception:
-                    log.warning("looking after an activation failed", exc_info=True)
-                    close_old_connections()
             if due:
-                # Give the pooled connection back: this thread needs one only now and then.
-                connection.close()
+                look_after(due)
             time.sleep(tick_seconds())
+
+
+def look_after(due: list[Watch]) -> None:
+    """Every due renewal first, then the marks: a mark (whose step name and index the
+    jail chose) that fails or is slow never costs a lease. Nothing here may end the
+    watcher's thread, which is every running activation's only renewer."""
+    for action in [w.renew_if_due for w in due] + [w.mark_if_due for w in due]:
+        try:
+            action()
+        except Exception:
+            log.warning("looking after an activation failed", exc_info=True)
+            with contextlib.suppress(Exception):
+                close_old_connections()
+    # Give the pooled connection back: this thread needs one only now and then.
+    with contextlib.suppress(Exception):
+        connection.close()
 
 
 def tick_seconds() -> float:

@@ -144,7 +144,11 @@ class Quota(models.Model):
         """The sandbox limits of one activation under this quota."""
         from execution.sandbox import Limits
 
-        wall = min(timeout_seconds or self.step_timeout_seconds, self.step_timeout_seconds)
+        wall = min(
+            timeout_seconds or self.step_timeout_seconds,
+            self.step_timeout_seconds,
+            settings.STEPWELL_MAX_STEP_TIMEOUT_SECONDS,  # Celery's hard time limit is above it
+        )
         return Limits(
             memory_bytes=self.step_memory_mb * 2**20,
             cpu_seconds=self.step_cpu_seconds,

@@ -6,28 +6,33 @@ anything there, so nothing here trusts it beyond that schema. Never pickle.
 """
 
 import json
-import re
-from itertools import accumulate
 from typing import Any
 
 MAX_DEPTH = 100
 MAX_ERROR_FIELD = 64 * 1024
-
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_DEPTH_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+NOTE_PREFIX = b'{"progress":'
 
 
 class ProtocolError(ValueError):
     """The result channel held something other than one valid result document."""
 
 
-def nesting_depth(data: bytes) -> int:
-    """The deepest bracket nesting outside strings, without recursion."""
-    brackets = _STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
-    if not brackets:
-        return 0
-    return max(accumulate(_DEPTH_STEP[b] for b in brackets))
+def nesting_depth(value: Any, limit: int | None = None) -> int:
+    """How deeply a parsed JSON value nests lists and objects (a scalar is 0).
+
+    Level by level, without recursion, each container looked at once; stops counting
+    past `limit`. Measured on the parsed value, because scanning the raw bytes for
+    brackets outside strings cost time quadratic in an unterminated string.
+    """
+    depth = 0
+    level = [value]
+    while level and (limit is None or depth <= limit):
+        level = [v for v in level if isinstance(v, list | dict)]
+        if not level:
+            break
+        depth += 1
+        level = [child for v in level for child in (v.values() if isinstance(v, dict) else v)]
+    return depth
 
 
 def _reject_constant(name: str) -> Any:
@@ -35,16 +40,26 @@ def _reject_constant(name: str) -> Any:
 
 
 def loads(data: bytes, max_depth: int = MAX_DEPTH) -> Any:
-    """Parse untrusted JSON with a nesting cap; raise ProtocolError on anything else."""
-    if nesting_depth(data) > max_depth:
-        raise ProtocolError(f"the result is nested deeper than {max_depth} levels")
+    """Parse untrusted JSON with a nesting cap; raise ProtocolError on anything else.
+
+    The C parser reads the bytes in one pass; it gives up on nesting deeper than the
+    interpreter's recursion limit with RecursionError, and the parsed value is measured
+    against max_depth.
+    """
+    too_deep = ProtocolError(f"the result is nested deeper than {max_depth} levels")
     try:
-        text = data.decode("utf-8")
-        return json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
     except ProtocolError:
         raise
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError too
+    except RecursionError:
+        raise too_deep from None
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError too
         raise ProtocolError(f"the result is not valid JSON ({exc.__class__.__name__})") from None
+    # Nesting needs an opening bracket per level: most documents have too few to measure.
+    brackets = data.count(b"[") + data.count(b"{")
+    if brackets > max_depth and nesting_depth(value, max_depth) > max_depth:
+        raise too_deep
+    return value
 
 
 def dumps_job(mode: str, value: Any) -> bytes:
@@ -59,25 +74,31 @@ def split_channel(data: bytes) -> tuple[list[dict], bytes]:
     """The progress notes, and what follows them (the final document, if any).
 
     Progress notes are lines ``{"progress": {...}}`` written before the final
-    document; anything that is not one ends the notes.
+    document; anything that is not one ends the notes. Each byte is looked at a
+    bounded number of times: at most MAX_PROGRESS_NOTES lines are parsed.
     """
     notes: list[dict] = []
-    rest = data
-    while rest and len(notes) < MAX_PROGRESS_NOTES:
-        line, sep, tail = rest.partition(b"\n")
-        if not sep or not line.startswith(b'{"progress":'):
+    start = 0
+    while len(notes) < MAX_PROGRESS_NOTES and data.startswith(NOTE_PREFIX, start):
+        end = data.find(b"\n", start)
+        if end < 0:
             break
-        try:
-            doc = loads(line)
-        except ProtocolError:
+        note = _note(data[start:end])
+        if note is None:
             break
-        if not (
-            isinstance(doc, dict) and set(doc) == {"progress"} and isinstance(doc["progress"], dict)
-        ):
-            break
-        notes.append(doc["progress"])
-        rest = tail
-    return notes, rest
+        notes.append(note)
+        start = end + 1
+    return notes, data[start:]
+
+
+def _note(line: bytes) -> dict | None:
+    try:
+        doc = loads(line)
+    except ProtocolError:
+        return None
+    if isinstance(doc, dict) and set(doc) == {"progress"} and isinstance(doc["progress"], dict):
+        return doc["progress"]
+    return None
 
 
 def parse_result(data: bytes) -> tuple[bool, Any]:
@@ -112,26 +133,34 @@ def _clean_error(error: Any) -> dict:
 class NoteWatcher:
     """Hands each progress note to a callback as soon as its line is complete.
 
-    Fed the result channel's bytes as they arrive; the first line that is not a
-    note (the final document) ends the watching. The callback's errors are its own.
+    Fed the result channel's bytes so far each time more arrive (a byte at a time,
+    if the jail likes); each byte is scanned once for the end of its line, and a
+    line that does not start like a note ends the watching as soon as that shows.
+    The first line that is not a note (the final document) ends the watching. The
+    callback's errors are its own.
     """
 
     def __init__(self, callback) -> None:
         self.callback = callback
-        self.offset = 0
+        self.offset = 0  # where the current line starts
+        self.scanned = 0  # how far the current line is known to hold no newline
         self.seen = 0
         self.done = False
 
     def feed(self, data: bytes | bytearray) -> None:
         while not self.done:
-            end = data.find(b"\n", self.offset)
+            end = data.find(b"\n", max(self.offset, self.scanned))
             if end < 0:
+                self.scanned = len(data)
+                head = bytes(data[self.offset : self.offset + len(NOTE_PREFIX)])
+                if not NOTE_PREFIX.startswith(head):
+                    self.done = True
                 return
             line = bytes(data[self.offset : end])
-            self.offset = end + 1
-            notes, rest = split_channel(line + b"\n")
-            if not notes or rest or self.seen >= MAX_PROGRESS_NOTES:
+            self.offset = self.scanned = end + 1
+            note = _note(line) if line.startswith(NOTE_PREFIX) else None
+            if note is None or self.seen >= MAX_PROGRESS_NOTES:
                 self.done = True
                 return
             self.seen += 1
-            self.callback(notes[0])
+            self.callback(note)

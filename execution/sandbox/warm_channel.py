@@ -18,6 +18,20 @@ STATUS_KEYS = {
 }  # fmt: skip
 
 
+MAX_EXIT_CODE = 255
+MAX_SIGNAL = 127
+MAX_CPU_SECONDS = 10**7  # far above any step's limit, and exact as a float
+MAX_RSS_BYTES = 2**50
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _whole(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
 def request_header(activation_id: int, job_length: int, cpu: float, wall: float) -> bytes:
     return b"R" + REQUEST.pack(activation_id, job_length, float(cpu), float(wall))
 
@@ -50,14 +64,15 @@ def check_status(frame: dict, activation_id: int) -> JailExit:
     if frame["id"] != activation_id:
         raise ValueError(f"the jail answered activation {frame['id']}, not {activation_id}")
     exit_code, sig = frame["exit_code"], frame["signal"]
-    exited = isinstance(exit_code, int) and sig is None
-    if not (exited or (isinstance(sig, int) and exit_code is None)):
-        raise ValueError("a status frame without one exit code or signal")
+    exited = _whole(exit_code, 0, MAX_EXIT_CODE) and sig is None
+    if not (exited or (_whole(sig, 1, MAX_SIGNAL) and exit_code is None)):
+        raise ValueError("a status frame without one exit code (0 to 255) or signal (1 to 127)")
     for key in ("timed_out", "cancelled", "retire"):
         if not isinstance(frame[key], bool):
             raise ValueError(f"a status frame whose {key} is not a boolean")
-    for key in ("cpu_seconds", "maxrss_bytes"):
+    for key, most in (("cpu_seconds", MAX_CPU_SECONDS), ("maxrss_bytes", MAX_RSS_BYTES)):
         value = frame[key]
-        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"a status frame whose {key} is not a non-negative number")
+        # The zygote runs tenant code at import: inf, 1e308 or 10**400 must not reach float().
+        if not (_number(value) and 0 <= value <= most):
+            raise ValueError(f"a status frame whose {key} is not a number from 0 to {most}")
     return JailExit(launched=True, exit_code=exit_code, signal=sig, time_limit=frame["timed_out"])

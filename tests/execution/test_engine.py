@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from execution import workflows
+from execution import engine, watch, workflows
 from execution.models import Instance, ProgressEvent, Step
 from execution.outcomes import retry_delay
 from tests.factories import make_tenant, upload
@@ -394,3 +394,21 @@ def test_an_uncaught_exception_errors_the_instance_with_the_tenant_traceback(dri
     assert instance.error["type"] == "KeyError"
     assert "helper" in instance.error["traceback"]
     assert "stepwell" not in instance.error["traceback"]
+
+
+def test_a_running_mark_the_database_refuses_costs_no_lease_renewal(driver, acme, settings):
+    settings.STEPWELL_LEASE_SECONDS = 60
+    instance = start(acme, "three", THREE_STEPS, {"n": 1})
+    activation = engine.begin(instance.pk)
+    watching = engine.watch(activation)
+    watching.renew_at = watching.intent_at = 0.0  # both due
+    # PostgreSQL refuses NUL in text: the mark's transaction fails.
+    watching.intent = {"index": 0, "name": "first\x00", "retries": 3, "timeout_seconds": None}
+    Instance.objects.filter(pk=instance.pk).update(lease_expires_at=timezone.now())
+
+    watch.look_after([watching])
+
+    instance.refresh_from_db()
+    assert instance.lease_owner == activation.token
+    assert instance.lease_expires_at > timezone.now() + timedelta(seconds=30)
+    assert not Step.objects.filter(instance=instance).exists()

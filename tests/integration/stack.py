@@ -168,7 +168,8 @@ class Redis:
 class Stack:
     """A Stepwell deployment in miniature, pointed at the test database."""
 
-    def __init__(self, database_url: str):
+    def __init__(self, database_url: str, **env: str):
+        self.extra_env = env  # over the defaults below, for every process of the stack
         self.dir = Path(tempfile.mkdtemp(prefix="stepwell-it-"))
         # The sandbox uids read tenant code from below here.
         self.dir.chmod(0o755)
@@ -192,6 +193,7 @@ class Stack:
             STEPWELL_CLOCK_INTERVAL="0.1",
             STEPWELL_VAR_DIR=str(self.dir / "var"),
         )
+        env.update(self.extra_env)
         return env
 
     def start(self, workers: int = 1, concurrency: int = 2) -> Stack:

@@ -13,6 +13,7 @@ import pytest
 
 from execution.sandbox import Status
 from execution.sandbox.cgroups import PARENT, Layout
+from tests.sandbox.conftest import SMALL, workflow_input
 
 pytestmark = pytest.mark.sandbox
 
@@ -152,6 +153,32 @@ def main(x):
     assert len(result.stdout) == 1 * 2**20
     assert result.wall_seconds < 5
     assert host_rss_bytes() - before < 16 * 2**20
+
+
+ENDLESS_PRINT = """
+def run(event, step):
+    def chatty():
+        while True:
+            try:
+                print("x" * 1000)
+            except BaseException:
+                pass
+    return step.do("chatty", chatty)
+"""
+
+
+def test_a_step_that_prints_without_end_is_stopped_at_its_cap_not_its_cpu_limit(run):
+    activation = workflow_input()
+    activation["limits"]["log_bytes"] = SMALL.output_bytes  # one quota sets both, as in engine
+    # Burning the CPU limit would end as TIMED_OUT after 30 s; the cap ends it at once.
+    result = run(ENDLESS_PRINT, activation, mode="workflow", cpu_seconds=30, wall_seconds=60)
+    assert result.status == Status.OUTPUT_TOO_LARGE
+    assert result.error["message"] == (
+        f"output too large (printed output over {SMALL.output_bytes} bytes)"
+    )
+    assert [(note["kind"], note["name"]) for note in result.progress] == [("intent", "chatty")]
+    assert result.stdout.startswith("x" * 1000 + "\n")  # the head of its log is kept
+    assert "[log truncated:" in result.stdout
 
 
 def test_huge_stderr_is_cut_at_the_cap(run):

@@ -18,7 +18,7 @@ from execution.sandbox import (
 )
 from execution.sandbox import jail as jail_module
 from execution.sandbox.cgroups import JobCgroup, Layout
-from execution.sandbox.outcome import JailExit
+from execution.sandbox.outcome import JailExit, strip_loader_noise
 from execution.sandbox.protocol import ProtocolError, nesting_depth, parse_result
 from execution.sandbox.slots import Slots
 
@@ -352,11 +352,19 @@ def test_the_protocol_accepts_only_its_schema():
             parse_result(bad)
 
 
-def test_nesting_is_measured_outside_strings_without_recursion():
-    assert nesting_depth(b'[{"a": "[[[[\\"]]"}]') == 2
-    assert nesting_depth(b"[" * 10**6) == 10**6
-    with pytest.raises(ProtocolError, match="nested deeper"):
-        parse_result(b'{"ok": true, "result": ' + b"[" * 101 + b"]" * 101 + b"}")
+def test_nesting_is_measured_on_the_parsed_value_without_recursion():
+    assert nesting_depth(json.loads('[{"a": "[[[[\\"]]"}]')) == 2
+    assert nesting_depth(7) == 0
+    deep: list = []
+    for _ in range(10**5):
+        deep = [deep]
+    assert nesting_depth(deep, limit=100) == 101  # stops counting past the limit
+    with pytest.raises(ProtocolError, match="nested deeper than 100 levels"):
+        parse_result(b'{"ok": true, "result": ' + b"[" * 100 + b"]" * 100 + b"}")
+    assert parse_result(b'{"ok": true, "result": ' + b"[" * 99 + b"]" * 99 + b"}")[0]
+    for unparsable in (b"[" * 10**6, b'{"ok": true, "result": ' + b"[" * 10**6):
+        with pytest.raises(ProtocolError, match="nested deeper"):
+            parse_result(unparsable)
 
 
 def test_nsjail_log_lines_are_read():
@@ -372,6 +380,29 @@ def test_nsjail_log_lines_are_read():
         "[I][x] pid=9 ([STANDALONE MODE]) exited with status: 255, (PIDs left: 0)"
     )
     assert not JailExit.from_log(failed).launched
+
+
+def test_only_nsjail_lines_give_a_status_and_a_number_must_be_small():
+    noise = "pid=1 ( exited with status: 4\n[I] ) exited with status: 5\n"
+    assert JailExit.from_log(noise) == JailExit(False, None, None, False)
+    huge = "[I][x] pid=12 ([STANDALONE MODE]) exited with status: " + "9" * 5000
+    assert JailExit.from_log(huge) == JailExit(False, None, None, False)
+    later = huge + "\n[I][x] pid=12 (x) exited with status: 7, (PIDs left: 0)"
+    assert JailExit.from_log(later) == JailExit(True, 7, None, False)
+    bad_signal = "[I] pid=9 (x) terminated with signal: SIGKILL 9), (PIDs left: 0)"
+    assert JailExit.from_log(bad_signal).signal is None
+    fatal = "[I] pid=9 (x) exited with status: 0\n[F][x] something broke"
+    assert not JailExit.from_log(fatal).launched
+
+
+def test_only_leading_loader_complaints_are_stripped_from_stderr():
+    complaint = b"nsjail: /lib/libnl-3.so.200: no version information available (by nsjail)\n"
+    tenant = b"Traceback (most recent call last):\n"
+    assert strip_loader_noise(complaint * 3 + tenant + complaint) == tenant + complaint
+    assert strip_loader_noise(b"no version information available nsjail: \n") == (
+        b"no version information available nsjail: \n"
+    )
+    assert strip_loader_noise(complaint[:-1]) == complaint[:-1]  # a line needs its newline
 
 
 def test_slots_are_exclusive(tmp_path):

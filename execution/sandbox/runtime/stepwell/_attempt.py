@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from ._capture import CappedLog, StepTimeout, capture_output, time_limit
+from ._capture import CappedLog, StepTimeout, capture_output, stop_for_output, time_limit
 from ._errors import NonRetryableError
 from ._results import ResultError, as_json
 from ._tracebacks import describe
@@ -30,7 +30,7 @@ class Attempt:
 
 def run_attempt(fn: Callable[[], Any], name: str, timeout: float, limits: Limits) -> Attempt:
     attempt = Attempt()
-    log = CappedLog(limits.log_bytes)
+    log = CappedLog(limits.log_bytes, stop_for_output)
     started = time.perf_counter()
     try:
         # time_limit innermost, so the alarm is disarmed before anything else unwinds.

@@ -5,14 +5,44 @@ from __future__ import annotations
 import _signal  # signal's C core, always loaded: signal.py adds enums that take ~0.5 ms to build
 import io
 import sys
+from os import _exit, write  # bound here: tenant code that replaces os's does not reach them
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+# The exit code of a process whose step printed more than its cap; the host reports
+# "output too large" for it (execution/sandbox/outcome.py holds the same number).
+OUTPUT_CAP_EXIT = 72
+
+
+def stop_for_output(log: CappedLog) -> None:
+    """End the process at once: a step that prints without end must not burn its CPU limit.
+
+    Nothing the tenant catches: no exception, no cleanup, no result. What the log kept
+    goes to the process's stdout first, where the host keeps it as the step's log; the
+    exit code tells the host why, and the progress notes already sent name the step.
+    """
+    view = memoryview(log.getvalue().encode("utf-8", "replace"))
+    try:
+        while view:
+            view = view[write(1, view) :]
+    except OSError:  # tenant code may have closed fd 1: the exit code is what matters
+        pass
+    _exit(OUTPUT_CAP_EXIT)
 
 
 class CappedLog(io.TextIOBase):
-    """A text stream that keeps the first `limit` bytes (UTF-8) and counts the rest."""
+    """A text stream that keeps the first `limit` bytes (UTF-8) and counts the rest.
 
-    def __init__(self, limit: int) -> None:
+    With `stop` (what the sandbox's runtime passes), writing past the limit calls it
+    instead: the step ends there rather than printing on into the void.
+    """
+
+    def __init__(self, limit: int, stop: Callable[[CappedLog], object] | None = None) -> None:
         super().__init__()
         self._limit = limit
+        self._stop = stop
         self._kept = bytearray()
         self._written = 0
 
@@ -31,6 +61,8 @@ class CappedLog(io.TextIOBase):
         room = self._limit - len(self._kept)
         if room > 0:
             self._kept += data[:room]
+        if self._written > self._limit and self._stop is not None:
+            self._stop(self)
         return len(text)
 
     def getvalue(self) -> str:

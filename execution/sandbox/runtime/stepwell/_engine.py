@@ -6,7 +6,7 @@ dict for the host (see the activation protocol in ARCHITECTURE.md and SDK.md).
 
 from __future__ import annotations
 
-from ._capture import CappedLog, capture_output
+from ._capture import CappedLog, capture_output, stop_for_output
 from ._protocol import Activation, ProtocolError, parse_activation
 from ._results import ResultError, as_json
 from ._step import Event, Step, Suspend, nondeterminism
@@ -47,7 +47,7 @@ def _activate(tenant_module: ModuleType, activation: Activation, step: Step) -> 
     event = Event(activation.payload, activation.instance_id, activation.timestamp)
     # run() is replayed on every activation, so what it prints outside steps is
     # noise; it must not reach the process's own stdout either.
-    discarded = CappedLog(activation.limits.log_bytes)
+    discarded = CappedLog(activation.limits.log_bytes, stop_for_output)
     try:
         with capture_output(discarded):
             value = run(event, step)
