@@ -20,7 +20,7 @@ from execution.models import CodeVersion, Instance, Workflow
 from execution.schemas import InstanceOut, instance_out
 from tenants.audit import audit_log_for
 from tenants.models import ApiToken, AuditLog
-from tenants.tokens import create_token, revoke_token
+from tenants.tokens import TokenQuotaExceeded, create_token, revoke_token
 
 STATUSES = [s.value for s in Instance.Status]
 
@@ -281,8 +281,12 @@ def token_list(request):
         if not request.membership.can_write:
             return render(request, "console/forbidden.html", status=403)
         if form.is_valid():
-            created = make_token(request, form)
-            form = TokenForm()
+            try:
+                created = make_token(request, form)
+            except TokenQuotaExceeded as exc:
+                form.add_error(None, str(exc))
+            else:
+                form = TokenForm()
     tokens = ApiToken.objects.filter(tenant=request.tenant).select_related("created_by")
     context = {"form": form, "tokens": tokens, "created": created}
     return render(request, "console/tokens.html", context)

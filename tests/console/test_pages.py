@@ -254,6 +254,20 @@ def test_bob_gets_404_revoking_acmes_token(bob, acme):
     assert token.revoked_at is None
 
 
+def test_the_console_holds_token_creation_to_the_tenant_cap(alice, acme, settings):
+    settings.STEPWELL_MAX_TOKENS_PER_TENANT = 2
+    assert alice.post("/tokens/", {"name": "one"}).status_code == 200
+    assert alice.post("/tokens/", {"name": "two"}).status_code == 200
+    page = alice.post("/tokens/", {"name": "three"})
+    assert b"the limit is 2" in page.content
+    assert b"token-value" not in page.content
+    assert set(ApiToken.objects.filter(tenant=acme).values_list("name", flat=True)) == {
+        "one",
+        "two",
+    }
+    assert AuditLog.objects.filter(tenant=acme, action="token.created").count() == 2
+
+
 def test_bobs_lists_show_nothing_of_acme(bob, instance):
     assert instance.key.encode() not in bob.get("/instances/").content
     assert b"orders" not in bob.get("/workflows/").content
