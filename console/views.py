@@ -14,7 +14,13 @@ from django.views.decorators.http import require_POST
 from console import usage
 from console.diffs import diff_lines
 from console.forms import CodeForm, EventForm, StartForm, TokenForm
-from console.tenancy import memberships_of, switch_tenant, tenant_required, writer_required
+from console.tenancy import (
+    memberships_of,
+    page_after_switch,
+    switch_tenant,
+    tenant_required,
+    writer_required,
+)
 from execution import quotas, workflows
 from execution.models import CodeVersion, Instance, Workflow
 from execution.schemas import InstanceOut, instance_out
@@ -50,7 +56,7 @@ def no_tenant(request):
 def switch(request):
     if switch_tenant(request, request.POST.get("tenant", "")) is None:
         raise Http404("no such tenant")
-    return redirect(request.POST.get("next") or "home")
+    return redirect(page_after_switch(request))
 
 
 @tenant_required

@@ -55,6 +55,32 @@ def test_the_tenant_switcher_changes_what_a_user_of_two_tenants_sees(alice, orde
     assert alice.post("/tenant/", {"tenant": "nope"}).status_code == 404
 
 
+@pytest.mark.parametrize(
+    "wanted",
+    [
+        "https://evil.example/",
+        "//evil.example/",
+        "///evil.example/",
+        "/\\evil.example/",
+        "\\\\evil.example",
+        "https:/evil.example",
+        "javascript:alert(1)",
+        " //evil.example",
+        "",
+    ],
+)
+def test_the_tenant_switcher_goes_home_rather_than_off_site(alice, globex, wanted):
+    Membership.objects.create(tenant=globex, user=get_user_model().objects.get(username="alice"))
+    response = alice.post("/tenant/", {"tenant": "globex", "next": wanted})
+    assert (response.status_code, response.url) == (302, "/")
+
+
+def test_the_tenant_switcher_returns_to_a_page_of_this_site(alice, globex):
+    Membership.objects.create(tenant=globex, user=get_user_model().objects.get(username="alice"))
+    response = alice.post("/tenant/", {"tenant": "globex", "next": "/instances/?status=failed"})
+    assert response.url == "/instances/?status=failed"
+
+
 def test_the_workflows_list_shows_the_current_version(alice, orders):
     page = alice.get("/workflows/")
     assert b"orders" in page.content
