@@ -11,6 +11,8 @@ from functools import wraps
 
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from tenants.models import Membership
 
@@ -43,6 +45,16 @@ def switch_tenant(request, slug: str) -> Membership | None:
     if membership is not None:
         request.session[SESSION_KEY] = membership.tenant.slug
     return membership
+
+
+def page_after_switch(request) -> str:
+    """Where the switcher goes next: the posted `next` if it is a path on this site, else
+    the home page, so a form elsewhere cannot use the switch to send a user away."""
+    wanted = request.POST.get("next", "")
+    # No host is allowed: only a path of ours, never an absolute or scheme-relative URL.
+    if wanted.startswith("/") and url_has_allowed_host_and_scheme(wanted, allowed_hosts=None):
+        return wanted
+    return reverse("home")
 
 
 def tenant_required(view):

@@ -14,13 +14,19 @@ from django.views.decorators.http import require_POST
 from console import usage
 from console.diffs import diff_lines
 from console.forms import CodeForm, EventForm, StartForm, TokenForm
-from console.tenancy import memberships_of, switch_tenant, tenant_required, writer_required
+from console.tenancy import (
+    memberships_of,
+    page_after_switch,
+    switch_tenant,
+    tenant_required,
+    writer_required,
+)
 from execution import quotas, workflows
 from execution.models import CodeVersion, Instance, Workflow
 from execution.schemas import InstanceOut, instance_out
 from tenants.audit import audit_log_for
 from tenants.models import ApiToken, AuditLog
-from tenants.tokens import create_token, revoke_token
+from tenants.tokens import TokenQuotaExceeded, create_token, revoke_token
 
 STATUSES = [s.value for s in Instance.Status]
 
@@ -50,7 +56,7 @@ def no_tenant(request):
 def switch(request):
     if switch_tenant(request, request.POST.get("tenant", "")) is None:
         raise Http404("no such tenant")
-    return redirect(request.POST.get("next") or "home")
+    return redirect(page_after_switch(request))
 
 
 @tenant_required
@@ -281,8 +287,12 @@ def token_list(request):
         if not request.membership.can_write:
             return render(request, "console/forbidden.html", status=403)
         if form.is_valid():
-            created = make_token(request, form)
-            form = TokenForm()
+            try:
+                created = make_token(request, form)
+            except TokenQuotaExceeded as exc:
+                form.add_error(None, str(exc))
+            else:
+                form = TokenForm()
     tokens = ApiToken.objects.filter(tenant=request.tenant).select_related("created_by")
     context = {"form": form, "tokens": tokens, "created": created}
     return render(request, "console/tokens.html", context)

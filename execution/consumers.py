@@ -24,6 +24,9 @@ SNAPSHOT_INSTANCES = 50
 
 
 def bearer_token(scope) -> str | None:
+    """The connection's Bearer token, or None. A connection with one is authenticated by
+    it alone and never by the cookie, which is why console.origins may skip the Origin
+    check for exactly these connections and no others."""
     for name, value in scope.get("headers", []):
         if name == b"authorization":
             kind, _, token = value.decode("latin1").partition(" ")

@@ -1,7 +1,8 @@
-"""The operators' side of tenants: suspension, quotas, tokens and the audit log.
+"""The operators' side of tenants: suspension, quotas, memberships, tokens and the audit log.
 
 Every decision goes through `execution.moderation`, which writes the audit log; this
-module only asks for the reason and reports back.
+module only asks for the reason and reports back. Quota and membership edits are plain
+admin forms, so their saves and deletes here write the audit rows themselves.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
 from execution import moderation
+from tenants.audit import audit_membership_removed, audit_membership_saved
 from tenants.models import ApiToken, AuditLog, Membership, Quota, Tenant
 from tenants.tokens import revoke_token
 
@@ -87,6 +89,24 @@ def audit_quota_form(form, actor) -> None:
     if changes:
         quota = form.instance
         moderation.audit("quota.changed", actor=actor, tenant=quota.tenant, target=quota, **changes)
+
+
+def stored_memberships(pks) -> dict[int, Membership]:
+    """The rows as they are before a save: the forms already hold the new values."""
+    return Membership.objects.select_related("tenant", "user").in_bulk([pk for pk in pks if pk])
+
+
+def save_audited_memberships(formset, actor) -> None:
+    """Save the tenant page's membership rows, auditing each grant, change and removal."""
+    before = stored_memberships(form.instance.pk for form in formset.initial_forms)
+    for form in formset.deleted_forms:
+        if form.instance.pk in before:
+            audit_membership_removed(before[form.instance.pk], actor)
+    formset.save()
+    for membership in formset.new_objects:
+        audit_membership_saved(membership, actor, before=None)
+    for membership, _ in formset.changed_objects:
+        audit_membership_saved(membership, actor, before=before[membership.pk])
 
 
 class ReadOnly:
@@ -172,6 +192,8 @@ class TenantAdmin(admin.ModelAdmin):
         self.message_user(request, f"{done} {len(tenants)} tenant(s).")
 
     def save_formset(self, request, form, formset, change):
+        if formset.model is Membership:
+            return save_audited_memberships(formset, request.user)
         super().save_formset(request, form, formset, change)
         if formset.model is Quota:
             for quota_form in formset.forms:
@@ -209,6 +231,27 @@ class MembershipAdmin(admin.ModelAdmin):
     list_display = ["tenant", "user", "role"]
     list_filter = ["role"]
     search_fields = ["tenant__slug", "user__username"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Moving a membership to another tenant would be a removal and a grant in one
+        # row, audited under one tenant only: remove it and grant the other instead.
+        return ["tenant"] if obj is not None else []
+
+    def save_model(self, request, obj, form, change):
+        before = stored_memberships([obj.pk]).get(obj.pk) if change else None
+        super().save_model(request, obj, form, change)
+        audit_membership_saved(obj, request.user, before=before)
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            audit_membership_removed(obj, request.user)
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            for membership in queryset.select_related("tenant", "user"):
+                audit_membership_removed(membership, request.user)
+            super().delete_queryset(request, queryset)
 
 
 @admin.register(ApiToken)

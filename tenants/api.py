@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.conf import settings
 from django.db import transaction
 from django.http import Http404, HttpRequest
 from django.utils import timezone
@@ -21,8 +20,8 @@ from pydantic import AwareDatetime, Field, field_validator
 
 from execution.schemas import AUTH_ERRORS, WRITE_ERRORS, Detail
 from tenants.auth import require_write
-from tenants.models import ApiToken, AuditLog, Tenant
-from tenants.tokens import create_token
+from tenants.models import ApiToken, AuditLog
+from tenants.tokens import TokenQuotaExceeded, create_token
 
 router = Router(tags=["tokens"])
 
@@ -86,22 +85,15 @@ def capped_expiry(actor: ApiToken, wanted: datetime | None) -> datetime | None:
 @transaction.atomic
 def issue_token(actor: ApiToken, data: TokenIn) -> tuple[ApiToken, str]:
     """A new token of the actor's tenant, and its raw value (to show once)."""
-    tenant = actor.tenant
-    # Locking the tenant counts its tokens and adds one as a single step.
-    Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
-    live = ApiToken.objects.filter(tenant=tenant).active().count()
-    if live >= settings.STEPWELL_MAX_TOKENS_PER_TENANT:
-        raise HttpError(
-            429,
-            f"tokens quota: {live} active tokens; the limit is "
-            f"{settings.STEPWELL_MAX_TOKENS_PER_TENANT}; revoke one first",
+    try:
+        token, raw = create_token(
+            actor.tenant,
+            data.name,
+            expires_at=capped_expiry(actor, data.expires_at),
+            read_only=data.read_only,
         )
-    token, raw = create_token(
-        tenant,
-        data.name,
-        expires_at=capped_expiry(actor, data.expires_at),
-        read_only=data.read_only,
-    )
+    except TokenQuotaExceeded as exc:
+        raise HttpError(429, str(exc)) from exc
     audit(actor, "token.created", token)
     return token, raw
 

@@ -7,6 +7,7 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -17,6 +18,10 @@ from tenants.models import ApiToken, Quota, Tenant
 TOKEN_PREFIX = "sw_"
 # Touching last_used_at on every request would write on every read; once a minute is enough.
 LAST_USED_RESOLUTION_SECONDS = 60
+
+
+class TokenQuotaExceeded(Exception):
+    """The tenant already has the most active tokens allowed; the message names the limit."""
 
 
 def hash_token(raw: str) -> str:
@@ -32,7 +37,12 @@ def create_token(
     expires_at: datetime | None = None,
     read_only: bool = False,
 ) -> tuple[ApiToken, str]:
-    """Create a token; returns the row and the raw token, which is never stored."""
+    """Create a token; returns the row and the raw token, which is never stored.
+
+    Every way of making a token (API, console, command) comes here, so the per-tenant
+    cap holds for all of them.
+    """
+    check_token_room(tenant)
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
         tenant=tenant,
@@ -44,6 +54,20 @@ def create_token(
         read_only=read_only,
     )
     return token, raw
+
+
+def check_token_room(tenant: Tenant) -> None:
+    """Raise TokenQuotaExceeded if the tenant cannot have one more active token.
+
+    Locking the tenant makes counting its tokens and adding one a single step.
+    """
+    Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
+    live = ApiToken.objects.filter(tenant=tenant).active().count()
+    limit = settings.STEPWELL_MAX_TOKENS_PER_TENANT
+    if live >= limit:
+        raise TokenQuotaExceeded(
+            f"tokens quota: {live} active tokens; the limit is {limit}; revoke one first"
+        )
 
 
 def authenticate_token(raw: str) -> ApiToken | None:

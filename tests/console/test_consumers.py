@@ -10,6 +10,7 @@ from channels.testing import WebsocketCommunicator
 from django.db import transaction
 
 from console.asgi import application as full_application
+from console.origins import BrowserOriginValidator
 from console.routing import websocket_urlpatterns
 from execution.models import Step
 from execution.progress import record_event, step_summary
@@ -57,6 +58,13 @@ async def close_code(path: str, headers) -> int:
     assert message["type"] == "websocket.close", message
     await communicator.wait()
     return message["code"]
+
+
+async def refused(path: str, headers) -> bool:
+    """Whether the deployed Origin check turns the connection away before any consumer."""
+    communicator = WebsocketCommunicator(BrowserOriginValidator(application), path, headers)
+    connected, _ = await communicator.connect(timeout=TIMEOUT)
+    return not connected
 
 
 @pytest.fixture
@@ -234,8 +242,6 @@ def test_the_deployed_application_accepts_a_same_origin_browser(instance):
 
 
 def test_a_program_with_a_token_needs_no_origin_but_a_cookie_does(instance, acme):
-    from console.origins import BrowserOriginValidator
-
     app = BrowserOriginValidator(application)
     path = f"/ws/instances/{instance.key}/"
 
@@ -245,12 +251,15 @@ def test_a_program_with_a_token_needs_no_origin_but_a_cookie_does(instance, acme
         await ws.disconnect()
         return message["type"]
 
-    async def refused(headers):
-        communicator = WebsocketCommunicator(app, path, headers=headers)
-        connected, _ = await communicator.connect(timeout=TIMEOUT)
-        return not connected
-
     assert async_to_sync(snapshot_type)(token_headers(make_token(acme))) == "snapshot"
-    assert async_to_sync(refused)(session_headers("alice"))
+    assert async_to_sync(refused)(path, session_headers("alice"))
     evil = [*session_headers("alice"), (b"origin", b"https://evil.example")]
-    assert async_to_sync(refused)(evil)
+    assert async_to_sync(refused)(path, evil)
+
+
+@pytest.mark.parametrize("value", [b"Basic YWxpY2U6eA==", b"Token abc", b"sw_bare", b""])
+def test_an_authorization_header_that_is_not_a_bearer_token_still_needs_an_origin(instance, value):
+    path = f"/ws/instances/{instance.key}/"
+    cookie = [*session_headers("alice"), (b"authorization", value)]
+    assert async_to_sync(refused)(path, cookie)
+    assert async_to_sync(refused)(path, [*cookie, (b"origin", b"https://evil.example")])

@@ -55,6 +55,32 @@ def test_the_tenant_switcher_changes_what_a_user_of_two_tenants_sees(alice, orde
     assert alice.post("/tenant/", {"tenant": "nope"}).status_code == 404
 
 
+@pytest.mark.parametrize(
+    "wanted",
+    [
+        "https://evil.example/",
+        "//evil.example/",
+        "///evil.example/",
+        "/\\evil.example/",
+        "\\\\evil.example",
+        "https:/evil.example",
+        "javascript:alert(1)",
+        " //evil.example",
+        "",
+    ],
+)
+def test_the_tenant_switcher_goes_home_rather_than_off_site(alice, globex, wanted):
+    Membership.objects.create(tenant=globex, user=get_user_model().objects.get(username="alice"))
+    response = alice.post("/tenant/", {"tenant": "globex", "next": wanted})
+    assert (response.status_code, response.url) == (302, "/")
+
+
+def test_the_tenant_switcher_returns_to_a_page_of_this_site(alice, globex):
+    Membership.objects.create(tenant=globex, user=get_user_model().objects.get(username="alice"))
+    response = alice.post("/tenant/", {"tenant": "globex", "next": "/instances/?status=failed"})
+    assert response.url == "/instances/?status=failed"
+
+
 def test_the_workflows_list_shows_the_current_version(alice, orders):
     page = alice.get("/workflows/")
     assert b"orders" in page.content
@@ -269,6 +295,20 @@ def test_bob_gets_404_revoking_acmes_token(bob, acme):
     assert bob.get("/tokens/").content.count(b"acme-ci") == 0
     token.refresh_from_db()
     assert token.revoked_at is None
+
+
+def test_the_console_holds_token_creation_to_the_tenant_cap(alice, acme, settings):
+    settings.STEPWELL_MAX_TOKENS_PER_TENANT = 2
+    assert alice.post("/tokens/", {"name": "one"}).status_code == 200
+    assert alice.post("/tokens/", {"name": "two"}).status_code == 200
+    page = alice.post("/tokens/", {"name": "three"})
+    assert b"the limit is 2" in page.content
+    assert b"token-value" not in page.content
+    assert set(ApiToken.objects.filter(tenant=acme).values_list("name", flat=True)) == {
+        "one",
+        "two",
+    }
+    assert AuditLog.objects.filter(tenant=acme, action="token.created").count() == 2
 
 
 def test_bobs_lists_show_nothing_of_acme(bob, instance):

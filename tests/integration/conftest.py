@@ -5,7 +5,7 @@ import pytest
 from django.db import connection
 
 from tests.factories import make_tenant
-from tests.integration.stack import Stack, current_database_url, point_celery_at
+from tests.integration.stack import Stack, current_database_url, serving
 
 
 @contextlib.contextmanager
@@ -13,16 +13,9 @@ def running_stack(settings, **env: str) -> Iterator[Stack]:
     """A started Stack (its processes given `env` over the defaults), stopped after."""
     if connection.vendor != "postgresql":
         pytest.skip("the integration suite runs against PostgreSQL")
-    stack = Stack(current_database_url(), **env)
-    try:
-        stack.start()
-        # This process enqueues too (on commit of a start): point it at the same broker.
-        point_celery_at(stack.redis.url)
+    with serving(current_database_url(), **env) as stack:
         settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
         yield stack
-    finally:
-        stack.stop()
-        point_celery_at()
 
 
 @pytest.fixture

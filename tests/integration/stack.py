@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -269,3 +270,17 @@ class Stack:
             print(f"integration logs kept in {self.dir}")
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def serving(database_url: str, **env: str) -> Iterator[Stack]:
+    """A started stack (its processes given `env` over the defaults) that this process's
+    Celery messages go to too; stopped at the end."""
+    stack = Stack(database_url, **env)
+    try:
+        stack.start()
+        point_celery_at(stack.redis.url)
+        yield stack
+    finally:
+        stack.stop()
+        point_celery_at()

@@ -1,5 +1,8 @@
 """Tenants in the admin: suspension, quotas with plan defaults, and token revocation."""
 
+import json
+
+from django.contrib.auth import get_user_model
 from django.forms.models import model_to_dict
 from django.urls import reverse
 from django.utils import timezone
@@ -81,33 +84,123 @@ def split(name: str, when) -> dict:
     return {f"{name}_0": when.strftime("%Y-%m-%d"), f"{name}_1": when.strftime("%H:%M:%S")}
 
 
-def test_a_quota_edit_on_the_tenant_page_is_audited_too(staff_client, operator, acme):
-    quota = acme.quota_row
-    membership = Membership.objects.get(tenant=acme)
+def membership_row(membership: Membership | None = None, **fields) -> dict:
+    """One row of the tenant page's membership inline: an existing membership's values,
+    or a new row from `fields` alone."""
+    if membership is not None:
+        current = {"id": membership.pk, "user": membership.user_id, "role": membership.role}
+        fields = {**current, **fields}
+        when = membership.created_at
+    else:
+        when = timezone.now()
+    return {**fields, **split("created_at", when)}
+
+
+def tenant_page(tenant, rows: list[dict], **quota_changes) -> dict:
+    """The tenant's change page as a browser posts it: its fields, the quota inline, and
+    `rows` as the membership inline (rows with an id first, as the page lists them)."""
+    quota = tenant.quota_row
     data = {
-        "slug": acme.slug,
-        "name": acme.name,
+        "slug": tenant.slug,
+        "name": tenant.name,
         "review_policy": "manual",
-        **split("created_at", acme.created_at),
+        **split("created_at", tenant.created_at),
         "quota_row-TOTAL_FORMS": "1",
         "quota_row-INITIAL_FORMS": "1",
         "quota_row-0-id": str(quota.pk),
-        "quota_row-0-tenant": str(acme.pk),
-        **{f"quota_row-0-{k}": v for k, v in quota_form(quota, running_instances=5).items()},
-        "memberships-TOTAL_FORMS": "1",
-        "memberships-INITIAL_FORMS": "1",
-        "memberships-0-id": str(membership.pk),
-        "memberships-0-tenant": str(acme.pk),
-        "memberships-0-user": str(membership.user_id),
-        "memberships-0-role": membership.role,
-        **split("memberships-0-created_at", membership.created_at),
+        "quota_row-0-tenant": str(tenant.pk),
+        **{f"quota_row-0-{k}": v for k, v in quota_form(quota, **quota_changes).items()},
+        "memberships-TOTAL_FORMS": str(len(rows)),
+        "memberships-INITIAL_FORMS": str(sum("id" in row for row in rows)),
     }
+    for i, row in enumerate(rows):
+        data.update({f"memberships-{i}-{k}": str(v) for k, v in row.items()})
+        data[f"memberships-{i}-tenant"] = str(tenant.pk)
+    return data
+
+
+def test_a_quota_edit_on_the_tenant_page_is_audited_too(staff_client, operator, acme):
+    rows = [membership_row(Membership.objects.get(tenant=acme))]
+    data = tenant_page(acme, rows, running_instances=5)
     response = staff_client.post(reverse("admin:tenants_tenant_change", args=[acme.pk]), data)
     assert response.status_code == 302, response.context["errors"]
     acme.refresh_from_db()
     assert acme.review_policy == "manual"
     entry = AuditLog.objects.get(action="quota.changed")
     assert (entry.actor, entry.details) == (operator, {"running_instances": [1000, 5]})
+
+
+def user(username: str):
+    return get_user_model().objects.create_user(username, password=f"pw-{username}-123!")
+
+
+def audited(tenant) -> set[tuple]:
+    return {
+        (e.action, e.actor.username, e.target_type, json.dumps(e.details, sort_keys=True))
+        for e in AuditLog.objects.filter(tenant=tenant).select_related("actor")
+    }
+
+
+def entry(action: str, **details) -> tuple:
+    return (action, "ops", "membership", json.dumps(details, sort_keys=True))
+
+
+def test_membership_grants_changes_and_removals_on_the_tenant_page_are_audited(staff_client, acme):
+    alice = Membership.objects.get(tenant=acme)
+    carol = Membership.objects.create(tenant=acme, user=user("carol"), role="viewer")
+    erin = Membership.objects.create(tenant=acme, user=user("erin"), role="developer")
+    dave = user("dave")
+    rows = [
+        membership_row(alice),
+        membership_row(carol, role="developer"),
+        membership_row(erin, DELETE="on"),
+        membership_row(user=dave.pk, role="owner"),
+    ]
+    url = reverse("admin:tenants_tenant_change", args=[acme.pk])
+    response = staff_client.post(url, tenant_page(acme, rows))
+    assert response.status_code == 302, response.context["errors"]
+    roles = dict(Membership.objects.filter(tenant=acme).values_list("user__username", "role"))
+    assert roles == {"alice": "owner", "carol": "developer", "dave": "owner"}
+    assert audited(acme) == {
+        entry("membership.changed", user="carol", role=["viewer", "developer"]),
+        entry("membership.removed", user="erin", role="developer"),
+        entry("membership.granted", user="dave", role="owner"),
+    }
+    assert AuditLog.objects.get(action="membership.removed").target_id == str(erin.pk)
+
+
+def test_membership_grants_changes_and_removals_on_their_own_pages_are_audited(staff_client, acme):
+    carol = user("carol")
+    add = reverse("admin:tenants_membership_add")
+    row = membership_row(user=carol.pk, role="viewer")
+    response = staff_client.post(add, {"tenant": acme.pk, **row})
+    assert response.status_code == 302, response.context["errors"]
+    membership = Membership.objects.get(user=carol)
+    change = reverse("admin:tenants_membership_change", args=[membership.pk])
+    for _ in range(2):  # the second save changes nothing and writes nothing
+        response = staff_client.post(change, membership_row(membership, role="owner"))
+        assert response.status_code == 302, response.context["errors"]
+    delete = reverse("admin:tenants_membership_delete", args=[membership.pk])
+    assert staff_client.post(delete, {"post": "yes"}).status_code == 302
+    assert not Membership.objects.filter(user=carol).exists()
+    assert audited(acme) == {
+        entry("membership.granted", user="carol", role="viewer"),
+        entry("membership.changed", user="carol", role=["viewer", "owner"]),
+        entry("membership.removed", user="carol", role="owner"),
+    }
+
+
+def test_removing_memberships_from_the_list_is_audited_for_each(staff_client, acme):
+    memberships = [Membership.objects.create(tenant=acme, user=user(n)) for n in ("carol", "dave")]
+    listing = reverse("admin:tenants_membership_changelist")
+    pks = [m.pk for m in memberships]
+    response = post_action(staff_client, listing, "delete_selected", pks, post="yes")
+    assert response.status_code == 302
+    assert Membership.objects.filter(tenant=acme).count() == 1
+    assert audited(acme) == {
+        entry("membership.removed", user="carol", role="developer"),
+        entry("membership.removed", user="dave", role="developer"),
+    }
 
 
 def test_revoking_a_token_in_the_admin_stops_it_and_is_audited(staff_client, operator, acme):

@@ -1,9 +1,16 @@
 from datetime import timedelta
 
+import pytest
 from django.utils import timezone
 
 from tenants.models import ApiToken
-from tenants.tokens import authenticate_token, create_token, hash_token, revoke_token
+from tenants.tokens import (
+    TokenQuotaExceeded,
+    authenticate_token,
+    create_token,
+    hash_token,
+    revoke_token,
+)
 
 
 def test_a_token_is_stored_only_as_its_hash(acme):
@@ -36,3 +43,15 @@ def test_a_suspended_tenants_tokens_stop_working(acme):
     acme.suspended_at = timezone.now()
     acme.save()
     assert authenticate_token(raw) is None
+
+
+def test_every_token_creation_is_held_to_the_tenant_cap_and_revoking_makes_room(acme, settings):
+    settings.STEPWELL_MAX_TOKENS_PER_TENANT = 2
+    first, _ = create_token(acme, "one")
+    create_token(acme, "expired", expires_at=timezone.now() - timedelta(seconds=1))
+    create_token(acme, "two")
+    with pytest.raises(TokenQuotaExceeded, match="2 active tokens; the limit is 2"):
+        create_token(acme, "three")
+    revoke_token(first)
+    create_token(acme, "three")
+    assert ApiToken.objects.filter(tenant=acme).active().count() == 2
