@@ -9,9 +9,10 @@ from django.db import transaction
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from console import usage
+from console import health, usage
 from console.diffs import diff_lines
 from console.forms import CodeForm, EventForm, StartForm, TokenForm
 from console.tenancy import (
@@ -40,8 +41,15 @@ CONTROLS = {
 }
 
 
+@never_cache
 def healthz(request):
     return JsonResponse({"ok": True})
+
+
+@never_cache
+def readyz(request):
+    ready, outcome = health.readiness()
+    return JsonResponse(outcome, status=200 if ready else 503)
 
 
 @login_required
