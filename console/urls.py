@@ -1,7 +1,5 @@
-from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import path
 
 from console import views
@@ -38,7 +36,3 @@ urlpatterns = [
     path("audit/", views.audit_log, name="audit_log"),
     path("tokens/<int:pk>/revoke/", views.token_revoke, name="token_revoke"),
 ]
-
-if settings.DEBUG:
-    # daphne serves no static files; in production a CDN or whitenoise-like front does.
-    urlpatterns += staticfiles_urlpatterns()

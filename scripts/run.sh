@@ -21,6 +21,8 @@ ensure_redis "$REDIS_URL"
 
 say "migrating $DATABASE_URL"
 python manage.py migrate --noinput -v 0
+# WhiteNoise serves what collectstatic gathers (hashed, compressed) when DEBUG is off.
+python manage.py collectstatic --noinput -v 0
 python manage.py seed_demo
 
 cat <<EOF

@@ -1,9 +1,17 @@
 import pytest
+from django.core.management import call_command
 
 from execution import dispatch, engine
 from tests.driver import Driver
 from tests.execution.inprocess import run_in_process
 from tests.factories import make_tenant, make_token
+
+
+@pytest.fixture(scope="session", autouse=True)
+def collected_static():
+    """Pages name static files by their hashed names from collectstatic's manifest, as in
+    production (tests run with DEBUG off), so the suite collects them once."""
+    call_command("collectstatic", interactive=False, verbosity=0)
 
 
 @pytest.fixture

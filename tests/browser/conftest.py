@@ -36,8 +36,8 @@ def stack(transactional_db, settings, monkeypatch):
                 "CONFIG": {"hosts": [stack.redis.url]},
             }
         }
-        # DEBUG has Django serve the vendored static files itself.
-        web = stack.start_web(DEBUG="true")
+        # DEBUG off, as in production: WhiteNoise serves the collected static files.
+        web = stack.start_web()
         stack.web = web
         yield stack
     finally:

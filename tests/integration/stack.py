@@ -238,9 +238,20 @@ class Stack:
         self.workers.append(worker)
         return worker
 
+    def collect_static(self, **env) -> None:
+        """collectstatic into this stack's var dir, as a deployment does before `web`."""
+        subprocess.run(
+            [str(VENV_BIN / "python"), "manage.py", "collectstatic", "--noinput", "-v", "0"],
+            cwd=ROOT,
+            env={**self.env(), **env},
+            check=True,
+            capture_output=True,
+        )
+
     def start_web(self, workers: int = 1, **env) -> Process:
-        """The Procfile's web server (uvicorn) with `workers` processes; the caller
-        stops it (stop() leaves it alone)."""
+        """The Procfile's web server (uvicorn) with `workers` processes, its static files
+        collected first; the caller stops it (stop() leaves it alone)."""
+        self.collect_static(**env)
         port = free_port()
         web = Process("web", procfile_web_argv(port, workers), {**self.env(), **env}, self.dir)
         web.start()
