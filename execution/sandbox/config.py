@@ -78,12 +78,15 @@ class SandboxConfig:
         os.replace(tmp, self.resolv_conf)
 
     def with_runtime_installed(self) -> "SandboxConfig":
-        """This config, its runtime_dir the compiled copy in the state dir (runtime_copy)."""
+        """This config, its runtime_dir the compiled copy in the state dir (runtime_copy),
+        which this process then holds; copies no process holds any more are pruned."""
         from execution.sandbox import runtime_copy
 
         if self.runtime_dir.parent == self.state_dir / "runtime":
             return self
-        installed = runtime_copy.install(self.runtime_dir, self.state_dir / "runtime", self.python)
+        root = self.state_dir / "runtime"
+        installed = runtime_copy.install(self.runtime_dir, root, self.python)
+        runtime_copy.prune(root, keep=installed)
         return dataclasses.replace(self, runtime_dir=installed)
 
     @classmethod
