@@ -50,6 +50,6 @@ load: install ## Load: concurrent API clients against one ASGI server (bench/loa
 migrate: install ## Apply database migrations to the local database
 	@$(DEV_ENV) $(VENV)/bin/python manage.py migrate
 
-clean: ## Remove caches and build output (keeps .venv and the data in var/)
+clean: ## Remove caches and build output (keeps .venv and the local state directory)
 	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info var/staticfiles

@@ -2,13 +2,30 @@
 
 import ipaddress
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 
 class ConfigError(RuntimeError):
     pass
+
+
+# Files that show a checkout's var/ holds local data from before the XDG default.
+VAR_DIR_DATA = ("stepwell.sqlite3", "secret_key")
+
+
+def default_var_dir(checkout_var: Path, environ: Mapping[str, str], home: Path) -> Path:
+    """Where local state goes when STEPWELL_VAR_DIR is not set: outside the checkout, in
+    the XDG state directory, unless the checkout's var/ already holds a database or a
+    secret key (kept there before this default), which then stays in use."""
+    if any((checkout_var / name).exists() for name in VAR_DIR_DATA):
+        return checkout_var
+    state_home = environ.get("XDG_STATE_HOME", "")
+    # The XDG spec: a relative path is invalid and must be ignored.
+    if not os.path.isabs(state_home):
+        state_home = str(home / ".local" / "state")
+    return Path(state_home) / "stepwell"
 
 
 def env_str(name: str, default: str) -> str:

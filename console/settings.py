@@ -7,6 +7,7 @@ from pathlib import Path
 from console.env import (
     ConfigError,
     database_from_url,
+    default_var_dir,
     env_bool,
     env_float,
     env_int,
@@ -17,7 +18,9 @@ from console.env import (
 from execution.sandbox.ranges import unreachable_because
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(env_str("STEPWELL_VAR_DIR", str(BASE_DIR / "var")))
+VAR_DIR = Path(
+    env_str("STEPWELL_VAR_DIR", "") or default_var_dir(BASE_DIR / "var", os.environ, Path.home())
+)
 
 DEBUG = env_bool("DEBUG", False)
 
@@ -171,6 +174,9 @@ STEPWELL_SANDBOX_PYTHON = env_str("STEPWELL_SANDBOX_PYTHON", "/usr/bin/python3")
 STEPWELL_SANDBOX_UID = env_int("STEPWELL_SANDBOX_UID", 99000, minimum=1000)
 STEPWELL_SANDBOX_SLOTS = env_int("STEPWELL_SANDBOX_SLOTS", 64, minimum=1)
 STEPWELL_CGROUP_ROOT = env_str("STEPWELL_CGROUP_ROOT", "/sys/fs/cgroup")
+# Code cache, slot locks and the runtime copy; empty: VAR_DIR/sandbox, or
+# /var/lib/stepwell/sandbox when the sandbox uids cannot reach VAR_DIR (a private home).
+STEPWELL_SANDBOX_DIR = env_str("STEPWELL_SANDBOX_DIR", "")
 # The resolvers network-on jails use; empty: the host's /etc/resolv.conf (see
 # docs/sandbox-network.md: jails cannot reach resolvers on loopback or in private ranges).
 STEPWELL_SANDBOX_NAMESERVERS = env_ip_list("STEPWELL_SANDBOX_NAMESERVERS", unreachable_because)

@@ -10,6 +10,7 @@ source scripts/services.sh
 [[ -x .venv/bin/python ]] || die ".venv is missing; run: make install"
 
 dev_env
+mkdir -p "$STEPWELL_VAR_DIR"
 # The Procfile's commands (uvicorn, celery, python) come from the venv.
 export PATH="$PWD/.venv/bin:$PATH"
 trap stop_started_services EXIT
@@ -28,6 +29,7 @@ python manage.py seed_demo
 cat <<EOF
 ==> Stepwell console: http://127.0.0.1:$PORT/  (admin: /admin/, API docs: /api/v1/docs)
     DATABASE_URL=$DATABASE_URL REDIS_URL=$REDIS_URL DEBUG=$DEBUG
+    state (STEPWELL_VAR_DIR): $STEPWELL_VAR_DIR
     starting web + worker + clock (Procfile); Ctrl-C stops them all
 EOF
 # Every process gets exactly this environment ("-e /dev/null": no .env file

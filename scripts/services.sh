@@ -10,12 +10,19 @@ say() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # The environment of `make run`, `make migrate` and the benches: a local
-# development setup (DEBUG, the SQLite file in var/, Redis db 0). Values already
-# in the environment win.
+# development setup (DEBUG, a SQLite file in the state directory, Redis db 0). Values
+# already in the environment win. The state directory is outside the checkout (the XDG
+# one) unless the checkout's var/ already holds data: console.env.default_var_dir.
 dev_env() {
     export DEBUG=${DEBUG:-true}
     export PORT=${PORT:-8000}
-    export DATABASE_URL=${DATABASE_URL:-sqlite:///var/stepwell.sqlite3}
+    if [[ -z ${STEPWELL_VAR_DIR:-} ]]; then
+        STEPWELL_VAR_DIR=$(.venv/bin/python -c 'import os, pathlib
+from console.env import default_var_dir
+print(default_var_dir(pathlib.Path("var").resolve(), os.environ, pathlib.Path.home()))')
+    fi
+    export STEPWELL_VAR_DIR
+    export DATABASE_URL=${DATABASE_URL:-sqlite:///$STEPWELL_VAR_DIR/stepwell.sqlite3}
     export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 }
 

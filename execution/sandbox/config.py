@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,26 @@ DEFAULT_STATE_DIR = Path("/var/lib/stepwell/sandbox")
 
 class SandboxSetupError(RuntimeError):
     """The machine is not ready to run sandboxes (cgroups, binary, directories)."""
+
+
+def closed_ancestor(path: Path) -> Path | None:
+    """The first existing directory above `path` that other users cannot pass through
+    (so the sandbox uids cannot reach `path`), or None."""
+    for parent in reversed(path.parents):
+        try:
+            mode = parent.stat().st_mode
+        except FileNotFoundError:
+            return None  # made later by root with 0755
+        if not mode & stat.S_IXOTH:
+            return parent
+    return None
+
+
+def default_state_dir(var_dir: Path) -> Path:
+    """The sandbox state dir under `var_dir`, or the machine's when the sandbox uids
+    cannot reach that (a var dir in a private home directory)."""
+    inside = var_dir / "sandbox"
+    return DEFAULT_STATE_DIR if closed_ancestor(inside) else inside
 
 
 def default_nsjail_path() -> str:
@@ -94,9 +115,9 @@ class SandboxConfig:
         """Build from django.conf.settings, read now (not at import)."""
         from django.conf import settings
 
-        state_dir = getattr(settings, "STEPWELL_SANDBOX_DIR", None)
-        if state_dir is None:
-            state_dir = Path(settings.VAR_DIR) / "sandbox"
+        state_dir = getattr(settings, "STEPWELL_SANDBOX_DIR", "") or default_state_dir(
+            Path(settings.VAR_DIR)
+        )
         return cls(
             python=settings.STEPWELL_SANDBOX_PYTHON,
             uid_base=settings.STEPWELL_SANDBOX_UID,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from execution.sandbox import jail, process
 from execution.sandbox.cgroups import Layout
-from execution.sandbox.config import SandboxConfig, SandboxSetupError
+from execution.sandbox.config import SandboxConfig, SandboxSetupError, closed_ancestor
 from execution.sandbox.network import Network
 from execution.sandbox.outcome import classify
 from execution.sandbox.protocol import NoteWatcher, dumps_job
@@ -45,12 +45,12 @@ class CodeCache:
                 entry.chmod(0o750)
                 for source in entry.iterdir():
                     source.chmod(0o640)
-        for parent in self.directory.parents:
-            if not parent.stat().st_mode & stat.S_IXOTH:
-                raise SandboxSetupError(
-                    f"{parent} is not traversable by other users, so the sandbox uids "
-                    f"cannot read {self.directory}; choose another sandbox state dir"
-                )
+        closed = closed_ancestor(self.directory)
+        if closed is not None:
+            raise SandboxSetupError(
+                f"{closed} is not traversable by other users, so the sandbox uids "
+                f"cannot read {self.directory}; choose another STEPWELL_SANDBOX_DIR"
+            )
 
     def put(self, name: str, code: str, gid: int = 0) -> Path:
         """Write code as <name>/tenant.py, readable by root and the group gid; its dir."""

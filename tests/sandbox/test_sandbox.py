@@ -200,11 +200,11 @@ def test_config_comes_from_django_settings(settings, tmp_path):
     settings.STEPWELL_SANDBOX_UID = 123000
     settings.STEPWELL_SANDBOX_SLOTS = 3
     settings.STEPWELL_CGROUP_ROOT = "/cg"
-    settings.VAR_DIR = tmp_path
+    settings.STEPWELL_SANDBOX_DIR = str(tmp_path / "jails")
     config = SandboxConfig.from_settings()
     assert (config.python, config.uid_base, config.slots) == ("/opt/python", 123000, 3)
     assert config.cgroup_root == "/cg"
-    assert config.state_dir == tmp_path / "sandbox"
+    assert config.state_dir == tmp_path / "jails"
 
 
 def test_config_refuses_root_uids():
