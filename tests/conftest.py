@@ -7,10 +7,10 @@ from tests.execution.inprocess import run_in_process
 from tests.factories import make_tenant, make_token
 
 
-@pytest.fixture(scope="session", autouse=True)
-def collected_static():
+def pytest_sessionstart(session):
     """Pages name static files by their hashed names from collectstatic's manifest, as in
-    production (tests run with DEBUG off), so the suite collects them once."""
+    production (tests run with DEBUG off), so the suite collects them once, before any
+    test module (test_consumers imports the ASGI application) builds WhiteNoise."""
     call_command("collectstatic", interactive=False, verbosity=0)
 
 
