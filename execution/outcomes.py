@@ -18,7 +18,6 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from console import rows
 from execution import dispatch
 from execution.models import Instance, ProgressEvent, Step, Workflow
 from execution.outcome_checks import (
@@ -41,6 +40,7 @@ from execution.progress import (
 )
 from execution.sandbox import SandboxResult, Status
 from execution.storable import escaped
+from lib import rows
 
 if TYPE_CHECKING:
     from execution.engine import Activation
@@ -364,7 +364,7 @@ def store_completion_in_one_statement(
     """store_completion as one PostgreSQL statement in its own transaction: the lease
     UPDATE, the step's INSERT (or UPDATE) and the events' INSERT are data-modifying
     CTEs that write only if the lease held. One round trip and one commit per step,
-    bound on the server (console.rows.cursor)."""
+    bound on the server (lib.rows.cursor)."""
     is_new = step.pk is None
     at = step.finished_at
     with rows.cursor() as cursor:
