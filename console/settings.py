@@ -4,7 +4,8 @@ import math
 import os
 from pathlib import Path
 
-from console.env import (
+from execution.sandbox.ranges import unreachable_because
+from lib.env import (
     ConfigError,
     database_from_url,
     default_var_dir,
@@ -15,7 +16,6 @@ from console.env import (
     env_list,
     env_str,
 )
-from execution.sandbox.ranges import unreachable_because
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(

@@ -13,7 +13,6 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from console import health, usage
-from console.diffs import diff_lines
 from console.forms import CodeForm, EventForm, StartForm, TokenForm
 from console.tenancy import (
     memberships_of,
@@ -25,6 +24,7 @@ from console.tenancy import (
 from execution import quotas, workflows
 from execution.models import CodeVersion, Instance, Workflow
 from execution.schemas import InstanceOut, instance_out
+from lib.diffs import diff_lines
 from tenants.audit import audit_log_for
 from tenants.models import ApiToken, AuditLog
 from tenants.tokens import TokenQuotaExceeded, create_token, revoke_token

@@ -14,10 +14,10 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
 
-from console.diffs import diff_lines
 from execution import moderation, workflows
 from execution.highlight import highlight
 from execution.models import CodeVersion, Instance, Step, Workflow
+from lib.diffs import diff_lines
 from tenants.admin import EVERYWHERE, ReadOnly, asks_for_reason, has_model_perm
 
 # -- Highlighting -------------------------------------------------------------------

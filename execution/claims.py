@@ -2,7 +2,7 @@
 
 engine.take_lease and engine.load_claimed through the ORM cost about ten statements
 and 5 ms of a worker's CPU per instance, more than a warm step itself. Here the same
-is three statements written once and prepared on the server (console.rows): the
+is three statements written once and prepared on the server (lib.rows): the
 tenant locked and read with its quota, the lease counted and taken with the instance
 and its code version read back, and the steps. A test checks that both ways claim
 and read the same.
@@ -15,9 +15,9 @@ from datetime import datetime
 
 from django.db import connection
 
-from console import rows
 from execution import workflows
 from execution.models import CodeVersion, Instance, Step
+from lib import rows
 from tenants.models import Quota, Tenant
 
 TENANT_FIELDS = ("id", "slug", "suspended_at")

@@ -24,8 +24,8 @@ from django.db import connection, transaction
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
-from console import rows
 from execution.models import Instance
+from lib import rows
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from console import rows
 from execution import dispatch
 from execution.models import Instance, ProgressEvent, Step, Workflow
 from execution.outcome_checks import (
@@ -41,6 +40,7 @@ from execution.progress import (
 )
 from execution.sandbox import SandboxResult, Status
 from execution.storable import escaped
+from lib import rows
 
 if TYPE_CHECKING:
     from execution.engine import Activation
@@ -96,9 +96,9 @@ def checked(result: SandboxResult) -> dict | InvalidOutcome | None:
 def record_any(
     activation: Activation, result: SandboxResult, outcome: dict | InvalidOutcome | None
 ) -> None:
-    if result.status == Status.SANDBOX_FAILURE:
+    if result.status in (Status.SANDBOX_FAILURE, Status.BUSY):
         message = (result.error or {}).get("message") or "the sandbox failed"
-        record_failure(activation, str(message))
+        record_failure(activation, str(message), counts=result.status != Status.BUSY)
         return
     with held(activation) as instance:
         if instance is None:
@@ -139,9 +139,10 @@ def held(activation: Activation):
             transaction.on_commit(lambda: dispatch.fill(tenant_id))
 
 
-def record_failure(activation: Activation, message: str) -> None:
+def record_failure(activation: Activation, message: str, *, counts: bool = True) -> None:
     """The sandbox (or the engine) failed to run the activation: try again shortly, until
-    SANDBOX_FAILURE_LIMIT failures in a row, then error the instance."""
+    SANDBOX_FAILURE_LIMIT failures in a row, then error the instance. A failure that does
+    not count (a machine too busy to give a slot) is only tried again."""
     from execution.engine import release
 
     message = escaped(message)[:2000]
@@ -149,15 +150,16 @@ def record_failure(activation: Activation, message: str) -> None:
         if instance is None:
             return
         log.error("sandbox failure on instance %s: %s", instance.pk, message)
-        failures = instance.sandbox_failures + 1
-        if failures >= SANDBOX_FAILURE_LIMIT:
+        failures = instance.sandbox_failures + counts
+        if counts and failures >= SANDBOX_FAILURE_LIMIT:
             text = (
                 f"the sandbox kept failing: {failures} activations in a row failed; "
                 f"the last: {message}"
             )
             error_instance(instance, {"type": "SandboxFailure", "message": text})
             return
-        Instance.objects.filter(pk=instance.pk).update(sandbox_failures=failures)
+        if counts:
+            Instance.objects.filter(pk=instance.pk).update(sandbox_failures=failures)
         release(instance.pk, activation.token, retry_in=SANDBOX_RETRY)
         instance.lease_owner = ""
 
@@ -362,7 +364,7 @@ def store_completion_in_one_statement(
     """store_completion as one PostgreSQL statement in its own transaction: the lease
     UPDATE, the step's INSERT (or UPDATE) and the events' INSERT are data-modifying
     CTEs that write only if the lease held. One round trip and one commit per step,
-    bound on the server (console.rows.cursor)."""
+    bound on the server (lib.rows.cursor)."""
     is_new = step.pk is None
     at = step.finished_at
     with rows.cursor() as cursor:

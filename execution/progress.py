@@ -8,9 +8,9 @@ import json
 from django.db import connection, transaction
 from django.utils import timezone
 
-from console import rows
 from execution.models import Instance, ProgressEvent, Step
 from execution.publisher import publish
+from lib import rows
 
 
 def instance_group(instance_id: int) -> str:
@@ -109,7 +109,7 @@ def store_events(
 
 def insert_in_one_statement(events: list[ProgressEvent]) -> None:
     """bulk_create for one instance's events, as one statement prepared on the server
-    (console.rows): every status change and settled wait stores events, and the ORM
+    (lib.rows): every status change and settled wait stores events, and the ORM
     spent longer composing the INSERT than PostgreSQL spent running it."""
     if not events:
         return

@@ -13,11 +13,11 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from console import rows
 from execution import dispatch, progress
 from execution.models import CodeVersion, Event, Instance, ProgressEvent, Step, Workflow
 from execution.progress import event_message, record_event
 from execution.validation import ValidationReport, validate_code
+from lib import rows
 from tenants.models import Tenant
 
 
@@ -230,7 +230,7 @@ def send_due(tenant_id: int) -> None:
 
 def workflow_for_start(tenant: Tenant, name: str) -> Workflow | None:
     """The tenant's workflow `name` with its current version, for a start: one statement
-    written once (see console.rows), reading only what a start uses."""
+    written once (see lib.rows), reading only what a start uses."""
     with rows.cursor() as cursor:
         cursor.execute(workflow_for_start_sql(), [tenant.pk, name])
         row = cursor.fetchone()

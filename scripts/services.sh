@@ -12,13 +12,13 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 # The environment of `make run`, `make migrate` and the benches: a local
 # development setup (DEBUG, a SQLite file in the state directory, Redis db 0). Values
 # already in the environment win. The state directory is outside the checkout (the XDG
-# one) unless the checkout's var/ already holds data: console.env.default_var_dir.
+# one) unless the checkout's var/ already holds data: lib.env.default_var_dir.
 dev_env() {
     export DEBUG=${DEBUG:-true}
     export PORT=${PORT:-8000}
     if [[ -z ${STEPWELL_VAR_DIR:-} ]]; then
         STEPWELL_VAR_DIR=$(.venv/bin/python -c 'import os, pathlib
-from console.env import default_var_dir
+from lib.env import default_var_dir
 print(default_var_dir(pathlib.Path("var").resolve(), os.environ, pathlib.Path.home()))')
     fi
     export STEPWELL_VAR_DIR

@@ -11,8 +11,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from console import rows
-from console.rows import columns, loaded
+from lib import rows
+from lib.rows import columns, loaded
 from tenants.models import ApiToken, Quota, Tenant
 
 TOKEN_PREFIX = "sw_"

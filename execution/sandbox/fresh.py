@@ -124,7 +124,7 @@ class FreshSandbox:
             return self._run(request, job_bytes)
         except NoSlotInTime as exc:
             logger.warning("no sandbox slot for tenant %s: %s", request.tenant, exc)
-            return failure(Status.SANDBOX_FAILURE, "SandboxFailure", str(exc), started)
+            return failure(Status.BUSY, "SandboxBusy", str(exc), started)
         except (SandboxSetupError, OSError) as exc:
             logger.exception("sandbox run failed for tenant %s", request.tenant)
             return failure(Status.SANDBOX_FAILURE, "SandboxFailure", str(exc), started)

@@ -19,6 +19,9 @@ class Status(StrEnum):
     OUTPUT_TOO_LARGE = "output_too_large"
     KILLED = "killed"
     SANDBOX_FAILURE = "sandbox_failure"
+    # The machine had no sandbox slot free in time: the platform's capacity, not the
+    # tenant's code, so it is retried without counting against the instance.
+    BUSY = "busy"
 
 
 @dataclass(frozen=True)

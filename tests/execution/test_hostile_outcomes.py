@@ -360,6 +360,19 @@ def test_sandbox_failures_in_a_row_error_the_instance_with_the_last_message(monk
     assert not engine.activate_once(instance.pk)
 
 
+def test_a_machine_without_a_free_slot_is_retried_without_counting_against_the_instance(
+    monkeypatch, instance
+):
+    busy = result(status=Status.BUSY, error={"type": "SandboxBusy", "message": "no slot"})
+    for _ in range(SANDBOX_FAILURE_LIMIT + 1):
+        instance = activate(monkeypatch, instance, busy)
+
+    assert instance.status == "running"
+    assert instance.sandbox_failures == 0
+    assert instance.lease_owner == ""
+    assert instance.next_run_at > timezone.now()
+
+
 def test_engine_errors_count_as_sandbox_failures(monkeypatch, instance):
     for _ in range(SANDBOX_FAILURE_LIMIT):
         with pytest.raises(RuntimeError):

@@ -181,6 +181,28 @@ def test_a_step_that_prints_without_end_is_stopped_at_its_cap_not_its_cpu_limit(
     assert "[log truncated:" in result.stdout
 
 
+ENDLESS_PRINT_AT_IMPORT = """
+while True:
+    try:
+        print("x" * 1000)
+    except BaseException:
+        pass
+
+def run(event, step):
+    return step.do("never", lambda: 1)
+"""
+
+
+def test_a_module_that_prints_without_end_at_import_is_stopped_at_its_cap(run):
+    # In warm mode the import runs inside the zygote, which keeps what it prints.
+    activation = workflow_input()
+    activation["limits"]["log_bytes"] = SMALL.output_bytes
+    result = run(ENDLESS_PRINT_AT_IMPORT, activation, mode="workflow", cpu_seconds=30,
+                 wall_seconds=60)  # fmt: skip
+    assert result.status == Status.OUTPUT_TOO_LARGE, (result.status, result.error)
+    assert result.wall_seconds < 20
+
+
 def test_huge_stderr_is_cut_at_the_cap(run):
     code = "import os\ndef main(x):\n    while True:\n        os.write(2, b'e' * 65536)\n"
     result = run(code)

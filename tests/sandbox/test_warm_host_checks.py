@@ -328,7 +328,7 @@ def test_a_step_that_finds_every_slot_taken_fails_after_the_wait_with_a_clear_er
         result = step(box, "def main(x):\n    return x\n", 1)
     finally:
         os.close(fd)
-    assert result.status == Status.SANDBOX_FAILURE
+    assert result.status == Status.BUSY  # the platform's capacity, not the tenant's fault
     assert result.error["message"] == "no sandbox slot came free within 0.2 s (all 1 were in use)"
     assert step(box, "def main(x):\n    return x\n", 2).result == 2
 

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from console.env import (
+from execution.sandbox.ranges import unreachable_because
+from lib.env import (
     ConfigError,
     database_from_url,
     env_bool,
@@ -12,7 +13,6 @@ from console.env import (
     env_ip_list,
     env_list,
 )
-from execution.sandbox.ranges import unreachable_because
 
 
 def test_booleans_accept_the_usual_spellings_and_refuse_the_rest(monkeypatch):

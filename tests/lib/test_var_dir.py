@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from console.env import default_var_dir
 from execution.sandbox.config import DEFAULT_STATE_DIR, SandboxConfig, default_state_dir
+from lib.env import default_var_dir
 
 HOME = Path("/home/alice")
 

@@ -89,7 +89,7 @@ def insert_sql(model) -> str:
 def cursor():
     """A cursor for the statements above. On PostgreSQL it binds on the server, so
     values are not rendered into the SQL text in Python, and with the connection's
-    prepare_threshold (console.env) psycopg has PostgreSQL prepare each statement once
+    prepare_threshold (lib.env) psycopg has PostgreSQL prepare each statement once
     per connection, so it is not parsed and planned again on every call: for the
     engine's one-statement step records that was about two thirds of PostgreSQL's time.
     Errors are Django's, as with connection.cursor().

@@ -111,7 +111,7 @@ def database_from_url(url: str, base_dir: Path) -> dict:
             # limit under load; pooled ones are shared and bounded.
             "CONN_MAX_AGE": 0,
             "OPTIONS": {
-                # Only console.rows binds on the server (the ORM renders values into the
+                # Only lib.rows binds on the server (the ORM renders values into the
                 # SQL text), so this prepares just those few hot statements, each once
                 # per connection: PostgreSQL then neither parses nor plans them again.
                 "prepare_threshold": 1,
