@@ -14,7 +14,6 @@ from django.views.decorators.http import require_POST
 from console import usage
 from console.forms import CodeForm, EventForm, StartForm, TokenForm
 from console.tenancy import (
-    memberships_of,
     page_after_switch,
     switch_tenant,
     tenant_required,
@@ -25,6 +24,7 @@ from execution.models import CodeVersion, Instance, Workflow
 from execution.schemas import InstanceOut, instance_out
 from lib.diffs import diff_lines
 from tenants.audit import audit_log_for
+from tenants.memberships import memberships_of
 from tenants.models import ApiToken, AuditLog
 from tenants.tokens import TokenQuotaExceeded, create_token, revoke_token
 
