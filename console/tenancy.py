@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import wraps
 
+from django.contrib.auth.views import redirect_to_login as to_login
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
 from django.urls import reverse
@@ -64,6 +65,4 @@ def writer_required(view):
 
 
 def redirect_to_login(request):
-    from django.contrib.auth.views import redirect_to_login as to_login
-
     return to_login(request.get_full_path())

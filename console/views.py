@@ -10,6 +10,7 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
+from django.views.defaults import page_not_found
 
 from console import usage
 from console.forms import CodeForm, EventForm, StartForm, TokenForm
@@ -346,8 +347,6 @@ def not_found(request, exception=None):
     """API clients get JSON with a `detail`, browsers the usual page."""
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": f"no route for {request.path}"}, status=404)
-    from django.views.defaults import page_not_found
-
     return page_not_found(request, exception)
 
 

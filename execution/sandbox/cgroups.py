@@ -14,6 +14,7 @@ change, never from what its zygote says.
 import contextlib
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -343,7 +344,5 @@ def _remove_tree(path: Path) -> int:
                 with contextlib.suppress(ValueError, OSError):
                     os.kill(int(line), signal.SIGKILL)
             if attempt:
-                import time
-
                 time.sleep(0.01)
     return removed
