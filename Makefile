@@ -25,9 +25,10 @@ run: install ## Run web + worker + clock on SQLite with a demo tenant, until Ctr
 test: install-test ## Run the whole test suite on PostgreSQL and Redis (ARGS=... for pytest)
 	@bash scripts/test.sh $(ARGS)
 
-lint: install ## ruff check and ruff format --check
+lint: install ## ruff check, ruff format --check, and the import contracts (lint-imports)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 bench-sandbox: install ## Benchmark the sandbox (bench/sandbox.py)
 	@$(DEV_ENV) $(VENV)/bin/python bench/sandbox.py

@@ -219,7 +219,7 @@ STEPWELL_MAX_BODY_BYTES = env_int(
 STEPWELL_MAX_TOKENS_PER_TENANT = env_int("STEPWELL_MAX_TOKENS_PER_TENANT", 100, minimum=1)
 # How long a dispatched instance may wait for a worker before the clock sends it again.
 STEPWELL_REDISPATCH_SECONDS = env_float("STEPWELL_REDISPATCH_SECONDS", 15.0, minimum=0.5)
-# The longest a step may run, whatever a quota says (Quota.sandbox_limits clamps to it).
+# The longest a step may run, whatever a quota says (execution.step_limits clamps to it).
 STEPWELL_MAX_STEP_TIMEOUT_SECONDS = env_int("STEPWELL_MAX_STEP_TIMEOUT_SECONDS", 3600, minimum=1)
 # A backstop, never the way a step ends: Celery kills a task's pool process (SIGKILL) past
 # this hard limit and starts another; the instance's lease then lapses and the clock

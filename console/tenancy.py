@@ -1,43 +1,21 @@
-"""The console's current tenant: the one a signed-in user is looking at.
+"""The console's current tenant: the switcher, and the decorators every view wears.
 
-A user may belong to several tenants. The tenant switcher stores the chosen slug in
-the session; without a choice the user's first membership is current. Every console
-view and WebSocket reads the tenant from here, so none can forget the membership check.
+Which membership is current is tenants.memberships' rule, which the WebSocket
+consumers share; every console view reads the tenant through tenant_required.
 """
 
 from __future__ import annotations
 
 from functools import wraps
 
+from django.contrib.auth.views import redirect_to_login as to_login
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
+from tenants.memberships import SESSION_KEY, find_membership
 from tenants.models import Membership
-
-SESSION_KEY = "stepwell_tenant"
-
-
-def memberships_of(user):
-    return Membership.objects.filter(user=user, tenant__suspended_at__isnull=True).select_related(
-        "tenant"
-    )
-
-
-def find_membership(user, slug: str | None = None, session=None) -> Membership | None:
-    """The membership to use: `slug` if given, else the session's choice, else the first."""
-    if user is None or not user.is_authenticated:
-        return None
-    memberships = memberships_of(user).order_by("tenant__slug")
-    if slug:
-        return memberships.filter(tenant__slug=slug).first()
-    chosen = session.get(SESSION_KEY) if session is not None else None
-    if chosen:
-        membership = memberships.filter(tenant__slug=chosen).first()
-        if membership is not None:
-            return membership
-    return memberships.first()
 
 
 def switch_tenant(request, slug: str) -> Membership | None:
@@ -87,6 +65,4 @@ def writer_required(view):
 
 
 def redirect_to_login(request):
-    from django.contrib.auth.views import redirect_to_login as to_login
-
     return to_login(request.get_full_path())

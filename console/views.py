@@ -11,11 +11,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
+from django.views.defaults import page_not_found
 
 from console import health, usage
 from console.forms import CodeForm, EventForm, StartForm, TokenForm
 from console.tenancy import (
-    memberships_of,
     page_after_switch,
     switch_tenant,
     tenant_required,
@@ -26,6 +26,7 @@ from execution.models import CodeVersion, Instance, Workflow
 from execution.schemas import InstanceOut, instance_out
 from lib.diffs import diff_lines
 from tenants.audit import audit_log_for
+from tenants.memberships import memberships_of
 from tenants.models import ApiToken, AuditLog
 from tenants.tokens import TokenQuotaExceeded, create_token, revoke_token
 
@@ -354,8 +355,6 @@ def not_found(request, exception=None):
     """API clients get JSON with a `detail`, browsers the usual page."""
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": f"no route for {request.path}"}, status=404)
-    from django.views.defaults import page_not_found
-
     return page_not_found(request, exception)
 
 

@@ -1,4 +1,5 @@
-"""The operators' side of execution: the review queue, code versions and instances.
+"""The operators' side of execution: the review queue, code versions, instances, and the
+tenant page, whose suspension pauses the tenant's instances.
 
 Decisions go through `execution.moderation`, which writes the audit log; this module
 shows what to decide on and asks for the reason.
@@ -12,15 +13,26 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import Http404, HttpResponseRedirect
 
 from execution import moderation, workflows
 from execution.highlight import highlight
 from execution.models import CodeVersion, Instance, Step, Workflow
 from lib.diffs import diff_lines
-from tenants.admin import EVERYWHERE, ReadOnly, asks_for_reason, has_model_perm
+from tenants.admin import (
+    EVERYWHERE,
+    MembershipInline,
+    QuotaInline,
+    ReadOnly,
+    asks_for_reason,
+    audit_quota_form,
+    has_model_perm,
+    save_audited_memberships,
+)
+from tenants.models import Membership, Quota, Tenant
 
-# -- Highlighting -------------------------------------------------------------------
+# -- Code versions and the review queue ----------------------------------------------
 
 
 class ReviewQueueFilter(admin.SimpleListFilter):
@@ -263,3 +275,64 @@ class InstanceAdmin(ReadOnly, admin.ModelAdmin):
 
     def has_terminate_permission(self, request):
         return has_model_perm(self, request, "change")
+
+
+# -- Tenants: a suspension pauses their instances -----------------------------------
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "review_policy", "suspended_at", "created_at"]
+    list_filter = ["review_policy", ("suspended_at", admin.EmptyFieldListFilter)]
+    search_fields = ["slug", "name"]
+    # Suspension pauses instances and is audited: only the actions below change it.
+    readonly_fields = ["suspended_at"]
+    inlines = [QuotaInline, MembershipInline]
+    actions = ["suspend", "unsuspend"]
+
+    @admin.action(
+        description="Suspend: pause its instances and stop its tokens",
+        permissions=["change"],
+        location=EVERYWHERE,
+    )
+    @asks_for_reason("Suspend tenants", "Suspend")
+    def suspend(self, request, queryset, reason):
+        self.apply(
+            request,
+            queryset.filter(suspended_at__isnull=True),
+            reason,
+            moderation.suspend_tenant,
+            "Suspended",
+        )
+
+    @admin.action(
+        description="Unsuspend: resume what the suspension paused",
+        permissions=["change"],
+        location=EVERYWHERE,
+    )
+    @asks_for_reason("Unsuspend tenants", "Unsuspend")
+    def unsuspend(self, request, queryset, reason):
+        self.apply(
+            request,
+            queryset.filter(suspended_at__isnull=False),
+            reason,
+            moderation.unsuspend_tenant,
+            "Unsuspended",
+        )
+
+    def apply(self, request, queryset, reason, decision, done: str) -> None:
+        """One staff decision on each tenant, with the rows locked so none is decided twice."""
+        with transaction.atomic():
+            tenants = list(queryset.select_for_update())
+            for tenant in tenants:
+                decision(tenant, actor=request.user, reason=reason)
+        self.message_user(request, f"{done} {len(tenants)} tenant(s).")
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is Membership:
+            return save_audited_memberships(formset, request.user)
+        super().save_formset(request, form, formset, change)
+        if formset.model is Quota:
+            for quota_form in formset.forms:
+                if quota_form.has_changed():
+                    audit_quota_form(quota_form, request.user)

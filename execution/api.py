@@ -11,11 +11,8 @@ from ninja.errors import HttpError
 from execution import quotas, workflows
 from execution.models import Instance, Workflow
 from execution.schemas import (
-    AUTH_ERRORS,
-    WRITE_ERRORS,
     AcceptedOut,
     CodeErrorsOut,
-    Detail,
     EventIn,
     InstanceOut,
     InstancePageOut,
@@ -37,6 +34,7 @@ from execution.schemas import (
     version_out,
     workflow_out,
 )
+from lib.api_errors import AUTH_ERRORS, WRITE_ERRORS, Detail
 from tenants.auth import require_write
 
 router = Router(tags=["workflows"])

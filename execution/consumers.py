@@ -11,10 +11,10 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from console.tenancy import find_membership
 from execution.models import Instance, ProgressEvent
 from execution.progress import event_message, instance_group, tenant_group
 from execution.schemas import InstanceOut, InstanceSummaryOut, instance_out, instance_summary
+from tenants.memberships import find_membership
 from tenants.models import Tenant
 from tenants.tokens import authenticate_token
 

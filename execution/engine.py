@@ -25,6 +25,7 @@ from execution import claims, dispatch, outcomes, workflows
 from execution.models import CodeVersion, Instance, Step
 from execution.progress import record_event, reserve_and_store, step_summary
 from execution.sandbox import SandboxRequest, SandboxResult, get_sandbox
+from execution.step_limits import limits_for
 from execution.watch import Watch
 from tenants.models import Quota, Tenant
 
@@ -372,7 +373,7 @@ def run_sandbox(activation: Activation) -> SandboxResult:
         code=activation.code,
         code_sha256=activation.code_sha256,
         input=activation.input,
-        limits=quota.sandbox_limits(),
+        limits=limits_for(quota),
         mode="workflow",
         on_progress=activation.on_progress,
     )

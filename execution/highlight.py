@@ -69,6 +69,3 @@ def highlight(code: str) -> list[SafeString]:
     if code.endswith("\n"):
         lines.pop()
     return [mark_safe(line) for line in lines]  # every piece was escaped above
-
-
-# -- Code versions and the review queue ---------------------------------------------

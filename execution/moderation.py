@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from execution import workflows
 from execution.models import CodeVersion, Instance
-from tenants.models import ApiToken, AuditLog, Tenant
+from tenants.audit import audit
+from tenants.models import Tenant
 
 # The pauses a verdict on a version makes, which approving it lifts.
 VERDICTS = tuple(Instance.HELD_BY_VERSION.values())
@@ -21,18 +22,6 @@ VERDICTS = tuple(Instance.HELD_BY_VERSION.values())
 
 class ModerationError(ValueError):
     pass
-
-
-def audit(action: str, *, actor, tenant: Tenant | None, target, reason: str = "", **details):
-    return AuditLog.objects.create(
-        tenant=tenant,
-        actor=actor,
-        action=action,
-        target_type=type(target).__name__.lower() if target is not None else "",
-        target_id=str(getattr(target, "pk", "") or ""),
-        reason=reason,
-        details=details,
-    )
 
 
 def require_reason(reason: str) -> str:
@@ -141,15 +130,3 @@ def resume_all(instances, *reasons: str) -> int:
     for instance in instances.filter(status=Instance.Status.PAUSED, paused_reason__in=reasons):
         count += workflows.lift(instance, reasons)
     return count
-
-
-def audit_token(action: str, token: ApiToken, *, actor=None, actor_token=None) -> AuditLog:
-    return AuditLog.objects.create(
-        tenant=token.tenant,
-        actor=actor,
-        actor_token=actor_token,
-        action=action,
-        target_type="token",
-        target_id=str(token.pk),
-        details={"name": token.name, "prefix": token.prefix},
-    )

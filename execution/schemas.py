@@ -10,25 +10,7 @@ from pydantic import Field, field_validator
 
 from execution.models import NAME_PATTERN, CodeVersion, Instance, Step, Workflow
 from execution.progress import step_summary
-
-
-class Detail(Schema):
-    """Every error: `detail` says what is wrong, in words."""
-
-    detail: str
-
-
-class FieldErrorOut(Schema):
-    type: str = Field(description="what kind of problem, e.g. missing, string_type, json_invalid")
-    loc: list[str | int] = Field(description='where: ["body", "payload"], ["query", "limit"]')
-    field: str = Field(description="the field, dotted: payload, limit; empty for the whole body")
-    msg: str
-
-
-class FieldErrorsOut(Schema):
-    """A request whose JSON is malformed or whose fields have the wrong type or value."""
-
-    detail: list[FieldErrorOut]
+from lib.api_errors import FieldErrorOut
 
 
 class ProblemOut(Schema):
@@ -42,10 +24,6 @@ class CodeErrorsOut(Schema):
 
     detail: list[ProblemOut] | list[FieldErrorOut]
 
-
-# The error answers every authenticated route may give.
-AUTH_ERRORS = {401: Detail, 422: FieldErrorsOut}
-WRITE_ERRORS = {**AUTH_ERRORS, 403: Detail, 413: Detail}
 
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 

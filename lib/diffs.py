@@ -10,12 +10,11 @@ def diff_lines(old: str, new: str, old_name: str, new_name: str) -> list[tuple[s
     lines = difflib.unified_diff(
         old.splitlines(), new.splitlines(), old_name, new_name, lineterm="", n=3
     )
-    return [(_kind(line), line) for line in lines]
+    # Only the first two lines are the file headers: a removed "-- x" also starts "---".
+    return [("meta" if i < 2 else _kind(line), line) for i, line in enumerate(lines)]
 
 
 def _kind(line: str) -> str:
-    if line.startswith(("+++", "---")):
-        return "meta"
     if line.startswith("@@"):
         return "hunk"
     return {"+": "add", "-": "del"}.get(line[:1], "ctx")

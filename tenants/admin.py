@@ -1,8 +1,8 @@
-"""The operators' side of tenants: suspension, quotas, memberships, tokens and the audit log.
+"""The operators' side of tenants: quotas, memberships, tokens and the audit log.
 
-Every decision goes through `execution.moderation`, which writes the audit log; this
-module only asks for the reason and reports back. Quota and membership edits are plain
-admin forms, so their saves and deletes here write the audit rows themselves.
+Quota and membership edits are plain admin forms, so their saves and deletes here
+write the audit rows themselves. The tenant page itself is execution.admin's: its
+suspension pauses the tenant's instances, a decision of execution.moderation.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from django.db import transaction
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
-from execution import moderation
-from tenants.audit import audit_membership_removed, audit_membership_saved
-from tenants.models import ApiToken, AuditLog, Membership, Quota, Tenant
+from tenants.audit import audit, audit_membership_removed, audit_membership_saved, audit_token
+from tenants.models import ApiToken, AuditLog, Membership, Quota
 from tenants.tokens import revoke_token
 
 # Actions offered both on the list and on an object's own page.
@@ -88,7 +87,7 @@ def audit_quota_form(form, actor) -> None:
             changes[name] = [old, form.cleaned_data[name]]
     if changes:
         quota = form.instance
-        moderation.audit("quota.changed", actor=actor, tenant=quota.tenant, target=quota, **changes)
+        audit("quota.changed", actor=actor, tenant=quota.tenant, target=quota, **changes)
 
 
 def stored_memberships(pks) -> dict[int, Membership]:
@@ -141,64 +140,6 @@ class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0
     autocomplete_fields = ["user"]
-
-
-@admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "review_policy", "suspended_at", "created_at"]
-    list_filter = ["review_policy", ("suspended_at", admin.EmptyFieldListFilter)]
-    search_fields = ["slug", "name"]
-    # Suspension pauses instances and is audited: only the actions below change it.
-    readonly_fields = ["suspended_at"]
-    inlines = [QuotaInline, MembershipInline]
-    actions = ["suspend", "unsuspend"]
-
-    @admin.action(
-        description="Suspend: pause its instances and stop its tokens",
-        permissions=["change"],
-        location=EVERYWHERE,
-    )
-    @asks_for_reason("Suspend tenants", "Suspend")
-    def suspend(self, request, queryset, reason):
-        self.apply(
-            request,
-            queryset.filter(suspended_at__isnull=True),
-            reason,
-            moderation.suspend_tenant,
-            "Suspended",
-        )
-
-    @admin.action(
-        description="Unsuspend: resume what the suspension paused",
-        permissions=["change"],
-        location=EVERYWHERE,
-    )
-    @asks_for_reason("Unsuspend tenants", "Unsuspend")
-    def unsuspend(self, request, queryset, reason):
-        self.apply(
-            request,
-            queryset.filter(suspended_at__isnull=False),
-            reason,
-            moderation.unsuspend_tenant,
-            "Unsuspended",
-        )
-
-    def apply(self, request, queryset, reason, decision, done: str) -> None:
-        """One staff decision on each tenant, with the rows locked so none is decided twice."""
-        with transaction.atomic():
-            tenants = list(queryset.select_for_update())
-            for tenant in tenants:
-                decision(tenant, actor=request.user, reason=reason)
-        self.message_user(request, f"{done} {len(tenants)} tenant(s).")
-
-    def save_formset(self, request, form, formset, change):
-        if formset.model is Membership:
-            return save_audited_memberships(formset, request.user)
-        super().save_formset(request, form, formset, change)
-        if formset.model is Quota:
-            for quota_form in formset.forms:
-                if quota_form.has_changed():
-                    audit_quota_form(quota_form, request.user)
 
 
 @admin.register(Quota)
@@ -284,7 +225,7 @@ class ApiTokenAdmin(ReadOnly, admin.ModelAdmin):
             tokens = list(queryset.select_for_update().filter(revoked_at__isnull=True))
             for token in tokens:
                 revoke_token(token)
-                moderation.audit_token("token.revoked", token, actor=request.user)
+                audit_token("token.revoked", token, actor=request.user)
         self.message_user(request, f"Revoked {len(tokens)} token(s).")
 
     def has_revoke_permission(self, request):

@@ -18,7 +18,7 @@ from ninja import Path, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import AwareDatetime, Field, field_validator
 
-from execution.schemas import AUTH_ERRORS, WRITE_ERRORS, Detail
+from lib.api_errors import AUTH_ERRORS, WRITE_ERRORS, Detail
 from tenants.auth import require_write
 from tenants.models import ApiToken, AuditLog
 from tenants.tokens import TokenQuotaExceeded, create_token

@@ -1,17 +1,42 @@
-"""The audit log: what it holds for one tenant, for its owners to read in the console,
-and the entries for staff changes to who belongs to a tenant.
+"""The audit log: how an entry is written, what it holds for one tenant (for its owners
+to read in the console), and the entries for staff changes to who belongs to a tenant.
 
+Tenants own the log, so every decision is written here, whichever app made it:
+execution.moderation's verdicts and suspensions, the admin's quota and token changes.
 Staff grant, change and remove memberships in the Django admin. Who may act for a
 tenant is as much a staff decision as a suspension, so each one is written like the
-others (through `execution.moderation.audit`), and the tenant's owners see it.
+others, and the tenant's owners see it.
 """
 
 from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from execution import moderation
-from tenants.models import AuditLog, Membership, Tenant
+from tenants.models import ApiToken, AuditLog, Membership, Tenant
+
+
+def audit(action: str, *, actor, tenant: Tenant | None, target, reason: str = "", **details):
+    return AuditLog.objects.create(
+        tenant=tenant,
+        actor=actor,
+        action=action,
+        target_type=type(target).__name__.lower() if target is not None else "",
+        target_id=str(getattr(target, "pk", "") or ""),
+        reason=reason,
+        details=details,
+    )
+
+
+def audit_token(action: str, token: ApiToken, *, actor=None, actor_token=None) -> AuditLog:
+    return AuditLog.objects.create(
+        tenant=token.tenant,
+        actor=actor,
+        actor_token=actor_token,
+        action=action,
+        target_type="token",
+        target_id=str(token.pk),
+        details={"name": token.name, "prefix": token.prefix},
+    )
 
 
 def audit_log_for(tenant: Tenant) -> QuerySet[AuditLog]:
@@ -40,12 +65,12 @@ def audit_membership_saved(membership: Membership, actor, before: Membership | N
         if not changes:
             return
         action, details = "membership.changed", {"user": new["user"], **changes}
-    moderation.audit(action, actor=actor, tenant=membership.tenant, target=membership, **details)
+    audit(action, actor=actor, tenant=membership.tenant, target=membership, **details)
 
 
 def audit_membership_removed(membership: Membership, actor) -> None:
     """Written before the row goes, while it still has its id."""
-    moderation.audit(
+    audit(
         "membership.removed",
         actor=actor,
         tenant=membership.tenant,

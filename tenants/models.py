@@ -105,9 +105,6 @@ class ApiToken(models.Model):
         return self.expires_at is None or self.expires_at > timezone.now()
 
 
-STEP_TIMEOUT_MARGIN_SECONDS = 2
-
-
 class Quota(models.Model):
     """Per-tenant limits. The defaults are the plan every new tenant starts on."""
 
@@ -139,28 +136,6 @@ class Quota(models.Model):
 
     def __str__(self) -> str:
         return f"quota of {self.tenant}"
-
-    def sandbox_limits(self, timeout_seconds: float | None = None):
-        """The sandbox limits of one activation under this quota."""
-        from execution.sandbox import Limits
-
-        wall = min(
-            timeout_seconds or self.step_timeout_seconds,
-            self.step_timeout_seconds,
-            settings.STEPWELL_MAX_STEP_TIMEOUT_SECONDS,  # Celery's hard time limit is above it
-        )
-        return Limits(
-            memory_bytes=self.step_memory_mb * 2**20,
-            cpu_seconds=self.step_cpu_seconds,
-            # A margin over the step timeout lets the runtime's own timer end a slow
-            # step cleanly, with its logs, before the host has to kill the jail.
-            wall_seconds=wall + STEP_TIMEOUT_MARGIN_SECONDS,
-            pids=self.step_pids,
-            output_bytes=self.step_output_bytes,
-            # The runtime's outcome wraps the step result and its logs.
-            result_bytes=self.step_result_bytes + self.step_output_bytes + 64 * 1024,
-            network=self.network,
-        )
 
 
 class QuotaUsage(models.Model):

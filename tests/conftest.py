@@ -1,10 +1,23 @@
+"""Fixtures every suite shares: the personas (tenant acme with alice, tenant globex with
+bob, a staff moderator), their tokens, and the in-process driver.
+
+Whether a test runs in a transaction of its own is the test's to say, with
+`@pytest.mark.django_db(transaction=True)` or by asking for `transactional_db` or a
+fixture that does (`driver`); these fixtures only ask for a database.
+"""
+
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from execution import dispatch, engine
 from tests.driver import Driver
 from tests.execution.inprocess import run_in_process
-from tests.factories import make_tenant, make_token
+from tests.factories import WAITER, make_tenant, make_token, upload
+
+# On a real stack (the integration and browser suites) a step that hangs fails in 20 s,
+# not the plan's 60, so a broken run ends sooner.
+REAL_STACK_QUOTA = {"step_timeout_seconds": 20}
 
 
 def pytest_sessionstart(session):
@@ -15,13 +28,26 @@ def pytest_sessionstart(session):
 
 
 @pytest.fixture
-def acme(db):
-    return make_tenant("acme", "alice")
+def acme(db, request):
+    on_real_stack = request.node.get_closest_marker("integration") is not None
+    return make_tenant("acme", "alice", **(REAL_STACK_QUOTA if on_real_stack else {}))
 
 
 @pytest.fixture
 def globex(db):
     return make_tenant("globex", "bob")
+
+
+@pytest.fixture
+def staff(db):
+    """A moderator: staff, not a superuser."""
+    return get_user_model().objects.create_user("mod", is_staff=True)
+
+
+@pytest.fixture
+def waiter(acme):
+    """acme's workflow that waits for an event: an instance that stays active."""
+    return upload(acme, "waiter", WAITER).workflow
 
 
 @pytest.fixture

@@ -7,8 +7,9 @@ A sandbox violation is always a SandboxResult with a non-ok status, never an exc
 
 import atexit
 import threading
-from typing import Any, Protocol
+from typing import Protocol
 
+from execution.sandbox import unsandboxed
 from execution.sandbox.config import SandboxConfig, SandboxSetupError
 from execution.sandbox.fresh import FreshSandbox
 from execution.sandbox.limits import Limits
@@ -27,7 +28,6 @@ __all__ = [
     "WarmSandbox",
     "get_sandbox",
     "prepare",
-    "run_python",
 ]
 
 
@@ -60,7 +60,6 @@ def get_sandbox(mode: str = "fresh") -> Sandbox:
 
 def _unsandboxed() -> Sandbox:
     """Benchmark-only (bench/peers.py): refused unless STEPWELL_BENCH_UNSANDBOXED=1."""
-    from execution.sandbox import unsandboxed
 
     if not unsandboxed.enabled():
         raise ValueError(
@@ -75,17 +74,3 @@ def _unsandboxed() -> Sandbox:
 def prepare() -> None:
     """Idempotent start-up: cgroup parents, a sweep of leftovers, the code cache dir."""
     get_sandbox("fresh").prepare()
-
-
-def run_python(
-    code: str,
-    input: Any,
-    limits: Limits | None = None,
-    *,
-    tenant: str = "default",
-    mode: str = "call",
-) -> SandboxResult:
-    request = SandboxRequest(
-        tenant=tenant, code=code, input=input, limits=limits or Limits(), mode=mode
-    )
-    return get_sandbox("fresh").run(request)

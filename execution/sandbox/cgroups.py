@@ -6,13 +6,15 @@ per job and hands it to nsjail as the memory parent: the job cgroup carries the 
 limit (nsjail's own is a little higher), so an OOM shows in the job cgroup's counters,
 which outlive nsjail until the host removes them.
 
-A warm jail's tasks and CPU time are read here too (JailCounters): from cgroups, which
-nothing inside the jail can change, never from what its zygote says.
+A warm jail's tasks and CPU time (JailCounters) and its memory limit hits and OOM kills
+(MemoryCounters) are read here too: from cgroups, which nothing inside the jail can
+change, never from what its zygote says.
 """
 
 import contextlib
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +43,13 @@ def _read_int(path: Path) -> int | None:
 
 
 def _read_keyed(path: Path) -> dict[str, int]:
+    return _keyed(_read(path) or "")
+
+
+def _keyed(text: str) -> dict[str, int]:
+    """A flat-keyed cgroup file ("key value" lines); a line that is not one is skipped."""
     values = {}
-    for line in (_read(path) or "").splitlines():
+    for line in text.splitlines():
         key, _, value = line.partition(" ")
         with contextlib.suppress(ValueError):
             values[key] = int(value)
@@ -184,6 +191,11 @@ class JobCgroup:
         peak = _read_int(self.path / "memory.peak")
         return JobUsage(bool(events.get("oom_kill") or events.get("max")), peak)
 
+    def memory_bytes(self) -> int:
+        """What the cgroup's tasks use now."""
+        name = "memory.usage_in_bytes" if self.layout.version == 1 else "memory.current"
+        return int((self.path / name).read_text())
+
     def kill_all(self) -> None:
         """SIGKILL whatever is still inside (after nsjail itself was SIGKILLed)."""
         for path in [self.path, *_subdirs(self.path)]:
@@ -262,6 +274,32 @@ class JailCounters:
             self.cpu_group = None
 
 
+class MemoryCounters:
+    """(limit hits, OOM kills) of a warm jail's memory cgroup; they only grow, so a step's
+    own are the difference across it. The files stay open: a pread per step is cheap."""
+
+    def __init__(self, job: JobCgroup) -> None:
+        if job.layout.version == 1:
+            names = ("memory.failcnt", "memory.oom_control")
+        else:
+            names = ("memory.events",)
+        self.version = job.layout.version
+        self.fds = [os.open(job.path / name, os.O_RDONLY | os.O_CLOEXEC) for name in names]
+
+    def read(self) -> tuple[int, int]:
+        texts = [os.pread(fd, 4096, 0).decode() for fd in self.fds]
+        if self.version == 1:
+            failcnt = texts[0].strip()
+            return int(failcnt) if failcnt.isdigit() else 0, _keyed(texts[1]).get("oom_kill", 0)
+        events = _keyed(texts[0])
+        return events.get("max", 0), events.get("oom_kill", 0)
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+
 def _subdirs(path: Path) -> list[Path]:
     try:
         return [entry for entry in path.iterdir() if entry.is_dir()]
@@ -306,7 +344,5 @@ def _remove_tree(path: Path) -> int:
                 with contextlib.suppress(ValueError, OSError):
                     os.kill(int(line), signal.SIGKILL)
             if attempt:
-                import time
-
                 time.sleep(0.01)
     return removed

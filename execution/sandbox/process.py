@@ -1,4 +1,5 @@
-"""Spawn nsjail, feed its stdin, read its pipes with caps, stop it, reap it.
+"""Spawn nsjail (or, for benchmarks, a plain interpreter), feed its stdin, read its pipes
+with caps, stop it, reap it.
 
 Every pipe end is close-on-exec, and nsjail gets its fds through posix_spawn's dup2,
 so concurrent runs in other threads never inherit each other's pipes.
@@ -21,6 +22,8 @@ CHUNK = 64 * 1024
 LOG_CAP = 256 * 1024
 CONFIG_FD = 5
 HIGH_FD = 10  # keep sources of dup2 clear of the target numbers 0..5
+# The pipes on a jail's fds, named as a JailRun's captures.
+JAIL_FDS = {0: "stdin", 1: "stdout", 2: "stderr", RESULT_FD: "result", LOG_FD: "log"}
 
 
 @dataclass
@@ -98,59 +101,56 @@ def run(
     )
     owned: list[int] = []
     try:
-        pipes = {name: _pipe() for name in ("stdin", "stdout", "stderr", "result", "log")}
-        owned += [fd for pair in pipes.values() for fd in pair]
         config_fd = _high(os.memfd_create("nsjail.cfg"))
         owned.append(config_fd)
         os.write(config_fd, config_text.encode())
-        actions = [
-            (os.POSIX_SPAWN_DUP2, pipes["stdin"][0], 0),
-            (os.POSIX_SPAWN_DUP2, pipes["stdout"][1], 1),
-            (os.POSIX_SPAWN_DUP2, pipes["stderr"][1], 2),
-            (os.POSIX_SPAWN_DUP2, pipes["result"][1], RESULT_FD),
-            (os.POSIX_SPAWN_DUP2, pipes["log"][1], LOG_FD),
-            (os.POSIX_SPAWN_DUP2, config_fd, CONFIG_FD),
-        ]
         argv = [nsjail, "--config", f"/proc/self/fd/{CONFIG_FD}"]
         started = time.monotonic()
         with network.inside(netns):
-            pid = os.posix_spawn(
-                nsjail,
-                argv,
-                {},  # nsjail itself starts with an empty environment
-                file_actions=actions,
-                setsid=True,
-                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),  # Python ignores these; exec keeps it
-            )
-        # The child has its copies; close ours so EOF means nsjail (and the jail) exited.
-        for fd in (pipes["stdin"][0], config_fd, *(pipes[n][1] for n in pipes if n != "stdin")):
-            os.close(fd)
-            owned.remove(fd)
-        readers = {
-            pipes["stdout"][0]: ("stdout", out.stdout),
-            pipes["stderr"][0]: ("stderr", out.stderr),
-            pipes["result"][0]: ("result", out.result),
-            pipes["log"][0]: ("log", out.log),
-        }
-        _pump(
-            pid,
-            pipes["stdin"][1],
-            stdin_data,
-            readers,
-            on_result,
-            out,
-            started,
-            wall_seconds,
-            kill_grace,
-            kill_all,
-            owned,
-        )
-        reap(pid, out, started)
+            child = spawn(argv, out, JAIL_FDS, owned, extra={CONFIG_FD: config_fd})
+        stopper = Stopper(child.pid, started + wall_seconds, kill_grace, kill_all)
+        pump(child, stdin_data, out, stopper, on_result, owned)
+        reap(child.pid, out, started)
         return out
     finally:
         for fd in owned:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+@dataclass
+class Child:
+    pid: int
+    stdin_fd: int  # our end of its stdin
+    readers: dict[int, tuple[str, Capture]]  # our read ends: (the JailRun field, its capture)
+
+
+def spawn(
+    argv: list[str], out: JailRun, fds: dict[int, str], owned: list[int], extra: dict[int, int]
+) -> Child:
+    """posix_spawn `argv` in a session of its own, with a new pipe on each of its fds in
+    `fds` ("stdin" the one it reads, the others named as `out`'s captures) and the fds
+    in `extra` on theirs. Our ends go into `owned`; the child's ends are closed here, so
+    EOF on ours means the child (and all it started) exited."""
+    pipes = {name: _pipe() for name in fds.values()}
+    owned += [fd for pair in pipes.values() for fd in pair]
+    theirs = {target: pipes[name][0 if name == "stdin" else 1] for target, name in fds.items()}
+    actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in {**theirs, **extra}.items()]
+    pid = os.posix_spawn(
+        argv[0],
+        argv,
+        {},  # the child starts with an empty environment
+        file_actions=actions,
+        setsid=True,
+        setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),  # Python ignores these; exec keeps it
+    )
+    for fd in [*theirs.values(), *extra.values()]:
+        os.close(fd)
+        owned.remove(fd)
+    readers = {
+        pipes[name][0]: (name, getattr(out, name)) for name in fds.values() if name != "stdin"
+    }
+    return Child(pid, pipes["stdin"][1], readers)
 
 
 def reap(pid: int, out: JailRun, started: float) -> None:
@@ -164,22 +164,50 @@ def reap(pid: int, out: JailRun, started: float) -> None:
     out.maxrss_bytes = rusage.ru_maxrss * 1024
 
 
-def _pump(
-    pid,
-    stdin_fd,
-    stdin_data,
-    readers,
-    on_result,
-    out,
-    started,
-    wall_seconds,
-    kill_grace,
-    kill_all,
-    owned,
+class Stopper:
+    """When the host stops a run: SIGTERM at the deadline or a cap (nsjail then kills the
+    jail and removes its cgroups), SIGKILL and kill_all every kill_grace after that."""
+
+    def __init__(
+        self, pid: int, deadline: float, kill_grace: float, kill_all: Callable[[], None]
+    ) -> None:
+        self.pid = pid
+        self.deadline = deadline
+        self.kill_grace = kill_grace
+        self.kill_all = kill_all
+        self.term_at: float | None = None
+        self.kill_at: float | None = None
+
+    def stop(self) -> None:
+        if self.term_at is None:
+            self.term_at = time.monotonic()
+
+    def tick(self, out: JailRun) -> float:
+        """Send what is due now; how long until something may be due next."""
+        now = time.monotonic()
+        if self.term_at is None and now >= self.deadline:
+            out.deadline_hit = True
+            self.term_at = now
+        if self.term_at is not None and self.kill_at is None:
+            _signal(self.pid, signal.SIGTERM)
+            self.kill_at = now + self.kill_grace
+        if self.kill_at is not None and now >= self.kill_at:
+            _signal(self.pid, signal.SIGKILL)
+            self.kill_all()
+            self.kill_at = now + self.kill_grace  # and again, should anything linger
+        return max((self.kill_at if self.kill_at is not None else self.deadline) - now, 0.0)
+
+
+def pump(
+    child: Child,
+    stdin_data: bytes,
+    out: JailRun,
+    stopper: Stopper,
+    on_result: Callable[[bytearray], None] | None,
+    owned: list[int],
 ) -> None:
-    """Move bytes until every read pipe hits EOF, stopping nsjail on a cap or the deadline."""
-    deadline = started + wall_seconds
-    term_at = kill_at = None
+    """Move bytes until every read pipe hits EOF, stopping the child on a cap or the deadline."""
+    stdin_fd, readers = child.stdin_fd, child.readers
     pending = memoryview(stdin_data)
     os.set_blocking(stdin_fd, False)
     with selectors.DefaultSelector() as sel:
@@ -188,46 +216,39 @@ def _pump(
         if pending:
             sel.register(stdin_fd, selectors.EVENT_WRITE)
         else:
-            os.close(stdin_fd)
-            owned.remove(stdin_fd)
+            _close_owned(stdin_fd, owned)
         while sel.get_map():
-            now = time.monotonic()
-            if term_at is None and now >= deadline:
-                out.deadline_hit = True
-                term_at = now
-            if term_at is not None and kill_at is None:
-                _signal(pid, signal.SIGTERM)  # nsjail kills the jail and removes its cgroups
-                kill_at = now + kill_grace
-            if kill_at is not None and now >= kill_at:
-                _signal(pid, signal.SIGKILL)
-                kill_all()
-                kill_at = now + kill_grace  # and again, should anything linger
-            timeout = (kill_at if kill_at is not None else deadline) - now
-            for key, _ in sel.select(max(timeout, 0.0)):
-                fd = key.fd
-                if fd == stdin_fd:
-                    try:
-                        written = os.write(fd, pending[:CHUNK])
-                        pending = pending[written:]
-                    except BlockingIOError:
-                        continue
-                    except OSError:  # the jail closed stdin or died: stop feeding it
-                        pending = pending[:0]
+            for key, _ in sel.select(stopper.tick(out)):
+                if key.fd == stdin_fd:
+                    pending = _feed(stdin_fd, pending)
                     if not pending:
-                        sel.unregister(fd)
-                        os.close(fd)
-                        owned.remove(fd)
+                        sel.unregister(stdin_fd)
+                        _close_owned(stdin_fd, owned)
                     continue
-                chunk = os.read(fd, CHUNK)
+                chunk = os.read(key.fd, CHUNK)
                 if not chunk:
-                    sel.unregister(fd)
+                    sel.unregister(key.fd)
                     continue
-                name, capture = readers[fd]
+                name, capture = readers[key.fd]
                 if capture.add(chunk) and name != "log" and out.over_cap is None:
                     out.over_cap = name
-                    term_at = time.monotonic()
+                    stopper.stop()
                 if name == "result" and on_result is not None:
                     on_result(capture.data)
     if stdin_fd in owned:
-        os.close(stdin_fd)
-        owned.remove(stdin_fd)
+        _close_owned(stdin_fd, owned)
+
+
+def _feed(fd: int, pending: memoryview) -> memoryview:
+    """Write what the pipe takes now; what is left (nothing once the child stops reading)."""
+    try:
+        return pending[os.write(fd, pending[:CHUNK]) :]
+    except BlockingIOError:
+        return pending
+    except OSError:  # the jail closed stdin or died: stop feeding it
+        return pending[:0]
+
+
+def _close_owned(fd: int, owned: list[int]) -> None:
+    os.close(fd)
+    owned.remove(fd)

@@ -1,6 +1,7 @@
 """What goes into a sandbox and what comes out of it."""
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -84,3 +85,18 @@ class SandboxResult:
             "peak_memory_bytes": self.peak_memory_bytes,
             "progress": list(self.progress),
         }
+
+
+def failure(status: Status, kind: str, message: str, started: float) -> SandboxResult:
+    return SandboxResult(
+        status=status,
+        result=None,
+        error={"type": kind, "message": message},
+        stdout="",
+        stderr="",
+        stdout_truncated=False,
+        stderr_truncated=False,
+        wall_seconds=time.monotonic() - started,
+        cpu_seconds=0.0,
+        peak_memory_bytes=None,
+    )

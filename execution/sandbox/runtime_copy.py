@@ -18,6 +18,7 @@ is left: a copy whose exclusive lock can be had is used by no one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import logging
@@ -29,7 +30,7 @@ import threading
 import time
 from pathlib import Path
 
-from execution.sandbox.config import SandboxSetupError
+from execution.sandbox.config import SandboxConfig, SandboxSetupError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,17 @@ STALE_STAGING_SECONDS = 3600
 # Copy path -> the fd holding this process's shared lock on it, kept open for its life.
 _held: dict[Path, int] = {}
 _held_lock = threading.Lock()
+
+
+def installed(config: SandboxConfig) -> SandboxConfig:
+    """`config`, its runtime_dir the compiled copy in its state dir (made if need be),
+    which this process then holds; copies no process holds any more are pruned."""
+    root = config.state_dir / "runtime"
+    if config.runtime_dir.parent == root:
+        return config
+    copy = install(config.runtime_dir, root, config.python)
+    prune(root, keep=copy)
+    return dataclasses.replace(config, runtime_dir=copy)
 
 
 def sources(source: Path) -> list[Path]:

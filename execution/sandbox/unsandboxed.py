@@ -14,14 +14,16 @@ import threading
 import time
 from pathlib import Path
 
-from execution.sandbox import process
+from execution.sandbox import process, runtime_copy
+from execution.sandbox.code_cache import CodeCache
 from execution.sandbox.config import SandboxConfig
-from execution.sandbox.fresh import CodeCache, Refused, failure, open_job, watch_notes
 from execution.sandbox.jail import PYTHON_FLAGS, RESULT_FD
+from execution.sandbox.job import Refused, open_job, watch_notes
 from execution.sandbox.outcome import JailExit, classify
-from execution.sandbox.result import SandboxRequest, SandboxResult, Status
+from execution.sandbox.result import SandboxRequest, SandboxResult, Status, failure
 
 ENV_FLAG = "STEPWELL_BENCH_UNSANDBOXED"
+FDS = {0: "stdin", 1: "stdout", 2: "stderr", RESULT_FD: "result"}  # no nsjail log
 HOST_PYTHON = "/usr/bin/python3"
 # boot.py reads the tenant at /code and the runtime at /runtime, where a jail binds them;
 # here they stay where they are on the host, so the entry point repoints boot first.
@@ -52,7 +54,7 @@ class SubprocessSandbox:
             if not self._ready:
                 self.config.state_dir.mkdir(parents=True, exist_ok=True)
                 self.code_cache.prepare()
-                self.config = self.config.with_runtime_installed()
+                self.config = runtime_copy.installed(self.config)
                 self._ready = True
 
     def run(self, request: SandboxRequest) -> SandboxResult:
@@ -93,50 +95,16 @@ def spawn(argv: list[str], job_bytes: bytes, limits, on_result=None) -> process.
     )
     owned: list[int] = []
     try:
-        pipes = {name: process._pipe() for name in ("stdin", "stdout", "stderr", "result")}
-        owned += [fd for pair in pipes.values() for fd in pair]
-        actions = [
-            (os.POSIX_SPAWN_DUP2, pipes["stdin"][0], 0),
-            (os.POSIX_SPAWN_DUP2, pipes["stdout"][1], 1),
-            (os.POSIX_SPAWN_DUP2, pipes["stderr"][1], 2),
-            (os.POSIX_SPAWN_DUP2, pipes["result"][1], RESULT_FD),
-        ]
         started = time.monotonic()
-        pid = os.posix_spawn(
-            argv[0],
-            argv,
-            {},
-            file_actions=actions,
-            setsid=True,
-            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
-        )
-        for fd in (pipes["stdin"][0], *(pipes[n][1] for n in pipes if n != "stdin")):
-            os.close(fd)
-            owned.remove(fd)
-        readers = {
-            pipes["stdout"][0]: ("stdout", out.stdout),
-            pipes["stderr"][0]: ("stderr", out.stderr),
-            pipes["result"][0]: ("result", out.result),
-        }
+        child = process.spawn(argv, out, FDS, owned, extra={})
 
         def kill_all() -> None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+                os.killpg(child.pid, signal.SIGKILL)
 
-        process._pump(
-            pid,
-            pipes["stdin"][1],
-            job_bytes,
-            readers,
-            on_result,
-            out,
-            started,
-            limits.wall_seconds,
-            1.0,
-            kill_all,
-            owned,
-        )
-        process.reap(pid, out, started)
+        stopper = process.Stopper(child.pid, started + limits.wall_seconds, 1.0, kill_all)
+        process.pump(child, job_bytes, out, stopper, on_result, owned)
+        process.reap(child.pid, out, started)
         kill_all()  # anything the step left behind in its session
         return out
     finally:

@@ -16,14 +16,17 @@ import signal
 import threading
 import time
 
+from django.conf import settings
+
 from execution.sandbox.cgroups import Layout
 from execution.sandbox.config import SandboxConfig
-from execution.sandbox.fresh import FreshSandbox, Refused, failure, open_job, watch_notes
+from execution.sandbox.fresh import FreshSandbox
+from execution.sandbox.job import Refused, open_job, watch_notes
 from execution.sandbox.outcome import JailExit, classify
-from execution.sandbox.result import SandboxRequest, SandboxResult, Status
-from execution.sandbox.warm_activation import StepRun
+from execution.sandbox.result import SandboxRequest, SandboxResult, Status, failure
 from execution.sandbox.warm_jail import NoFreeSlot, WarmJail, WarmStartError
 from execution.sandbox.warm_pool import JailKey, JailPool
+from execution.sandbox.warm_step import StepRun
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +64,6 @@ class WarmSandbox:
 
     @classmethod
     def from_settings(cls, fresh: FreshSandbox | None = None) -> "WarmSandbox":
-        from django.conf import settings
-
         return cls(
             fresh.config if fresh else None,
             jails_per_worker=settings.STEPWELL_WARM_JAILS_PER_WORKER,

@@ -3,7 +3,7 @@
 The zygote ran the tenant's module-level code, so the host trusts it no more than a step:
 its status frames are size-capped and schema-checked and must echo the activation's id
 (warm_channel.py), and the host's own deadline stops a zygote that does not answer
-(warm_activation.py). Whether the jail is clean between steps the host reads from its
+(warm_step.py). Whether the jail is clean between steps the host reads from its
 cgroups: one task (the zygote) after each step and before the next, and no CPU spent in
 between; otherwise the jail is killed and the next step gets a new one.
 """
@@ -24,13 +24,13 @@ from nsjail.enums import RLimitType
 from nsjail.serializers import to_textproto
 
 from execution.sandbox import jail, network
-from execution.sandbox.cgroups import JailCounters, JobCgroup, Layout
+from execution.sandbox.cgroups import JailCounters, JobCgroup, Layout, MemoryCounters
 from execution.sandbox.config import SandboxConfig, SandboxSetupError
 from execution.sandbox.limits import Limits, MiB
 from execution.sandbox.process import CHUNK
 from execution.sandbox.slots import Slots
-from execution.sandbox.warm_activation import Activation, StepRun
 from execution.sandbox.warm_channel import take_frame
+from execution.sandbox.warm_step import StepRun, WarmStep
 
 logger = logging.getLogger(__name__)
 
@@ -84,45 +84,6 @@ def _high(fd: int) -> int:
     return high
 
 
-class MemoryCounters:
-    """(limit hits, OOM kills) of a jail's memory cgroup; they only grow, so a step's
-    own are the difference across it. The files stay open: a pread per step is cheap."""
-
-    def __init__(self, job: JobCgroup) -> None:
-        if job.layout.version == 1:
-            names = ("memory.failcnt", "memory.oom_control")
-        else:
-            names = ("memory.events",)
-        self.version = job.layout.version
-        self.fds = [os.open(job.path / name, os.O_RDONLY | os.O_CLOEXEC) for name in names]
-
-    def read(self) -> tuple[int, int]:
-        texts = [os.pread(fd, 4096, 0).decode() for fd in self.fds]
-        if self.version == 1:
-            return _int(texts[0]), _keyed(texts[1]).get("oom_kill", 0)
-        events = _keyed(texts[0])
-        return events.get("max", 0), events.get("oom_kill", 0)
-
-    def close(self) -> None:
-        for fd in self.fds:
-            os.close(fd)
-        self.fds = []
-
-
-def _int(text: str) -> int:
-    return int(text) if text.strip().isdigit() else 0
-
-
-def _keyed(text: str) -> dict[str, int]:
-    pairs = (line.partition(" ") for line in text.splitlines())
-    return {key: _int(value) for key, _, value in pairs}
-
-
-def _memory_usage(job: JobCgroup) -> int:
-    name = "memory.usage_in_bytes" if job.layout.version == 1 else "memory.current"
-    return int((job.path / name).read_text())
-
-
 class WarmJail:
     """Start with start(); one activate() at a time (the pool sees to that); stop() when done."""
 
@@ -171,7 +132,7 @@ class WarmJail:
                 raise WarmStartError(f"the zygote did not load: {self.describe_log()}")
             # Each step's memory limit sits on top of the runtime alone, measured before
             # the tenant's import, which counts against every step as in a fresh jail.
-            self.job.limit(_memory_usage(self.job) + self.limits.memory_bytes)
+            self.job.limit(self.job.memory_bytes() + self.limits.memory_bytes)
             self.control.sendall(GO, socket.MSG_NOSIGNAL)
             if self._next_frame(deadline) != {"ready": True}:
                 raise WarmStartError(f"the zygote did not come up: {self.describe_log()}")
@@ -360,7 +321,7 @@ class WarmJail:
 
         `on_result` sees the result channel's bytes so far each time more arrive.
         """
-        step = Activation(self, job_bytes, on_result).run()
+        step = WarmStep(self, job_bytes, on_result).run()
         self.steps += 1
         if step.lost:
             logger.warning("warm jail %s lost: %s", self.name, step.lost)

@@ -1,8 +1,5 @@
 """Staff decisions hold through the API: what the tenant may no longer resume or restart."""
 
-import pytest
-from django.contrib.auth import get_user_model
-
 from execution import moderation
 from execution.models import CodeVersion
 from tests.factories import SLEEPER
@@ -11,11 +8,6 @@ ONE_STEP = """
 def run(event, step):
     return step.do("one", lambda: 1)
 """
-
-
-@pytest.fixture
-def staff(transactional_db):
-    return get_user_model().objects.create_user("mod", is_staff=True)
 
 
 def start(alice, driver, name: str, code: str, key: str) -> CodeVersion:

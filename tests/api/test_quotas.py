@@ -7,11 +7,6 @@ from execution.workflows import StartError, start_instance
 from tests.factories import WAITER, set_quota, upload
 
 
-@pytest.fixture
-def waiter(acme):
-    return upload(acme, "waiter", WAITER).workflow
-
-
 def start(api, **body):
     return api.call("post", "/workflows/waiter/instances", body)
 

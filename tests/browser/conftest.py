@@ -4,7 +4,6 @@ clock, and the Procfile's uvicorn serving the console, all pointed at the test d
 import pytest
 from django.db import connection
 
-from tests.factories import make_tenant
 from tests.integration.stack import Stack, current_database_url, point_celery_at
 
 CHROMIUM_ARGS = [
@@ -45,16 +44,6 @@ def stack(transactional_db, settings, monkeypatch):
             web.stop()
         stack.stop()
         point_celery_at()
-
-
-@pytest.fixture
-def acme(transactional_db):
-    return make_tenant("acme", "alice", step_timeout_seconds=20)
-
-
-@pytest.fixture
-def globex(transactional_db):
-    return make_tenant("globex", "bob")
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Staff decisions hold in the console too: resume and restart answer 409 with the reason."""
 
 import pytest
-from django.contrib.auth import get_user_model
 
 from execution import moderation, workflows
 from execution.models import Instance
@@ -9,11 +8,6 @@ from tests.console.conftest import ORDER_FLOW
 from tests.factories import upload
 
 FETCH = {"x-requested-with": "fetch"}
-
-
-@pytest.fixture
-def staff(db):
-    return get_user_model().objects.create_user("mod", is_staff=True)
 
 
 @pytest.fixture

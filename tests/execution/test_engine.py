@@ -8,7 +8,10 @@ from django.utils import timezone
 from execution import engine, watch, workflows
 from execution.models import Instance, ProgressEvent, Step
 from execution.outcomes import retry_delay
-from tests.factories import make_tenant, upload
+from tests.factories import upload
+
+# The engine's hand-written statements and its on_commit hooks run as in production.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 THREE_STEPS = """
 def run(event, step):
@@ -17,11 +20,6 @@ def run(event, step):
     c = step.do("third", lambda: {"sum": a + b})
     return {"a": a, "b": b, "c": c}
 """
-
-
-@pytest.fixture
-def acme(transactional_db):
-    return make_tenant("acme", "alice")
 
 
 def make_due(instance):
@@ -196,6 +194,7 @@ def test_a_sleeping_instance_holds_no_lease_and_wakes_when_due(driver, acme):
 
 WAITER = """
 from stepwell import WaitTimeout
+
 
 def run(event, step):
     try:

@@ -8,7 +8,9 @@ from django.db import connection, transaction
 from execution import engine, workflows
 from execution.models import Instance
 from execution.outcomes import history_size
-from tests.factories import make_tenant, set_quota, upload
+from tests.factories import set_quota, upload
+
+pytestmark = pytest.mark.usefixtures("driver")  # instances advance in process
 
 STEPS = """
 def shout(n):
@@ -24,6 +26,7 @@ def run(event, step):
 FLAKY = """
 import os
 
+
 def flaky():
     print("attempt", "a" * 100)
     if not os.path.exists(FLAG):
@@ -35,11 +38,6 @@ def run(event, step):
     step.do("flaky", flaky, retries={"limit": 2, "delay": 0})
     return step.do("after", lambda: "w" * 100)
 """
-
-
-@pytest.fixture
-def acme(driver):
-    return make_tenant("acme", "alice")
 
 
 def start(tenant, code, **payload):

@@ -14,17 +14,15 @@ from execution import engine, workflows
 from execution.models import Instance, Step
 from execution.outcomes import SANDBOX_FAILURE_LIMIT, history_size
 from execution.sandbox import SandboxResult, Status
-from tests.factories import make_tenant, set_quota, upload
+from tests.factories import set_quota, upload
+
+pytestmark = pytest.mark.usefixtures("driver")  # instances advance in process
+
 
 CODE = """
 def run(event, step):
     return step.do("only", lambda: 1)
 """
-
-
-@pytest.fixture
-def acme(driver):
-    return make_tenant("acme", "alice")
 
 
 @pytest.fixture

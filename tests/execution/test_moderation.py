@@ -3,7 +3,6 @@
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
@@ -11,17 +10,10 @@ from execution import claims, dispatch, engine, moderation, workflows
 from execution.models import CodeVersion, Instance
 from tenants.models import AuditLog, Tenant
 from tenants.tokens import authenticate_token
-from tests.factories import SLEEPER, WAITER, make_tenant, make_token, upload
+from tests.factories import SLEEPER, WAITER, make_token, upload
 
-
-@pytest.fixture
-def staff(transactional_db):
-    return get_user_model().objects.create_user("mod", is_staff=True)
-
-
-@pytest.fixture
-def acme(transactional_db):
-    return make_tenant("acme", "alice")
+# Decisions pause and resume through committed transactions, as in production.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_a_version_held_for_review_cannot_start_until_approved(driver, acme, staff):

@@ -10,12 +10,7 @@ from execution import quotas
 from execution.models import Instance, ProgressEvent
 from execution.workflows import start_instance, terminate
 from tenants.models import QuotaUsage
-from tests.factories import WAITER, set_quota, upload
-
-
-@pytest.fixture
-def waiter(acme):
-    return upload(acme, "waiter", WAITER).workflow
+from tests.factories import set_quota
 
 
 def left(tenant, kind: str) -> int:

@@ -4,7 +4,6 @@ from collections.abc import Iterator
 import pytest
 from django.db import connection
 
-from tests.factories import make_tenant
 from tests.integration.stack import Stack, current_database_url, serving
 
 
@@ -22,8 +21,3 @@ def running_stack(settings, **env: str) -> Iterator[Stack]:
 def stack(transactional_db, settings):
     with running_stack(settings) as stack:
         yield stack
-
-
-@pytest.fixture
-def acme(transactional_db):
-    return make_tenant("acme", "alice", step_timeout_seconds=20)

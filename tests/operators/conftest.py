@@ -1,14 +1,10 @@
-"""Operators: a staff superuser driving the Django admin, and the tenants it acts on."""
+"""Operators: a staff superuser driving the Django admin (tests/conftest.py has the tenants
+it acts on). The operator asks for transactional_db: the admin's decisions commit."""
 
 import pytest
 from django.contrib.auth import get_user_model
 
-from tests.factories import SLEEPER, make_tenant  # noqa: F401 (tests import SLEEPER here)
-
-
-@pytest.fixture
-def acme(transactional_db):
-    return make_tenant("acme", "alice")
+from tests.factories import SLEEPER  # noqa: F401 (tests import SLEEPER here)
 
 
 @pytest.fixture

@@ -3,8 +3,7 @@
 import pytest
 from django.urls import reverse
 
-from execution import moderation
-from tenants.audit import audit_log_for
+from tenants.audit import audit, audit_log_for
 from tenants.models import AuditLog
 from tests.factories import make_tenant
 
@@ -13,7 +12,7 @@ LOG = reverse("admin:tenants_auditlog_changelist")
 
 @pytest.fixture
 def entry(acme, operator):
-    return moderation.audit(
+    return audit(
         "tenant.suspended", actor=operator, tenant=acme, target=acme, reason="unpaid invoice"
     )
 
@@ -42,5 +41,5 @@ def test_the_audit_log_cannot_be_added_to_changed_or_deleted(staff_client, entry
 
 def test_a_tenant_sees_only_its_own_audit_entries(acme, entry, operator):
     globex = make_tenant("globex", "bob")
-    moderation.audit("tenant.suspended", actor=operator, tenant=globex, target=globex, reason="x")
+    audit("tenant.suspended", actor=operator, tenant=globex, target=globex, reason="x")
     assert list(audit_log_for(acme)) == [entry]

@@ -71,18 +71,26 @@ def warm_sandbox(sandbox, sandbox_config):
     box.close()
 
 
-@pytest.fixture(params=["fresh", "warm"])
+@pytest.fixture
 def sandbox_mode(request):
-    """Every test that runs steps runs them in both modes."""
+    """ "fresh" or "warm", optionally with "+network": see pytest_generate_tests."""
     return request.param
+
+
+def pytest_generate_tests(metafunc):
+    """Every test that runs steps runs them in each of its module's SANDBOX_MODES: both
+    modes, unless the module asks for more."""
+    if "sandbox_mode" in metafunc.fixturenames:
+        modes = getattr(metafunc.module, "SANDBOX_MODES", ("fresh", "warm"))
+        metafunc.parametrize("sandbox_mode", modes, indirect=True)
 
 
 @pytest.fixture
 def run(request, sandbox_mode):
     """run(code, input=None, tenant="acme", **limit_overrides) -> SandboxResult.
 
-    sandbox_mode is "fresh" or "warm", optionally with "+network" (a module may override
-    sandbox_mode to add those); run.mode is the bare mode and run.network says which.
+    sandbox_mode is "fresh" or "warm", optionally with "+network" (a module's SANDBOX_MODES
+    may add those); run.mode is the bare mode and run.network says which.
     """
     mode, _, network = sandbox_mode.partition("+")
     box = request.getfixturevalue("warm_sandbox" if mode == "warm" else "sandbox")

@@ -18,10 +18,8 @@ from tests.sandbox.conftest import SMALL, workflow_input
 pytestmark = pytest.mark.sandbox
 
 
-@pytest.fixture(params=["fresh", "warm", "fresh+network", "warm+network"])
-def sandbox_mode(request):
-    """Every hostile case runs in both modes, and again with the tenant's network on."""
-    return request.param
+# Every hostile case runs in both modes, and again with the tenant's network on.
+SANDBOX_MODES = ("fresh", "warm", "fresh+network", "warm+network")
 
 
 PROJECT = Path(__file__).resolve().parents[2]

@@ -141,5 +141,5 @@ def test_a_sandbox_starting_up_prunes_what_earlier_releases_left(state, tmp_path
     leftover.mkdir()
     os.utime(leftover, (1, 1))  # a dead worker's half copy, long ago
     config = SandboxConfig(uid_base=UID_BASE, slots=SLOTS, state_dir=state)
-    installed = config.with_runtime_installed().runtime_dir
+    installed = runtime_copy.installed(config).runtime_dir
     assert list(root.iterdir()) == [installed] and installed != old

@@ -7,7 +7,7 @@ dict for the host (see the activation protocol in ARCHITECTURE.md and SDK.md).
 from __future__ import annotations
 
 from ._capture import CappedLog, capture_output, stop_for_output
-from ._protocol import Activation, ProtocolError, parse_activation
+from ._protocol import ActivationInput, ProtocolError, parse_activation
 from ._results import ResultError, as_json
 from ._step import Event, Step, Suspend, nondeterminism
 from ._tracebacks import describe, message_of
@@ -39,7 +39,7 @@ def activate(tenant_module: ModuleType, data: Any) -> dict[str, Any]:
         )
 
 
-def _activate(tenant_module: ModuleType, activation: Activation, step: Step) -> dict[str, Any]:
+def _activate(tenant_module: ModuleType, activation: ActivationInput, step: Step) -> dict[str, Any]:
     run = getattr(tenant_module, "run", None)
     if not callable(run):
         message = "the workflow module defines no run(event, step) function"

@@ -55,7 +55,9 @@ class Record:
         self.error = error
 
 
-class Activation:
+class ActivationInput:
+    """The host's input to one activation, parsed: what a replay of run() starts from."""
+
     __slots__ = ("history", "instance_id", "limits", "now", "payload", "timestamp")
 
     def __init__(
@@ -76,11 +78,11 @@ class Activation:
         self.limits = limits
 
 
-def parse_activation(data: Any) -> Activation:
+def parse_activation(data: Any) -> ActivationInput:
     data = _check(data, "the activation input", dict)
     now = _now(_field(data, "now", "input", str))
     history = _field(data, "history", "input", list)
-    return Activation(
+    return ActivationInput(
         instance_id=_field(data, "instance_id", "input", str),
         payload=data.get("payload"),
         timestamp=_field(data, "timestamp", "input", str),

@@ -7,7 +7,7 @@ from ._attempt import run_attempt
 from ._durations import after, format_instant, parse_duration, parse_instant
 from ._errors import NestedStepError, StepError, WaitTimeout
 from ._progress import announce
-from ._protocol import Activation, Record
+from ._protocol import ActivationInput, Record
 from ._results import ResultError, as_json
 
 TYPE_CHECKING = False
@@ -72,7 +72,7 @@ class Suspend(BaseException):
 class Step:
     """Replays recorded steps and turns the first new one into the activation's outcome."""
 
-    def __init__(self, activation: Activation) -> None:
+    def __init__(self, activation: ActivationInput) -> None:
         self._activation = activation
         self._next_index = 0
         self._outcome: dict[str, Any] | None = None

@@ -1,4 +1,5 @@
-"""The demo data of `make run`: superuser admin, tenant demo owned by user demo.
+"""The demo data of `make run`: superuser admin, tenant demo owned by user demo, and
+its example workflow. In console, which may import both tenants and execution.
 
 Idempotent. Passwords come from DEMO_ADMIN_PASSWORD / DEMO_USER_PASSWORD, or are
 generated once and kept in var/demo_logins.txt (mode 0600), so every run prints
@@ -14,6 +15,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from execution.models import CodeVersion, Workflow
+from execution.workflows import CodeRejected, upload_version
 from tenants.models import Membership, Quota, Tenant
 
 HELLO_WORKFLOW = """\
@@ -95,12 +98,7 @@ def ensure_demo_tenant(owner) -> Tenant:
 
 
 def upload_hello(tenant: Tenant, stderr) -> bool:
-    """Upload the example workflow when the execution app offers upload_version."""
-    try:
-        from execution.models import CodeVersion, Workflow
-        from execution.workflows import CodeRejected, upload_version
-    except ImportError:
-        return False
+    """Upload the example workflow, unless its current version already is this one."""
     current = Workflow.objects.filter(
         tenant=tenant, name="hello", current_version__sha256=CodeVersion.hash_code(HELLO_WORKFLOW)
     )

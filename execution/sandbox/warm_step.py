@@ -1,4 +1,4 @@
-"""One activation in a warm jail: send the request, read the step's pipes, await the status.
+"""One step in a warm jail: send the request, read the step's pipes, await the status.
 
 The host makes the step's three pipes itself and passes only their write ends in, so it
 reads stdout, stderr and the result with its own caps, one step's pipes carry nothing of
@@ -39,8 +39,9 @@ class StepRun:
     delivered: bool = True  # False: the jail was gone before the request reached it
 
 
-class Activation:
-    """One request to the zygote: send it, read the step's pipes with caps, await its status."""
+class WarmStep:
+    """One step's request to the zygote: send it, read the step's pipes with caps, await its
+    status."""
 
     def __init__(
         self,

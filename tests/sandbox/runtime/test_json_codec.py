@@ -2,16 +2,12 @@
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
+import json_codec
 import pytest
 from django.conf import settings
 
-RUNTIME = Path(__file__).resolve().parents[2] / "execution" / "sandbox" / "runtime"
-sys.path.insert(0, str(RUNTIME))
-
-import json_codec  # noqa: E402
+from execution.sandbox.config import RUNTIME_DIR
 
 VALUES = [
     {"a": [1, 2.5, -0.0, "x\u00e9\u2603\U0001f600", None, True, False]},
@@ -61,7 +57,7 @@ def test_what_is_not_one_json_value_is_a_value_error(text):
 def test_the_sandbox_interpreter_loads_neither_json_nor_re_for_it():
     # The point of the codec: each fresh sandbox saves importing json and re.
     probe = (
-        f"import sys; sys.path.insert(0, {str(RUNTIME)!r}); import json_codec; "
+        f"import sys; sys.path.insert(0, {str(RUNTIME_DIR)!r}); import json_codec; "
         "assert json_codec._scan is not None; "
         "json_codec.loads(json_codec.dumps({'a': [1]})); "
         "print(sorted(m for m in ('json', 're', 'enum') if m in sys.modules))"
@@ -80,7 +76,7 @@ def test_a_workflow_activation_imports_neither_json_nor_re():
     # text, so parsing durations must not need re either.
     probe = f"""
 import sys
-sys.path.insert(0, {str(RUNTIME)!r})
+sys.path.insert(0, {str(RUNTIME_DIR)!r})
 from stepwell._engine import activate
 tenant = type(sys)("tenant")
 exec("def run(event, step):\\n    return [step.do('a', lambda: 1), step.do('b', lambda: 2)]",

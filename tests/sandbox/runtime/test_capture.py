@@ -1,12 +1,11 @@
-"""The runtime ends a step that prints past its log cap; the host reads why from the exit code."""
+"""stepwell/_capture.py: the runtime ends a step that prints past its log cap; the host reads
+why from the exit code."""
 
 import pytest
+from stepwell import _capture
 
 from execution.sandbox.outcome import OUTPUT_CAP_EXIT
-from tests.execution.test_runtime import run, tenant  # puts the runtime on sys.path
-
-# isort: split
-from stepwell import _capture
+from tests.sandbox.runtime.activations import run, tenant
 
 
 class Stopped(BaseException):
