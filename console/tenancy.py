@@ -3,6 +3,8 @@
 A user may belong to several tenants. The tenant switcher stores the chosen slug in
 the session; without a choice the user's first membership is current. Every console
 view and WebSocket reads the tenant from here, so none can forget the membership check.
+A staff member who opened a tenant's console read-only (tenants.staff_view) gets that
+tenant, and only reads: tenant_required refuses any other method, whatever the view.
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ from __future__ import annotations
 from functools import wraps
 
 from django.core.exceptions import PermissionDenied
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from tenants.models import Membership
+from tenants.staff_view import is_staff_view, staff_view
 
 SESSION_KEY = "stepwell_tenant"
+READS = ("GET", "HEAD", "OPTIONS")
 
 
 def memberships_of(user):
@@ -29,6 +33,9 @@ def find_membership(user, slug: str | None = None, session=None) -> Membership |
     """The membership to use: `slug` if given, else the session's choice, else the first."""
     if user is None or not user.is_authenticated:
         return None
+    viewed = staff_view(user, session)
+    if viewed is not None and slug in (None, "", viewed.tenant.slug):
+        return viewed
     memberships = memberships_of(user).order_by("tenant__slug")
     if slug:
         return memberships.filter(tenant__slug=slug).first()
@@ -69,6 +76,9 @@ def tenant_required(view):
             return redirect("no_tenant")
         request.membership = membership
         request.tenant = membership.tenant
+        request.staff_view = is_staff_view(membership)
+        if request.staff_view and request.method not in READS:
+            return render(request, "console/forbidden.html", status=403)
         return view(request, *args, **kwargs)
 
     return wrapper
