@@ -4,6 +4,7 @@ console opened read-only, audited, with every change refused."""
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.urls import URLPattern, get_resolver, reverse
 from django.utils import timezone
@@ -13,6 +14,7 @@ from execution import workflows
 from execution.models import CodeVersion, Instance
 from tenants.models import ApiToken, AuditLog
 from tests.console.conftest import ORDER_FLOW, client_for
+from tests.console.test_consumers import TIMEOUT, close_code, connect, start
 from tests.factories import make_token, upload
 
 
@@ -140,3 +142,23 @@ def test_the_same_posts_work_for_the_tenants_own_developer(alice, orders):
     workflows.start_instance(orders.workflow, key="mine")
     assert alice.post("/instances/mine/pause/").status_code == 302
     assert Instance.objects.get(key="mine").status == "paused"
+
+
+def test_the_staff_view_follows_an_instance_live_and_only_in_the_tenant_opened(
+    transactional_db, acme
+):
+    get_user_model().objects.create_user("mod", is_staff=True)
+    instance = start(acme)
+    staff = client_for("mod")
+    path = f"/ws/instances/{instance.key}/"
+    cookie = [(b"cookie", f"sessionid={staff.cookies['sessionid'].value}".encode())]
+    assert async_to_sync(close_code)(path, cookie) == 4404
+
+    async def snapshot():
+        ws = await connect(path, cookie)
+        message = await ws.receive_json_from(TIMEOUT)
+        await ws.disconnect()
+        return message
+
+    open_console(staff)
+    assert async_to_sync(snapshot)()["instance"]["id"] == instance.key
