@@ -48,6 +48,8 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
     "daphne",
+    # Before the admin: its admin/base_site.html gives the staff side Stepwell's look.
+    "console",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -57,7 +59,6 @@ INSTALLED_APPS = [
     "channels",
     "tenants",
     "execution",
-    "console",
 ]
 
 MIDDLEWARE = [

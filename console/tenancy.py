@@ -1,7 +1,9 @@
 """The console's current tenant: the switcher, and the decorators every view wears.
 
 Which membership is current is tenants.memberships' rule, which the WebSocket
-consumers share; every console view reads the tenant through tenant_required.
+consumers share; every console view reads the tenant through tenant_required. A staff
+member who opened a tenant's console read-only (tenants.staff_view) gets that tenant,
+and only reads: tenant_required refuses any other method, whatever the view.
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ from functools import wraps
 
 from django.contrib.auth.views import redirect_to_login as to_login
 from django.core.exceptions import PermissionDenied
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from tenants.memberships import SESSION_KEY, find_membership
 from tenants.models import Membership
+from tenants.staff_view import is_staff_view
+
+READS = ("GET", "HEAD", "OPTIONS")
 
 
 def switch_tenant(request, slug: str) -> Membership | None:
@@ -47,6 +52,9 @@ def tenant_required(view):
             return redirect("no_tenant")
         request.membership = membership
         request.tenant = membership.tenant
+        request.staff_view = is_staff_view(membership)
+        if request.staff_view and request.method not in READS:
+            return render(request, "console/forbidden.html", status=403)
         return view(request, *args, **kwargs)
 
     return wrapper

@@ -2,13 +2,16 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from console import views
+from console import staff, views
 from console.api import api
 
 handler404 = "console.views.not_found"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("staff/", staff.staff_overview, name="staff_overview"),
+    path("staff/console/", staff.open_console, name="staff_open_console"),
+    path("staff/console/leave/", staff.leave_console, name="staff_leave_console"),
     path("api/v1/", api.urls),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 from django.views.defaults import page_not_found
 
 from console import health, usage
@@ -28,6 +29,7 @@ from lib.diffs import diff_lines
 from tenants.audit import audit_log_for
 from tenants.memberships import memberships_of
 from tenants.models import ApiToken, AuditLog
+from tenants.staff_view import staff_view
 from tenants.tokens import TokenQuotaExceeded, create_token, revoke_token
 
 STATUSES = [s.value for s in Instance.Status]
@@ -54,6 +56,7 @@ def readyz(request):
 
 
 @login_required
+@require_safe
 def no_tenant(request):
     if memberships_of(request.user).exists():
         return redirect("home")
@@ -63,6 +66,8 @@ def no_tenant(request):
 @login_required
 @require_POST
 def switch(request):
+    if staff_view(request.user, request.session) is not None:
+        raise PermissionDenied("the staff view is read-only: leave it to switch tenants")
     if switch_tenant(request, request.POST.get("tenant", "")) is None:
         raise Http404("no such tenant")
     return redirect(page_after_switch(request))

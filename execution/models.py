@@ -78,6 +78,14 @@ class CodeVersion(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["workflow", "sha256"], name="version_hash_per_workflow")
         ]
+        indexes = [
+            # The review queue's length and age (execution.overview); versions wait rarely.
+            models.Index(
+                fields=["created_at"],
+                condition=models.Q(status="pending_review"),
+                name="version_review_queue",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.workflow} @ {self.sha256[:12]}"
@@ -190,6 +198,13 @@ class Instance(models.Model):
             ),
             models.Index(fields=["workflow", "-created_at", "-id"], name="instance_workflow"),
             models.Index(fields=["tenant", "-created_at", "-id"], name="instance_listing"),
+            # Recent errors for the staff overview. Only an instance's end writes to it, so
+            # the updates of every step stay HOT (outcomes.held_columns).
+            models.Index(
+                fields=["finished_at"],
+                condition=models.Q(status="errored"),
+                name="instance_errored",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -9,6 +9,7 @@ membership check.
 from __future__ import annotations
 
 from tenants.models import Membership
+from tenants.staff_view import staff_view
 
 SESSION_KEY = "stepwell_tenant"
 
@@ -23,6 +24,9 @@ def find_membership(user, slug: str | None = None, session=None) -> Membership |
     """The membership to use: `slug` if given, else the session's choice, else the first."""
     if user is None or not user.is_authenticated:
         return None
+    viewed = staff_view(user, session)  # a staff member reading this tenant's console
+    if viewed is not None and slug in (None, "", viewed.tenant.slug):
+        return viewed
     memberships = memberships_of(user).order_by("tenant__slug")
     if slug:
         return memberships.filter(tenant__slug=slug).first()
