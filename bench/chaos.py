@@ -33,8 +33,8 @@ expected output; step indexes contiguous; no step result recorded twice; no
 completed step ran again (nonces, attempts against recorded failures); progress
 sequence numbers 1..N without a gap; every sleep and wait suspended and resumed its
 instance exactly once, a sleep not before its time (two clocks never fired one timer
-twice). It prints a summary and exits 1 on any
-violation or when instances do not end within --timeout.
+twice). It prints a summary and exits 1 on any violation or when instances do not end
+within --timeout.
 """
 
 from __future__ import annotations

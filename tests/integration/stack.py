@@ -294,6 +294,20 @@ class Stack:
     def processes(self) -> list[Process]:
         return [p for p in [*self.workers, self.clock, *self.webs] if p and p.proc]
 
+    def jail_pids(self) -> list[int]:
+        """Processes running as one of this stack's sandbox uids: its jails. nsjail puts
+        them in a session of their own, out of reach of the worker's process group."""
+        env = self.env()
+        first = int(env.get("STEPWELL_SANDBOX_UID", "99000"))
+        uids = range(first, first + int(env.get("STEPWELL_SANDBOX_SLOTS", "64")))
+        pids = []
+        for status in Path("/proc").glob("[0-9]*/status"):
+            with contextlib.suppress(OSError):
+                line = next(x for x in status.read_text().splitlines() if x.startswith("Uid:"))
+                if int(line.split()[1]) in uids:
+                    pids.append(int(status.parent.name))
+        return pids
+
     def kill(self) -> None:
         """SIGKILL every process of the stack (their children with them) at once, as a
         machine that loses power; the shared Redis stays up."""

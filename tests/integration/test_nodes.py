@@ -14,7 +14,14 @@ from django.db import connection
 from bench import chaos
 from execution.models import Instance
 from tests.factories import make_tenant, make_token, upload
-from tests.integration.stack import Redis, Stack, current_database_url, node_env, point_celery_at
+from tests.integration.stack import (
+    Redis,
+    Stack,
+    current_database_url,
+    node_env,
+    point_celery_at,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -77,8 +84,9 @@ def test_a_whole_node_killed_mid_run_loses_nothing_and_the_survivor_finishes(nod
         if at_kill is None and ended >= INSTANCES // 3:
             # Both clocks have swept side by side until now; the victim's worker holds
             # leases and its jails run steps.
-            at_kill = in_flight(tenant)
+            at_kill = {**in_flight(tenant), "jails": len(victim.jail_pids())}
             victim.kill()
+            print(f"killed {victim.name} with {ended}/{INSTANCES} parents ended: {at_kill}")
         if at_kill is not None and ended == INSTANCES:
             break
         dead = [p for p in survivor.processes() if p.proc.poll() is not None]
@@ -92,5 +100,7 @@ def test_a_whole_node_killed_mid_run_loses_nothing_and_the_survivor_finishes(nod
     # The kill came mid-run: work was in flight, and the survivor finished it.
     assert at_kill["complete"] < 2 * INSTANCES - 50, at_kill
     assert at_kill["leased"] + at_kill["running"] + at_kill["sleeping"] > 0, at_kill
+    assert at_kill["jails"] > 0, at_kill
     assert all(p.proc.poll() is not None for p in victim.processes())
+    wait_until(lambda: not victim.jail_pids(), 10, what="the victim's jails to be gone")
     assert all(p.proc.poll() is None for p in survivor.processes())
