@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 VENV := .venv
-# Extra arguments for pytest: make test ARGS="-x -k sandbox"
+# Extra arguments for pytest or the script: make test ARGS="-x -k sandbox",
+# make chaos ARGS="--nodes 2"
 ARGS ?=
 # Settings for commands run by hand: the same local defaults as `make run`.
 DEV_ENV := source scripts/services.sh && dev_env &&
@@ -42,8 +43,8 @@ bench-peers: install ## Stepwell against plain Celery and DBOS on the same servi
 bench-fairness: install ## Tenant B's start latency under tenant A's flood (bench/fairness.py)
 	@$(DEV_ENV) $(VENV)/bin/python bench/fairness.py
 
-chaos: install ## Chaos run: kill workers, restart Redis and PostgreSQL mid-run (bench/chaos.py)
-	@$(DEV_ENV) $(VENV)/bin/python bench/chaos.py
+chaos: install ## Chaos run: kill workers, restart Redis and PostgreSQL mid-run (bench/chaos.py; ARGS="--nodes 2": kill whole nodes too)
+	@$(DEV_ENV) $(VENV)/bin/python bench/chaos.py $(ARGS)
 
 load: install ## Load: concurrent API clients against one ASGI server (bench/load.py)
 	@$(DEV_ENV) $(VENV)/bin/python bench/load.py

@@ -1,8 +1,8 @@
 """The chaos run: a mixed workflow under SIGKILLed workers and restarted Redis and PostgreSQL.
 
-    .venv/bin/python bench/chaos.py [--instances 200] [--workers 3] [--concurrency 2]
-        [--start-seconds 40] [--chaos-seconds 150] [--fault-every 5] [--timeout 480]
-        [--seed N]
+    .venv/bin/python bench/chaos.py [--instances 200] [--nodes 1] [--workers 3]
+        [--concurrency 2] [--start-seconds 40] [--chaos-seconds 150] [--fault-every 5]
+        [--timeout 480] [--faults KIND,...] [--seed N]
 
 Starts the real stack on private services: its own PostgreSQL cluster (initdb into a
 temporary directory, on a free port; the machine's shared cluster is never touched),
@@ -20,15 +20,21 @@ output the instance built from its replayed history.
 While instances run, a fault comes every few seconds at random: SIGKILL of a worker
 (its pool and its jails with it; sometimes of every worker) followed by a
 replacement, a Redis restart, or a PostgreSQL restart (fast, or immediate: a crash
-with WAL recovery). Faults stop after --chaos-seconds, or earlier when few instances
+with WAL recovery). With --nodes N (2 or more) the run is N machines on the one
+PostgreSQL and the one Redis, each with its own web, workers, clock, var dir and range
+of sandbox uids; the client spreads its calls over the webs as a load balancer would, and
+a further fault kills a whole node (every process of it, SIGKILL) and brings it back a
+few seconds later. Faults stop after --chaos-seconds, or earlier when few instances
 are left, so that recovery can be measured: from the end of the last fault to the
 last instance finishing.
 
 At the end it checks, straight in the database: every instance complete with its
 expected output; step indexes contiguous; no step result recorded twice; no
 completed step ran again (nonces, attempts against recorded failures); progress
-sequence numbers 1..N without a gap. It prints a summary and exits 1 on any
-violation or when instances do not end within --timeout.
+sequence numbers 1..N without a gap; every sleep and wait suspended and resumed its
+instance exactly once, a sleep not before its time (two clocks never fired one timer
+twice). It prints a summary and exits 1 on any violation or when instances do not end
+within --timeout.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import engine as eb  # noqa: E402
-from tests.integration.stack import free_port  # noqa: E402
+from tests.integration.stack import Redis, free_port, node_env  # noqa: E402
 
 PARENT = "chaos-order"
 CHILD = "chaos-child"
@@ -180,6 +186,36 @@ def check_instance(instance, values: dict) -> list[str]:
         output = step.output if isinstance(step.output, dict) else {}
         if expected and step.status == "complete" and output.get("value") != expected(payload_n):
             found.append(f"{key}: step {step.name!r} returned {step.output}")
+    return found + check_resumptions(key, steps, events)
+
+
+SUSPENDING_KINDS = {"sleep": "step.sleeping", "wait_for_event": "step.waiting"}
+
+
+def check_resumptions(key: str, steps: list, events: list) -> list[str]:
+    """Each sleep and wait suspended the instance once and resumed it once, a sleep not
+    before its wake time: two clocks (or a clock and a worker) that fired one timer twice
+    would resume the instance twice from one step."""
+    found = []
+    by_index: dict[tuple[str, int], list] = {}
+    for event in events:
+        if "step" in event.data:
+            by_index.setdefault((event.type, event.data["step"]["index"]), []).append(event)
+    for step in steps:
+        if step.kind not in (*SUSPENDING_KINDS, "wait_for_workflow") or step.status != "complete":
+            continue
+        suspended = by_index.get((SUSPENDING_KINDS.get(step.kind, "step.waiting"), step.index), [])
+        resumed = by_index.get(("instance.resumed", step.index), [])
+        if len(suspended) != 1 or len(resumed) != 1:
+            found.append(
+                f"{key}: {step.kind} step {step.name!r} suspended {len(suspended)} times and "
+                f"resumed {len(resumed)} times, expected once each"
+            )
+        elif step.kind == "sleep" and resumed[0].created_at < step.wake_at:
+            found.append(
+                f"{key}: sleep {step.name!r} woke at {resumed[0].created_at}, "
+                f"before its time {step.wake_at}"
+            )
     return found
 
 
@@ -310,19 +346,26 @@ class ApiError(RuntimeError):
 
 
 class Api:
-    """A small client that retries while the server or its database is away."""
+    """A small client that retries while the server or its database is away.
 
-    def __init__(self, base_url: str, token: str):
-        self.base_url = base_url
+    With several base URLs (one web per node, as behind a load balancer) the calls take
+    turns, and a call that fails goes to the next one at once.
+    """
+
+    def __init__(self, base_urls: str | list[str], token: str):
+        self.base_urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         self.token = token
         self.retries = 0
+        self.turn = 0
 
     def call(self, method: str, path: str, body=None, *, patience: float = 120) -> dict:
         deadline = time.monotonic() + patience
         data = None if body is None else json.dumps(body).encode()
+        failures = 0
         while True:
+            self.turn += 1
             request = urllib.request.Request(
-                self.base_url + path,
+                self.base_urls[self.turn % len(self.base_urls)] + path,
                 data=data,
                 method=method,
                 headers={
@@ -342,10 +385,20 @@ class Api:
             if time.monotonic() > deadline:
                 raise ApiError(f"{method} {path}: still failing after {patience:.0f} s: {problem}")
             self.retries += 1
-            time.sleep(0.5)
+            failures += 1
+            if failures % len(self.base_urls) == 0:  # every web failed this round
+                time.sleep(0.5)
 
 
-FAULT_WEIGHTS = {"kill_worker": 5, "kill_all_workers": 1, "redis": 2, "postgres": 2}
+FAULT_WEIGHTS = {
+    "kill_worker": 5,
+    "kill_all_workers": 1,
+    "redis": 2,
+    "postgres": 2,
+    "kill_node": 2,
+}
+# kill_node needs a second node to carry on; a single-node run leaves it out.
+SINGLE_NODE_FAULTS = ["kill_worker", "kill_all_workers", "redis", "postgres"]
 
 
 # --- chaos -----------------------------------------------------------------------------------
@@ -361,7 +414,8 @@ class Fault:
 
 @dataclass
 class Chaos:
-    stack: object
+    nodes: list
+    redis: Redis
     postgres: PrivatePostgres | None
     concurrency: int
     every: float
@@ -388,22 +442,34 @@ class Chaos:
             kind = self.rng.choice([k for k in self.kinds for _ in range(FAULT_WEIGHTS[k])])
         fault = Fault(kind, time.monotonic())
         if kind == "kill_worker":
-            victim = self.rng.choice(self.stack.workers)
-            fault.detail = victim.name
-            self.kill(victim)
+            node = self.rng.choice(self.nodes)
+            victim = self.rng.choice(node.workers)
+            fault.detail = f"{node.name}{'/' if node.name else ''}{victim.name}"
+            self.kill(node, victim)
             time.sleep(self.rng.uniform(0, 2))
-            self.stack.start_worker(self.concurrency)
+            node.start_worker(self.concurrency)
         elif kind == "kill_all_workers":
-            count = len(self.stack.workers)
-            for victim in list(self.stack.workers):
-                self.kill(victim)
+            counts = [len(node.workers) for node in self.nodes]
+            for node in self.nodes:
+                for victim in list(node.workers):
+                    self.kill(node, victim)
             time.sleep(self.rng.uniform(1, 3))
-            for _ in range(count):
-                self.stack.start_worker(self.concurrency)
+            for node, count in zip(self.nodes, counts, strict=True):
+                for _ in range(count):
+                    node.start_worker(self.concurrency)
+        elif kind == "kill_node":
+            # A machine lost whole: its web, workers (their jails) and clock at once.
+            # It comes back a few seconds later, on the same state directory and port.
+            node = self.rng.choice(self.nodes)
+            down = self.rng.uniform(2, 5)
+            fault.detail = f"{node.name} down {down:.1f} s"
+            node.kill()
+            time.sleep(down)
+            restart_node(node, len(node.workers), self.concurrency)
         elif kind == "redis":
             down = self.rng.uniform(0.5, 3)
             fault.detail = f"down {down:.1f} s"
-            self.stack.redis.restart(down_for=down)
+            self.redis.restart(down_for=down)
         else:
             done = sum(f.kind.startswith("postgres") for f in self.faults)
             mode = ["immediate", "fast"][done % 2]
@@ -420,22 +486,36 @@ class Chaos:
             self._first_round = self.rng.sample(self.kinds, len(self.kinds))
         return self._first_round
 
-    def kill(self, worker) -> None:
+    def kill(self, node, worker) -> None:
         worker.kill(signal.SIGKILL)
         worker.proc.wait(10)
-        self.stack.workers.remove(worker)
+        node.workers.remove(worker)
+
+    def workers(self) -> int:
+        return sum(len(node.workers) for node in self.nodes)
 
     def replace_dead_workers(self) -> None:
         """A worker that died without being killed is a finding: note it, replace it."""
-        for worker in list(self.stack.workers):
-            if worker.proc.poll() is not None:
-                self.self_deaths.append(
-                    f"{worker.name} exited {worker.proc.returncode}; its log ends:\n"
-                    + textwrap.indent(worker.log()[-3000:], "    | ")
-                )
-                say(f"!! {worker.name} died by itself (exit {worker.proc.returncode})")
-                self.stack.workers.remove(worker)
-                self.stack.start_worker(self.concurrency)
+        for node in self.nodes:
+            for worker in list(node.workers):
+                if worker.proc.poll() is not None:
+                    self.self_deaths.append(
+                        f"{node.name} {worker.name} exited {worker.proc.returncode}; "
+                        "its log ends:\n" + textwrap.indent(worker.log()[-3000:], "    | ")
+                    )
+                    say(f"!! {worker.name} died by itself (exit {worker.proc.returncode})")
+                    node.workers.remove(worker)
+                    node.start_worker(self.concurrency)
+
+
+def restart_node(node, workers: int, concurrency: int) -> None:
+    """Start a killed node's processes again: its web on the port it had, so that the
+    API client's list of webs (the load balancer) stays right."""
+    ports = [web.port for web in node.webs]
+    node.workers, node.clock, node.webs = [], None, []
+    node.start(workers=workers, concurrency=concurrency)
+    for port in ports:
+        node.start_web(port=port)
 
 
 # --- the driver ------------------------------------------------------------------------------
@@ -469,11 +549,11 @@ def make_tenant(env: dict) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def loosen_quota(total_processes: int) -> None:
+def loosen_quota(total_processes: int, slug: str = "chaos") -> None:
     """Rate quotas out of the way: the run starts hundreds of instances in a minute."""
     from tenants.models import Quota
 
-    Quota.objects.filter(tenant__slug="chaos").update(
+    Quota.objects.filter(tenant__slug=slug).update(
         concurrent_activations=max(8, 2 * total_processes),
         instance_starts_per_minute=100_000,
         events_per_minute=100_000,
@@ -492,7 +572,6 @@ class Drive:
 
 def drive(api: Api, args, rng: random.Random, chaos: Chaos, tenant) -> tuple[Drive, float]:
     """Start the instances at a steady rate, send their events; wait until all have ended."""
-    from execution.models import Instance, Step
 
     keys = [f"chaos-{n}" for n in range(args.instances)]
     plan = Drive(
@@ -508,38 +587,9 @@ def drive(api: Api, args, rng: random.Random, chaos: Chaos, tenant) -> tuple[Dri
     while True:
         now = time.monotonic()
         due = min(len(keys), int((now - begin) / args.start_seconds * len(keys)) + 1)
-        while plan.started < due:
-            key = keys[plan.started]
-            n = plan.started
-            api.call(
-                "POST",
-                f"/api/v1/workflows/{PARENT}/instances",
-                {"id": key, "payload": parent_payload(n, plan.sleeps[key])},
-            )
-            if key in plan.early:
-                send_event(api, key, n, plan)
-            plan.started += 1
-        late = [k for k in keys[: plan.started] if k not in plan.sent]
-        if late:
-            waiting = db_retry(
-                lambda late=late: list(
-                    Step.objects.filter(
-                        instance__tenant=tenant,
-                        instance__key__in=late,
-                        name="approval",
-                        status="waiting",
-                    ).values_list("instance__key", flat=True)
-                ),
-                default=[],
-            )
-            for key in waiting:
-                send_event(api, key, int(key.split("-")[1]), plan)
-        count = db_retry(
-            lambda: Instance.objects.filter(
-                tenant=tenant, key__in=keys, status__in=Instance.TERMINAL_STATUSES
-            ).count(),
-            default=None,
-        )
+        start_due(api, plan, due)
+        send_late_events(api, tenant, plan)
+        count = ended_count(tenant, keys)
         ended = ended if count is None else count
         if not chaos.stop.is_set() and (
             now > chaos_until or (plan.started == len(keys) and ended >= 0.9 * len(keys))
@@ -560,9 +610,55 @@ def drive(api: Api, args, rng: random.Random, chaos: Chaos, tenant) -> tuple[Dri
             say(
                 f"{now - begin:5.0f} s: started {plan.started}, ended {ended}/{len(keys)}, "
                 f"events sent {len(plan.sent)}, faults {len(chaos.faults)}, "
-                f"workers {len(chaos.stack.workers)}"
+                f"workers {chaos.workers()}"
             )
         time.sleep(0.3)
+
+
+def start_due(api: Api, plan: Drive, due: int) -> None:
+    """Start the parents up to the `due`th, sending the early ones their event at once."""
+    while plan.started < due:
+        key = plan.keys[plan.started]
+        n = plan.started
+        api.call(
+            "POST",
+            f"/api/v1/workflows/{PARENT}/instances",
+            {"id": key, "payload": parent_payload(n, plan.sleeps[key])},
+        )
+        if key in plan.early:
+            send_event(api, key, n, plan)
+        plan.started += 1
+
+
+def send_late_events(api: Api, tenant, plan: Drive) -> None:
+    """Its event to every started parent that now waits for one it was not sent."""
+    from execution.models import Step
+
+    late = [k for k in plan.keys[: plan.started] if k not in plan.sent]
+    if not late:
+        return
+    waiting = db_retry(
+        lambda: list(
+            Step.objects.filter(
+                instance__tenant=tenant, instance__key__in=late, name="approval", status="waiting"
+            ).values_list("instance__key", flat=True)
+        ),
+        default=[],
+    )
+    for key in waiting:
+        send_event(api, key, int(key.split("-")[1]), plan)
+
+
+def ended_count(tenant, keys: list[str]) -> int | None:
+    """How many of these parents have ended; None while the database is away."""
+    from execution.models import Instance
+
+    return db_retry(
+        lambda: Instance.objects.filter(
+            tenant=tenant, key__in=keys, status__in=Instance.TERMINAL_STATUSES
+        ).count(),
+        default=None,
+    )
 
 
 def send_event(api: Api, key: str, n: int, plan: Drive) -> None:
@@ -624,7 +720,7 @@ def report(
     rows = [
         (
             "parameters",
-            f"{args.instances} parents, {args.workers} workers x "
+            f"{args.instances} parents, {args.nodes} node(s) of {args.workers} workers x "
             f"{args.concurrency}, seed {args.seed}",
         ),
         ("instances (parents + children)", f"{fig['instances']} ({fig['complete']} complete)"),
@@ -663,7 +759,16 @@ def report(
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=200, help="parent instances")
-    parser.add_argument("--workers", type=int, default=3, help="Celery workers (at least 2)")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="machines: each its own web, workers, clock, var dir and sandbox uids, on one "
+        "PostgreSQL and one Redis; with 2 or more, a fault may kill a whole node",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=3, help="Celery workers per node (at least 2)"
+    )
     parser.add_argument("--concurrency", type=int, default=2, help="pool processes per worker")
     parser.add_argument(
         "--start-seconds",
@@ -677,8 +782,9 @@ def parse_args(argv=None):
     parser.add_argument("--fault-every", type=float, default=5, help="mean seconds between faults")
     parser.add_argument(
         "--faults",
-        default=",".join(FAULT_WEIGHTS),
-        help=f"kinds of fault to inject, comma-separated (default: {','.join(FAULT_WEIGHTS)})",
+        default=None,
+        help=f"kinds of fault to inject, comma-separated, from {', '.join(FAULT_WEIGHTS)} "
+        "(default: all; kill_node only with --nodes 2 or more)",
     )
     parser.add_argument("--timeout", type=float, default=480, help="seconds the run may take")
     parser.add_argument("--seed", type=int, default=None)
@@ -687,13 +793,32 @@ def parse_args(argv=None):
         parser.error("--workers must be at least 2")
     if args.instances < 1:
         parser.error("--instances must be at least 1")
-    args.faults = [k.strip() for k in args.faults.split(",") if k.strip()]
-    unknown = set(args.faults) - set(FAULT_WEIGHTS)
-    if unknown or not args.faults:
-        parser.error(f"--faults: choose from {', '.join(FAULT_WEIGHTS)}")
+    if args.nodes < 1:
+        parser.error("--nodes must be at least 1")
+    kinds = list(FAULT_WEIGHTS) if args.nodes > 1 else SINGLE_NODE_FAULTS
+    if args.faults is None:
+        args.faults = kinds
+    else:
+        args.faults = [k.strip() for k in args.faults.split(",") if k.strip()]
+    if set(args.faults) - set(kinds) or not args.faults:
+        parser.error(f"--faults: choose from {', '.join(kinds)}")
     if args.seed is None:
         args.seed = random.randrange(1_000_000)
     return args
+
+
+def make_nodes(database_url: str, redis: Redis, args) -> list[eb.BenchStack]:
+    """One stack per node on the shared database and Redis; with several, each gets its
+    own sandbox uid range, slots enough for its pool processes and their warm jails."""
+    if args.nodes == 1:
+        return [eb.BenchStack(database_url, clock_interval=0.25, redis=redis)]
+    slots = args.workers * args.concurrency * 5 + 2
+    return [
+        eb.BenchStack(
+            database_url, clock_interval=0.25, redis=redis, name=f"node{i}", **node_env(i, slots)
+        )
+        for i in range(args.nodes)
+    ]
 
 
 def run(args) -> int:
@@ -701,8 +826,8 @@ def run(args) -> int:
         raise eb.BenchError("the workers run nsjail and PostgreSQL runs as postgres: run as root")
     rng = random.Random(args.seed)
     postgres = PrivatePostgres()
-    stack = eb.BenchStack(postgres.url, clock_interval=0.25)
-    web = None
+    redis = Redis(postgres.dir)
+    nodes = make_nodes(postgres.url, redis, args)
     chaos = None
     thread = None
     try:
@@ -710,25 +835,31 @@ def run(args) -> int:
         postgres.init()
         postgres.start()
         eb.create_database(postgres.url)
-        env = dict(stack.env(), DATABASE_URL=postgres.url)
+        env = dict(nodes[0].env(), DATABASE_URL=postgres.url)
         eb.migrate(env)
         token = make_tenant(env)
-        eb.configure_django(postgres.url, stack.redis.url)
-        loosen_quota(args.workers * args.concurrency)
+        eb.configure_django(postgres.url, redis.url)
+        loosen_quota(args.nodes * args.workers * args.concurrency)
         from tenants.models import Tenant
 
         tenant = Tenant.objects.get(slug="chaos")
 
-        say(f"starting redis, {args.workers} x {args.concurrency} workers, the clock, uvicorn")
-        stack.start(workers=args.workers, concurrency=args.concurrency)
-        eb.point_celery_at(stack.redis.url)
-        web = stack.start_web()
-        api = Api(web.url, token)
+        say(
+            f"starting redis and {args.nodes} node(s) of {args.workers} x {args.concurrency} "
+            "workers, the clock, uvicorn"
+        )
+        redis.start()
+        eb.point_celery_at(redis.url)
+        for node in nodes:
+            node.start(workers=args.workers, concurrency=args.concurrency)
+            node.start_web()
+        api = Api([node.webs[0].url for node in nodes], token)
         for name, code in ((CHILD, CHILD_CODE), (PARENT, PARENT_CODE)):
             api.call("PUT", f"/api/v1/workflows/{name}", {"code": code})
 
         chaos = Chaos(
-            stack=stack,
+            nodes=nodes,
+            redis=redis,
             postgres=postgres,
             concurrency=args.concurrency,
             every=args.fault_every,
@@ -761,17 +892,17 @@ def run(args) -> int:
         report(args, fig, chaos, found, wall, recovery, api)
         return 1 if found else 0
     except BaseException:
-        if stack.workers:
-            print(stack.logs(), file=sys.stderr)
+        for node in nodes:
+            print(node.logs(), file=sys.stderr)
         raise
     finally:
         if chaos is not None:
             chaos.stop.set()
         if thread is not None and thread.is_alive():
             thread.join(120)
-        if web is not None:
-            web.stop()
-        stack.stop()
+        for node in nodes:
+            node.stop()
+        redis.stop()
         eb.point_celery_at()
         eb.close_django_connections()
         postgres.destroy()

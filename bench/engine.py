@@ -110,8 +110,8 @@ def migrate(env: dict) -> None:
 class BenchStack(Stack):
     """The integration Stack with the engine's production timings, not the tests' short ones."""
 
-    def __init__(self, database_url: str, clock_interval: float):
-        super().__init__(database_url)
+    def __init__(self, database_url: str, clock_interval: float, **stack):
+        super().__init__(database_url, **stack)
         self.clock_interval = clock_interval
 
     def timings(self) -> dict:

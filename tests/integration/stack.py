@@ -2,6 +2,10 @@
 
 Every process is started in its own session so that it and its children (nsjail
 included) can be stopped as a group, and every one is stopped at teardown.
+
+A Stack is one machine. Several Stacks on one database that share one Redis (not owned
+by any of them) are the nodes of a multi-machine deployment: each has its own var dir
+and, through `node_env`, its own range of sandbox uids.
 """
 
 from __future__ import annotations
@@ -166,18 +170,36 @@ class Redis:
         self.start()
 
 
-class Stack:
-    """A Stepwell deployment in miniature, pointed at the test database."""
+def node_env(index: int, slots: int = 16) -> dict[str, str]:
+    """The sandbox uid range of node `index` on this machine: `slots` uids each, from this
+    process's STEPWELL_SANDBOX_UID up, so that two nodes never share a slot's uid (nor the
+    network namespace that goes with it), as two machines would not."""
+    base = int(os.environ.get("STEPWELL_SANDBOX_UID", "99000"))
+    return {
+        "STEPWELL_SANDBOX_UID": str(base + index * slots),
+        "STEPWELL_SANDBOX_SLOTS": str(slots),
+    }
 
-    def __init__(self, database_url: str, **env: str):
+
+class Stack:
+    """A Stepwell deployment in miniature, pointed at the test database.
+
+    With `redis`, the stack uses that Redis and leaves starting and stopping it to its
+    owner: the Redis that several nodes share.
+    """
+
+    def __init__(self, database_url: str, redis: Redis | None = None, name: str = "", **env: str):
         self.extra_env = env  # over the defaults below, for every process of the stack
-        self.dir = Path(tempfile.mkdtemp(prefix="stepwell-it-"))
+        self.name = name
+        self.dir = Path(tempfile.mkdtemp(prefix=f"stepwell-it-{name}{'-' if name else ''}"))
         # The sandbox uids read tenant code from below here.
         self.dir.chmod(0o755)
-        self.redis = Redis(self.dir)
+        self.owns_redis = redis is None
+        self.redis = redis or Redis(self.dir)
         self.database_url = database_url
         self.workers: list[Process] = []
         self.clock: Process | None = None
+        self.webs: list[Process] = []
         self._worker_count = 0
 
     def env(self) -> dict:
@@ -198,7 +220,8 @@ class Stack:
         return env
 
     def start(self, workers: int = 1, concurrency: int = 2) -> Stack:
-        self.redis.start()
+        if self.owns_redis:
+            self.redis.start()
         for _ in range(workers):
             self.start_worker(concurrency)
         self.clock = Process(
@@ -248,11 +271,11 @@ class Stack:
             capture_output=True,
         )
 
-    def start_web(self, workers: int = 1, **env) -> Process:
+    def start_web(self, workers: int = 1, port: int | None = None, **env) -> Process:
         """The Procfile's web server (uvicorn) with `workers` processes, its static files
-        collected first; the caller stops it (stop() leaves it alone)."""
+        collected first; stop() and kill() stop it with the rest."""
         self.collect_static(**env)
-        port = free_port()
+        port = port or free_port()
         web = Process("web", procfile_web_argv(port, workers), {**self.env(), **env}, self.dir)
         web.start()
         web.url = f"http://127.0.0.1:{port}"
@@ -265,18 +288,46 @@ class Stack:
             return False
 
         wait_until(answers, 30, what="the web server to listen")
+        self.webs.append(web)
         return web
+
+    def processes(self) -> list[Process]:
+        return [p for p in [*self.workers, self.clock, *self.webs] if p and p.proc]
+
+    def jail_pids(self) -> list[int]:
+        """Processes running as one of this stack's sandbox uids: its jails. nsjail puts
+        them in a session of their own, out of reach of the worker's process group."""
+        env = self.env()
+        first = int(env.get("STEPWELL_SANDBOX_UID", "99000"))
+        uids = range(first, first + int(env.get("STEPWELL_SANDBOX_SLOTS", "64")))
+        pids = []
+        for status in Path("/proc").glob("[0-9]*/status"):
+            with contextlib.suppress(OSError):
+                line = next(x for x in status.read_text().splitlines() if x.startswith("Uid:"))
+                if int(line.split()[1]) in uids:
+                    pids.append(int(status.parent.name))
+        return pids
+
+    def kill(self) -> None:
+        """SIGKILL every process of the stack (their children with them) at once, as a
+        machine that loses power; the shared Redis stays up."""
+        processes = self.processes()
+        for process in processes:
+            process.kill(signal.SIGKILL)
+        for process in processes:
+            process.proc.wait(10)
 
     def logs(self, tail: int = 4000) -> str:
         return "\n".join(
-            f"--- {p.name}\n{p.log()[-tail:]}" for p in [*self.workers, self.clock] if p
+            f"--- {self.name}{'/' if self.name else ''}{p.name}\n{p.log()[-tail:]}"
+            for p in self.processes()
         )
 
     def stop(self) -> None:
-        for process in [*self.workers, self.clock]:
-            if process:
-                process.stop()
-        self.redis.stop()
+        for process in self.processes():
+            process.stop()
+        if self.owns_redis:
+            self.redis.stop()
         if os.environ.get("STEPWELL_KEEP_TEST_LOGS"):
             print(f"integration logs kept in {self.dir}")
         else:

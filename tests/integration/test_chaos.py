@@ -107,3 +107,28 @@ def test_the_checks_catch_a_step_recorded_twice_and_a_gap_in_progress(stack, acm
     found = "\n".join(chaos.violations(["k"], acme))
     assert "recorded twice" in found
     assert "gap" in found
+    assert "resumed" not in found
+
+
+def test_the_checks_catch_a_timer_that_fired_twice(stack, acme):
+    """As if a second clock woke the sleeper again: one more resume from the sleep step,
+    in sequence, so that only the resumption check can see it."""
+    child = upload(acme, chaos.CHILD, chaos.CHILD_CODE).workflow
+    instance, _ = workflows.start_instance(child, payload={"n": 1, "sleep": 0.5}, key="k")
+    wait_until(
+        lambda: Instance.objects.filter(tenant=acme, status="complete").count() == 1,
+        60,
+        interval=0.2,
+        what="the instance",
+    )
+    instance.refresh_from_db()
+    assert chaos.check_instance(instance, chaos.CHILD_VALUES) == []
+
+    resumed = instance.progress.get(type="instance.resumed")
+    instance.progress.create(seq=instance.last_seq + 1, type=resumed.type, data=resumed.data)
+    Instance.objects.filter(pk=instance.pk).update(last_seq=instance.last_seq + 1)
+    instance.refresh_from_db()
+    found = chaos.check_instance(instance, chaos.CHILD_VALUES)
+    assert found == [
+        "k: sleep step 'breathe' suspended 1 times and resumed 2 times, expected once each"
+    ]
