@@ -6,8 +6,8 @@ import pytest
 from django.utils import timezone
 
 from execution import engine, watch, workflows
+from execution.kinds import retry_delay
 from execution.models import Instance, ProgressEvent, Step
-from execution.outcomes import retry_delay
 from tests.factories import make_tenant, upload
 
 THREE_STEPS = """

@@ -7,7 +7,8 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from execution import claims, dispatch, engine, moderation, workflows
+from execution import moderation, workflows
+from execution.lifecycle import claims, due, leases
 from execution.models import CodeVersion, Instance
 from tenants.models import AuditLog, Tenant
 from tenants.tokens import authenticate_token
@@ -109,8 +110,8 @@ def claim_by(path: str, instance_pk: int) -> bool:
     with transaction.atomic():
         if path == "sql":
             now = timezone.now()
-            return claims.claim(instance_pk, "w", now, now + engine.lease_duration()) is not None
-        return engine.take_lease(instance_pk, "w")
+            return claims.claim(instance_pk, "w", now, now + leases.lease_duration()) is not None
+        return leases.take_lease(instance_pk, "w")
 
 
 @pytest.mark.parametrize("path", ["sql", "orm"])
@@ -133,7 +134,7 @@ def test_an_instance_of_a_version_that_is_not_approved_is_never_claimed(
     assert instance.status_before_pause == "queued"
     driver.queue.clear()
     # No longer due, even once a lost message would be sent again: it holds no worker.
-    assert dispatch.sweep(now=timezone.now() + timedelta(hours=1)) == 0
+    assert due.sweep(now=timezone.now() + timedelta(hours=1)) == 0
     assert driver.queue == [] and not claim_by(path, instance.pk)
     moderation.review(version, "approved", actor=staff, reason="checked")
     assert driver.run(instance).status == "complete"

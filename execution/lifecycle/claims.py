@@ -1,6 +1,6 @@
 """The claim of an instance and the reading of what its activation needs, on PostgreSQL.
 
-engine.take_lease and engine.load_claimed through the ORM cost about ten statements
+leases.take_lease and leases.load_claimed through the ORM cost about ten statements
 and 5 ms of a worker's CPU per instance, more than a warm step itself. Here the same
 is three statements written once and prepared on the server (lib.rows): the
 tenant locked and read with its quota, the lease counted and taken with the instance
@@ -15,7 +15,7 @@ from datetime import datetime
 
 from django.db import connection
 
-from execution import workflows
+from execution.lifecycle import states
 from execution.models import CodeVersion, Instance, Step
 from lib import rows
 from tenants.models import Quota, Tenant
@@ -39,9 +39,9 @@ def instance_fields() -> tuple[str, ...]:
 
 @functools.cache
 def lock_statement() -> str:
-    """The instance's tenant, locked FOR NO KEY UPDATE (see engine.take_lease), with its quota.
+    """The instance's tenant, locked FOR NO KEY UPDATE (see leases.take_lease), with its quota.
 
-    It also makes the transaction's commit asynchronous (engine.relaxed_commit), one
+    It also makes the transaction's commit asynchronous (leases.relaxed_commit), one
     round trip fewer than a SET of its own.
     """
     qn = connection.ops.quote_name
@@ -115,12 +115,12 @@ def steps_statement() -> str:
 def claim(
     instance_pk: int, token: str, now: datetime, until: datetime
 ) -> tuple[Instance, list[Step]] | None:
-    """engine.take_lease and engine.load_claimed, in the caller's transaction.
+    """leases.take_lease and leases.load_claimed, in the caller's transaction.
 
     Returns the claimed instance, with its tenant (and quota) and version, and its
     steps; None if it is gone, taken, ended, at its tenant's cap of concurrent
     activations, or held by staff: its tenant suspended or its version not approved.
-    Then an active instance is paused for that (workflows.hold), so that it waits for
+    Then an active instance is paused for that (states.hold), so that it waits for
     staff without being sent again.
     """
     with rows.cursor() as cursor:
@@ -132,7 +132,7 @@ def claim(
         tenant = rows.loaded(Tenant, TENANT_FIELDS, values)
         quota = rows.loaded(Quota, quota_fields(), values)
         if tenant.suspended_at is not None:
-            workflows.hold(instance_pk)
+            states.hold(instance_pk)
             return None
         if quota.pk is not None:  # else Tenant.quota makes the row with the plan defaults
             tenant.quota_row = quota
@@ -155,7 +155,7 @@ def claim(
         verdict, claimed_pk = row[0], row[1]  # id is the first instance field
         if claimed_pk is None:
             if verdict != CodeVersion.Status.APPROVED:
-                workflows.hold(instance_pk)
+                states.hold(instance_pk)
             return None
         values = iter(row[1:])
         instance = rows.loaded(Instance, instance_fields(), values)
