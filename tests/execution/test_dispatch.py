@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from execution import dispatch, engine, workflows
@@ -122,6 +123,7 @@ def test_running_on_inline_sends_no_duplicate_messages(sent, in_process):
     assert sent == []
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the SQL twin is PostgreSQL's")
 def test_both_ways_of_filling_pick_the_same_instances(sent):
     # pick_in_one_statement serves PostgreSQL outside a transaction; pick everything else.
     acme = make_tenant("acme", "alice", concurrent_activations=3)
@@ -136,6 +138,7 @@ def test_both_ways_of_filling_pick_the_same_instances(sent):
     assert set(Instance.objects.filter(dispatched_at=now).values_list("pk", flat=True)) == set(orm)
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the SQL twin is PostgreSQL's")
 def test_both_ways_of_claiming_take_and_read_the_same_and_refuse_the_same(sent, in_process):
     # claims.claim serves PostgreSQL; take_lease and load_claimed through the ORM the rest.
     from django.db import transaction

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from execution import moderation, workflows
@@ -105,6 +105,10 @@ def run(event, step):
 """
 
 
+# The claim's ways that this database runs: its ORM twin everywhere, the statement on PostgreSQL.
+PATHS = ["sql", "orm"] if connection.vendor == "postgresql" else ["orm"]
+
+
 def claim_by(path: str, instance_pk: int) -> bool:
     """The engine's claim, by the PostgreSQL statement or by its ORM twin (SQLite's)."""
     with transaction.atomic():
@@ -114,7 +118,7 @@ def claim_by(path: str, instance_pk: int) -> bool:
         return leases.take_lease(instance_pk, "w")
 
 
-@pytest.mark.parametrize("path", ["sql", "orm"])
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize(
     ("verdict", "held_by"),
     [("quarantined", "quarantine"), ("rejected", "rejection"), ("pending_review", "review")],
@@ -146,7 +150,7 @@ def test_a_version_quarantined_while_its_instance_is_queued_is_paused_and_not_cl
     version = upload(acme, "wf", ONE_STEP).version
     instance, _ = workflows.start_instance(version.workflow)
     moderation.review(version, "quarantined", actor=staff, reason="mining crypto")
-    for path in ("sql", "orm"):
+    for path in PATHS:
         assert not claim_by(path, instance.pk)
     driver.drain()  # the message sent at the start finds it paused
     instance.refresh_from_db()
