@@ -110,7 +110,7 @@ def store_completion(
     activation: Activation, step: Step, events: list[tuple], grown: int, *, keep: bool
 ) -> bool:
     """Store a completed step and its events in the caller's transaction; False if stale."""
-    last_seq = records.hold_for_record(
+    last_seq = records.record_under_lease(
         activation, len(events), grown, keep=keep, now=step.finished_at
     )
     if last_seq is None:
@@ -135,7 +135,7 @@ def store_completion_in_one_statement(
         cursor.execute(
             completion_statement(is_new=is_new, keep=keep),
             [
-                *records.hold_params(activation, len(events), grown, keep=keep, now=at),
+                *records.lease_update_params(activation, len(events), grown, keep=keep, now=at),
                 *rows.values_of(step),
                 *([] if is_new else [step.pk]),
                 len(events),
@@ -177,6 +177,6 @@ def completion_statement(*, is_new: bool, keep: bool) -> str:
         "FROM held, unnest(%s::text[], %s::text[]) WITH ORDINALITY AS e(type, data, n)"
     )
     return (
-        f"WITH held AS ({records.hold_sql(keep=keep)}), step AS ({step_sql}), "
+        f"WITH held AS ({records.lease_update_sql(keep=keep)}), step AS ({step_sql}), "
         f"events AS ({events_sql}) SELECT held.last_seq, step.id FROM held, step"
     )

@@ -1,7 +1,7 @@
 """What each kind of outcome records: a do step's attempt, a sleep, a wait for an event,
 a child started or awaited, the instance's end; and the instance's history quota.
 
-Each handler runs in outcomes.held's transaction, for the activation that holds the
+Each handler runs in outcomes.leased's transaction, for the activation that holds the
 lease, with the outcome checked already (outcome_checks).
 """
 

@@ -84,7 +84,7 @@ def record_any(
         message = (result.error or {}).get("message") or "the sandbox failed"
         record_failure(activation, str(message), counts=result.status != Status.BUSY)
         return
-    with held(activation) as instance:
+    with leased(activation) as instance:
         if instance is None:
             return
         if instance.sandbox_failures:  # a success ends the run of failures
@@ -99,7 +99,7 @@ def record_any(
 
 
 @contextlib.contextmanager
-def held(activation: Activation):
+def leased(activation: Activation):
     """The instance, locked, if the activation's lease still holds it (else None); its
     lease given back when the block ends, in the same transaction."""
     with transaction.atomic():
@@ -126,7 +126,7 @@ def record_failure(activation: Activation, message: str, *, counts: bool = True)
     SANDBOX_FAILURE_LIMIT failures in a row, then error the instance. A failure that does
     not count (a machine too busy to give a slot) is only tried again."""
     message = escaped(message)[:2000]
-    with held(activation) as instance:
+    with leased(activation) as instance:
         if instance is None:
             return
         log.error("sandbox failure on instance %s: %s", instance.pk, message)
@@ -145,7 +145,7 @@ def record_failure(activation: Activation, message: str, *, counts: bool = True)
 
 def record_error(activation: Activation, error: dict) -> None:
     """Error the instance without running it (what it holds forbids another activation)."""
-    with held(activation) as instance:
+    with leased(activation) as instance:
         if instance is not None:
             error_instance(instance, error)
 

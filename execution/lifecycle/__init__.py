@@ -5,11 +5,11 @@
 written here and nowhere else (tests/execution/test_lifecycle.py checks the source).
 The rest of the engine asks, with verbs that name the rules:
 
-    leases   claim, renew, release (with a retry delay)       take and give back the lease
+    leases   claim, renew, release, retry_later               take and give back the lease
     due      make_due, make_due_at, fill, sweep, unsend, kept  when it runs, and who is sent it
     states   start_running, suspend_running, finish, pause,    its status
              hold, unpause, repause, terminate, restart
-    records  hold_for_record, finish_in_one_statement          the lease's part of an outcome
+    records  record_under_lease, finish_in_one_statement       the lease's part of an outcome
     claims   the claim as three PostgreSQL statements (the twin of leases.take_lease)
 
 Glossary (one name per concept, in the whole engine):
@@ -25,8 +25,6 @@ generation  A counter bumped by pause, terminate and restart: an outcome recorde
 hold        A staff decision that keeps an instance from running (its tenant
             suspended, its version not approved): the instance is paused for it, with
             the reason, and only lifting the decision resumes it (states.hold).
-            (lifecycle.records.hold_for_record's "hold" is the lease held while an
-            outcome is written: the UPDATE that checks it.)
 kept        An instance the worker goes on with itself after recording a step: its
             lease renewed, counted as sent, no message through the broker (due.kept).
 settle      Resolving the step an instance is suspended on when it is claimed: a

@@ -124,18 +124,11 @@ def claim(
     staff without being sent again.
     """
     with rows.cursor() as cursor:
-        cursor.execute(lock_statement(), {"pk": instance_pk})
-        row = cursor.fetchone()
-        if row is None:
+        tenant = locked_tenant(cursor, instance_pk)
+        if tenant is None or tenant.suspended_at is not None:
+            if tenant is not None:
+                states.hold(instance_pk)
             return None
-        values = iter(row[1:])
-        tenant = rows.loaded(Tenant, TENANT_FIELDS, values)
-        quota = rows.loaded(Quota, quota_fields(), values)
-        if tenant.suspended_at is not None:
-            states.hold(instance_pk)
-            return None
-        if quota.pk is not None:  # else Tenant.quota makes the row with the plan defaults
-            tenant.quota_row = quota
         cursor.execute(
             claim_statement(),
             {
@@ -164,3 +157,17 @@ def claim(
         cursor.execute(steps_statement(), [instance_pk])
         steps = [rows.loaded(Step, HISTORY_FIELDS, iter(r)) for r in cursor.fetchall()]
     return instance, steps
+
+
+def locked_tenant(cursor, instance_pk: int) -> Tenant | None:
+    """The instance's tenant with its quota, locked (lock_statement); None if it is gone."""
+    cursor.execute(lock_statement(), {"pk": instance_pk})
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    values = iter(row[1:])
+    tenant = rows.loaded(Tenant, TENANT_FIELDS, values)
+    quota = rows.loaded(Quota, quota_fields(), values)
+    if quota.pk is not None:  # else Tenant.quota makes the row with the plan defaults
+        tenant.quota_row = quota
+    return tenant

@@ -1,6 +1,6 @@
 """The lifecycle's part of recording an outcome on PostgreSQL's fast paths: the UPDATE
 that checks the lease and gives it back or renews it (kept), and the statement that ends
-an instance (its portable twin is states.finish, reached through outcomes.held)."""
+an instance (its portable twin is states.finish, reached through outcomes.leased)."""
 
 from __future__ import annotations
 
@@ -22,24 +22,24 @@ from lib import rows
 log = logging.getLogger(__name__)
 
 
-def hold_for_record(
+def record_under_lease(
     activation: Activation, events: int, grown: int, *, keep: bool, now
 ) -> int | None:
     """Check the lease, reserve `events` sequence numbers, count `grown` bytes more of
     history, end a run of sandbox failures and make the instance due now: kept by this
     worker (lease renewed, counted as sent) or given back to the queue. Returns the
     last reserved number, or None if the lease is no longer this activation's."""
-    params = hold_params(activation, events, grown, keep=keep, now=now)
+    params = lease_update_params(activation, events, grown, keep=keep, now=now)
     with connection.cursor() as cursor:
-        cursor.execute(hold_sql(keep=keep), params)
+        cursor.execute(lease_update_sql(keep=keep), params)
         row = cursor.fetchone()
     return row[1] if row else None
 
 
-def hold_sql(*, keep: bool) -> str:
-    """hold_for_record's UPDATE; it returns the instance's id and its last reserved seq."""
+def lease_update_sql(*, keep: bool) -> str:
+    """record_under_lease's UPDATE; it returns the instance's id and its last reserved seq."""
     quote = connection.ops.quote_name
-    assignments = ", ".join(f"{quote(c)} = %s" for c in held_columns(keep))
+    assignments = ", ".join(f"{quote(c)} = %s" for c in lease_columns(keep))
     # A kept instance's next activation runs under this lease without a claim: count it.
     counted = ", activations = activations + 1" if keep else ""
     return (
@@ -51,7 +51,7 @@ def hold_sql(*, keep: bool) -> str:
     )
 
 
-def held_columns(keep: bool) -> tuple[str, ...]:
+def lease_columns(keep: bool) -> tuple[str, ...]:
     """What the outcome's UPDATE sets. A kept instance only has its lease renewed: while
     the lease is held nothing else reads when it is due, and leaving the indexed
     columns alone lets PostgreSQL update the row in place (HOT), without touching the
@@ -62,7 +62,9 @@ def held_columns(keep: bool) -> tuple[str, ...]:
     return ("next_run_at", "lease_owner", "lease_expires_at", "dispatched_at")
 
 
-def hold_params(activation: Activation, events: int, grown: int, *, keep: bool, now) -> list:
+def lease_update_params(
+    activation: Activation, events: int, grown: int, *, keep: bool, now
+) -> list:
     held = [now + lease_duration()] if keep else [now, "", None, None]
     return [
         events,

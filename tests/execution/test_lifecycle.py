@@ -111,3 +111,45 @@ def test_the_lifecycle_itself_is_seen_writing_them():
     # So that the check above cannot pass by seeing nothing.
     lifecycle = PACKAGE / "lifecycle"
     assert all(writes_in((lifecycle / name).read_text()) for name in ("leases.py", "due.py"))
+
+
+def engine_modules() -> dict[str, set[str]]:
+    """Each module of the engine (the sandbox aside) and the engine modules it imports."""
+    imports = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[0] in ("sandbox", "migrations"):
+            continue
+        name = ".".join(("execution", *parts)).removesuffix(".__init__")
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("execution"):
+                found |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
+        imports[name] = found
+    return {name: found & set(imports) - {name} for name, found in imports.items()}
+
+
+def test_the_engine_imports_in_one_direction_without_a_circle():
+    imports = engine_modules()
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"an import circle: {' -> '.join((*path, name))}"
+        if name not in done:
+            for imported in imports[name]:
+                visit(imported, (*path, name))
+            done.add(name)
+
+    for name in imports:
+        visit(name, ())
+    assert "execution.lifecycle.due" in imports["execution.lifecycle.states"]  # it saw them
+
+
+@pytest.mark.parametrize("name", sorted(engine_modules()))
+def test_no_engine_module_imports_inside_a_function(name):
+    path = PACKAGE.joinpath(*name.split(".")[1:])
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name != "ready":
+            inner = [n for n in ast.walk(node) if isinstance(n, ast.Import | ast.ImportFrom)]
+            assert not inner, f"{name}.{node.name} imports inside itself"
