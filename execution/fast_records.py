@@ -1,6 +1,6 @@
 """The common outcomes recorded with the fewest statements: a do step that completed
 (store_completion, and on PostgreSQL store_completion_in_one_statement) and the end of
-run() (on PostgreSQL records.finish_in_one_statement; elsewhere outcomes.record_any).
+run() (records.finish_leased: finish_in_one_statement on PostgreSQL, else its twin).
 
 The lease, checked and renewed (or given back) by the same UPDATE that reserves the
 events' sequence numbers (lifecycle.records), holds the row until the commit.
@@ -50,10 +50,9 @@ def plain_completion_growth(activation: Activation, outcome: dict) -> int | None
 
 
 def is_plain_end(activation: Activation, outcome: dict) -> bool:
-    """run() returned, within the limits; on PostgreSQL, outside a caller's transaction."""
+    """run() returned, within the limits (records.finish_leased records it)."""
     return (
         outcome["kind"] == "complete"
-        and twins.hand_written()
         and json_size(outcome.get("output")) <= activation.quota.step_result_bytes
     )
 

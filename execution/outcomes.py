@@ -151,8 +151,8 @@ def record_error(activation: Activation, error: dict) -> None:
 
 
 def record_end(activation: Activation, output) -> None:
-    """The end of run(), within the limits, in one statement (records.finish_in_one_statement)."""
-    if not records.finish_in_one_statement(activation, output):
+    """The end of run(), within the limits: the instance completes if the lease holds."""
+    if not records.finish_leased(activation, output):
         log.info("dropping a stale outcome for instance %s", activation.instance_pk)
 
 

@@ -10,7 +10,6 @@ The rest of the engine asks, with verbs that name the rules:
     states   start_running, suspend_running, finish, pause,    its status
              hold, unpause, repause, terminate, restart
     records  record_under_lease, finish_in_one_statement       the lease's part of an outcome
-    claims   the claim as three PostgreSQL statements (the twin of leases.take_lease)
 
 Glossary (one name per concept, in the whole engine):
 
@@ -53,6 +52,6 @@ and restarted Redis and PostgreSQL):
 
 Import order, lowest first (no module imports one to its right):
 lib <- models <- twins, dispatch, activation, errors, progress <- lifecycle (due <-
-states <- claims <- leases <- records) <- quotas <- workflows <- kinds <- fast_records
+states <- leases <- records) <- quotas <- workflows <- kinds <- fast_records
 <- outcomes <- engine <- tasks.
 """

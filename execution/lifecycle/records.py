@@ -1,6 +1,6 @@
 """The lifecycle's part of recording an outcome on PostgreSQL's fast paths: the UPDATE
 that checks the lease and gives it back or renews it (kept), and the statement that ends
-an instance (its portable twin is states.finish, reached through outcomes.leased)."""
+an instance (finish_in_one_statement, beside its portable twin finish_portably)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from execution import twins
 from execution.activation import Activation
 from execution.lifecycle import due, states
 from execution.lifecycle.leases import lease_duration
@@ -75,6 +76,38 @@ def lease_update_params(
         activation.generation,
         str(Instance.Status.RUNNING),
     ]
+
+
+def finish_leased(activation: Activation, output: Any) -> bool:
+    """Complete the instance with `output` if the activation's lease still holds it, and
+    give the lease back; False if the lease is gone (the outcome is stale)."""
+    if twins.hand_written():
+        return finish_in_one_statement(activation, output)
+    return finish_portably(activation, output)
+
+
+def finish_portably(activation: Activation, output: Any) -> bool:
+    """finish_in_one_statement's portable twin: the same check and the same writes."""
+    with transaction.atomic():
+        instance = (
+            Instance.objects.select_for_update(no_key=True)
+            .filter(
+                pk=activation.instance_pk,
+                lease_owner=activation.token,
+                generation=activation.generation,
+                status=Instance.Status.RUNNING,
+            )
+            .first()
+        )
+        if instance is None:
+            return False
+        states.finish(
+            instance, Instance.Status.COMPLETE, output=output, error=None, dispatched_at=None
+        )
+        tenant_id = instance.tenant_id
+        # The place this activation held is free: another due instance may take it.
+        transaction.on_commit(lambda: due.fill(tenant_id))
+    return True
 
 
 def finish_in_one_statement(activation: Activation, output: Any) -> bool:

@@ -3,11 +3,11 @@
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from execution import dispatch, engine, workflows
-from execution.lifecycle import claims, due, leases
+from execution.lifecycle import due, leases
 from execution.models import CodeVersion, Instance
 from tests.factories import make_tenant, upload
 
@@ -140,9 +140,7 @@ def test_both_ways_of_filling_pick_the_same_instances(sent):
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the SQL twin is PostgreSQL's")
 def test_both_ways_of_claiming_take_and_read_the_same_and_refuse_the_same(sent, in_process):
-    # claims.claim serves PostgreSQL; take_lease and load_claimed through the ORM the rest.
-    from django.db import transaction
-
+    # claim_in_three_statements serves PostgreSQL; take_lease and load_claimed, the ORM, the rest.
     _, wf = tenant_with_workflow(TWO_STEPS_AND_A_NAP, concurrent_activations=3)
     instance, _ = workflows.start_instance(wf, payload={"n": 7})
     engine.advance(sent.pop(0))
@@ -158,7 +156,11 @@ def test_both_ways_of_claiming_take_and_read_the_same_and_refuse_the_same(sent, 
     by_orm = read(
         lambda: leases.take_lease(instance.pk, "t") and leases.load_claimed(instance.pk, "t")
     )
-    by_sql = read(lambda: claims.claim(instance.pk, "t", now, now + leases.lease_duration()))
+    by_sql = read(
+        lambda: leases.claim_in_three_statements(
+            instance.pk, "t", now, now + leases.lease_duration()
+        )
+    )
     for (row, _steps), how in ((by_orm, "orm"), (by_sql, "sql")):
         assert row.lease_owner == "t" and row.activations == 4, how
         assert row.payload == {"n": 7} and row.version.code == wf.current_version.code, how
@@ -181,7 +183,11 @@ def test_both_ways_of_claiming_take_and_read_the_same_and_refuse_the_same(sent, 
         return claimed, row
 
     held_by_orm = refuse(lambda: leases.take_lease(instance.pk, "t"))
-    held_by_sql = refuse(lambda: claims.claim(instance.pk, "t", now, now + leases.lease_duration()))
+    held_by_sql = refuse(
+        lambda: leases.claim_in_three_statements(
+            instance.pk, "t", now, now + leases.lease_duration()
+        )
+    )
     assert not held_by_orm[0] and held_by_sql[0] is None
     assert held_by_orm[1] == held_by_sql[1]
     assert held_by_sql[1] == {

@@ -8,7 +8,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from execution import moderation, workflows
-from execution.lifecycle import claims, due, leases
+from execution.lifecycle import due, leases
 from execution.models import CodeVersion, Instance
 from tenants.models import AuditLog, Tenant
 from tenants.tokens import authenticate_token
@@ -114,7 +114,12 @@ def claim_by(path: str, instance_pk: int) -> bool:
     with transaction.atomic():
         if path == "sql":
             now = timezone.now()
-            return claims.claim(instance_pk, "w", now, now + leases.lease_duration()) is not None
+            return (
+                leases.claim_in_three_statements(
+                    instance_pk, "w", now, now + leases.lease_duration()
+                )
+                is not None
+            )
         return leases.take_lease(instance_pk, "w")
 
 

@@ -141,7 +141,7 @@ def test_both_ways_of_storing_events_leave_the_same_rows(workflow):
 
 def test_the_switch_picks_the_portable_claim_on_postgresql_too(workflow, monkeypatch):
     calls = []
-    monkeypatch.setattr(leases.claims, "claim", lambda *a: calls.append(a))
+    monkeypatch.setattr(leases, "claim_in_three_statements", lambda *a: calls.append(a))
     instance = started(workflow(NO_STEPS))()
     with twins.portable():
         assert leases.claim_alone(instance.pk, "t")
