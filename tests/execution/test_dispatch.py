@@ -29,14 +29,6 @@ def run(event, step):
 """
 
 
-@pytest.fixture
-def in_process(monkeypatch):
-    """Activations run the real runtime in this process instead of a jail."""
-    from tests.execution.inprocess import run_in_process
-
-    monkeypatch.setattr(engine, "run_sandbox", run_in_process)
-
-
 def tenant_with_workflow(code: str, **quota):
     acme = make_tenant("acme", "alice", **quota)
     return acme, upload(acme, "wf", code).workflow

@@ -8,7 +8,7 @@ from django.utils import timezone
 from execution import engine, watch, workflows
 from execution.kinds import retry_delay
 from execution.models import Instance, ProgressEvent, Step
-from tests.factories import make_tenant, upload
+from tests.factories import upload
 
 THREE_STEPS = """
 def run(event, step):
@@ -17,11 +17,6 @@ def run(event, step):
     c = step.do("third", lambda: {"sum": a + b})
     return {"a": a, "b": b, "c": c}
 """
-
-
-@pytest.fixture
-def acme(transactional_db):
-    return make_tenant("acme", "alice")
 
 
 def make_due(instance):

@@ -9,7 +9,7 @@ from execution import twins, workflows
 from execution.kinds import history_size
 from execution.models import Instance
 from tests.driver import activate_once
-from tests.factories import make_tenant, set_quota, upload
+from tests.factories import set_quota, upload
 
 STEPS = """
 def shout(n):
@@ -38,9 +38,8 @@ def run(event, step):
 """
 
 
-@pytest.fixture
-def acme(driver):
-    return make_tenant("acme", "alice")
+# The engine runs here, in this process (tests/driver.py), for every test.
+pytestmark = pytest.mark.usefixtures("driver")
 
 
 def start(tenant, code, **payload):

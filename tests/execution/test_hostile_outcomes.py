@@ -16,7 +16,7 @@ from execution.models import Instance, Step
 from execution.outcomes import SANDBOX_FAILURE_LIMIT
 from execution.sandbox import SandboxResult, Status
 from tests.driver import activate_once
-from tests.factories import make_tenant, set_quota, upload
+from tests.factories import set_quota, upload
 
 CODE = """
 def run(event, step):
@@ -24,9 +24,8 @@ def run(event, step):
 """
 
 
-@pytest.fixture
-def acme(driver):
-    return make_tenant("acme", "alice")
+# The engine runs here, in this process (tests/driver.py), for every test.
+pytestmark = pytest.mark.usefixtures("driver")
 
 
 @pytest.fixture

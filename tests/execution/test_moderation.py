@@ -12,17 +12,12 @@ from execution.lifecycle import due, leases
 from execution.models import CodeVersion, Instance
 from tenants.models import AuditLog, Tenant
 from tenants.tokens import authenticate_token
-from tests.factories import SLEEPER, WAITER, make_tenant, make_token, upload
+from tests.factories import SLEEPER, WAITER, make_token, upload
 
 
 @pytest.fixture
 def staff(transactional_db):
     return get_user_model().objects.create_user("mod", is_staff=True)
-
-
-@pytest.fixture
-def acme(transactional_db):
-    return make_tenant("acme", "alice")
 
 
 def test_a_version_held_for_review_cannot_start_until_approved(driver, acme, staff):
