@@ -9,8 +9,8 @@ import redis
 from django.conf import settings
 from django.db import close_old_connections
 
-from execution import dispatch
 from execution.clock_mark import SweepMark, bounded_redis
+from execution.lifecycle import due
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ def run_forever(interval: float | None = None, *, stop=lambda: False) -> None:
     while not stop():
         started = time.monotonic()
         try:
-            sent = dispatch.sweep()
+            sent = due.sweep()
             if sent:
                 log.debug("clock dispatched %d instances", sent)
         except Exception:

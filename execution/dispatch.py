@@ -1,225 +1,27 @@
-"""Handing instances to workers, fairly, with the database as the record.
+"""Sending an instance to a worker: a Celery message that names the engine's task.
 
-An instance is *due* when `next_run_at` has passed (or its lease ran out) and no
-worker holds or has been sent it. Due instances are sent to Celery by `fill`, at
-most as many per tenant as its quota's concurrent activations allow, counting
-those already sent or running. So one tenant's flood never fills the queue ahead
-of another tenant: each tenant has at most its cap of messages waiting.
-
-A Celery message only makes things happen sooner. If one is lost (a Redis
-restart), the instance stays marked as sent until `STEPWELL_REDISPATCH_SECONDS`
-passes, and then the clock's sweep sends it again.
+The lowest layer of the engine (see execution.lifecycle): it sends by the task's name,
+so that the modules the task runs need not be imported here. A message only makes
+things happen sooner; the database is the record (execution.lifecycle.due).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import threading
-from contextlib import contextmanager
-from datetime import datetime, timedelta
 
-from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Count, Min, Q
-from django.utils import timezone
-
-from execution.models import Instance
-from lib import rows
+from celery import current_app
 
 log = logging.getLogger(__name__)
 
-
-def redispatch_delay() -> timedelta:
-    return timedelta(seconds=settings.STEPWELL_REDISPATCH_SECONDS)
-
-
-class Kept(threading.local):
-    """The instance a worker will run next itself (see engine.advance)."""
-
-    pk: int | None = None
-    ready: bool = False
-
-
-_kept = Kept()
-
-
-@contextmanager
-def kept(instance_pk: int | None):
-    _kept.pk, _kept.ready = instance_pk, False
-    try:
-        yield _kept
-    finally:
-        _kept.pk = None
-
-
-def is_kept(instance_pk: int) -> bool:
-    """Whether the worker goes on with this instance itself (no place freed for others)."""
-    return _kept.pk == instance_pk and _kept.ready
-
-
-def run_now(instance: Instance) -> None:
-    """Make the instance due now; it is sent to a worker once the transaction commits."""
-    if _kept.pk == instance.pk:
-        # The worker that holds it goes on with it: count it as sent, send nothing.
-        now = timezone.now()
-        Instance.objects.filter(pk=instance.pk).update(next_run_at=now, dispatched_at=now)
-        _kept.ready = True
-        return
-    run_at(instance, timezone.now())
-    tenant_id = instance.tenant_id
-    transaction.on_commit(lambda: fill(tenant_id))
-
-
-def send_kept(instance_pk: int) -> None:
-    """A kept instance the worker will not run after all goes to the queue."""
-    Instance.objects.filter(pk=instance_pk, lease_owner="").update(dispatched_at=None)
-    tenant_id = Instance.objects.filter(pk=instance_pk).values_list("tenant_id", flat=True).first()
-    if tenant_id is not None:
-        fill(tenant_id)
-
-
-def run_at(instance: Instance, when: datetime) -> None:
-    """Leave the instance to the clock until `when`: no message waits in the broker."""
-    Instance.objects.filter(pk=instance.pk).update(next_run_at=when, dispatched_at=None)
-    instance.next_run_at = when
-    instance.dispatched_at = None
+# execution.tasks.advance; execution.apps registers it when Django starts.
+ADVANCE = "stepwell.advance"
 
 
 def enqueue(instance_pk: int) -> None:
-    from execution.tasks import advance
-
     try:
-        advance.apply_async(args=[instance_pk])
+        current_app.tasks[ADVANCE].apply_async(args=[instance_pk])
     except Exception:
         # The broker is down: the clock sends it again once the redispatch delay passes.
         log.warning(
             "could not enqueue instance %s; the clock will retry", instance_pk, exc_info=True
         )
-
-
-def due(now: datetime):
-    """Active instances that should run and that no worker holds or was sent."""
-    lease_free = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
-    not_sent = Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=now - redispatch_delay())
-    lease_lapsed = ~Q(lease_owner="") & Q(lease_expires_at__lt=now)
-    return (
-        Instance.objects.filter(status__in=Instance.ACTIVE_STATUSES)
-        .filter(lease_free & not_sent)
-        .filter(Q(next_run_at__lte=now) | lease_lapsed)
-    )
-
-
-def in_flight_rows(tenant_id: int, now: datetime):
-    """Instances of the tenant that a worker holds or has been sent."""
-    held = ~Q(lease_owner="") & Q(lease_expires_at__gte=now)
-    sent = Q(dispatched_at__gte=now - redispatch_delay())
-    return Instance.objects.filter(tenant_id=tenant_id, status__in=Instance.ACTIVE_STATUSES).filter(
-        held | sent
-    )
-
-
-def in_flight(tenant_id: int, now: datetime) -> int:
-    return in_flight_rows(tenant_id, now).count()
-
-
-def fill(tenant_id: int, now: datetime | None = None) -> int:
-    """Send the tenant's oldest due instances, up to its free concurrency; returns how many.
-
-    Rows are taken with skip_locked and marked as sent in the same transaction, so
-    several clocks and workers can fill at once without sending one instance twice.
-    """
-    now = now or timezone.now()
-    if connection.vendor == "postgresql" and not connection.in_atomic_block:
-        pks = pick_in_one_statement(tenant_id, now)
-    else:
-        pks = pick(tenant_id, now)
-    for pk in pks:
-        enqueue(pk)
-    return len(pks)
-
-
-def cap_of(tenant_id: int) -> int:
-    from tenants.models import Quota
-
-    cap = (
-        Quota.objects.filter(tenant_id=tenant_id)
-        .values_list("concurrent_activations", flat=True)
-        .first()
-    )
-    return cap if cap is not None else Quota._meta.get_field("concurrent_activations").default
-
-
-def pick(tenant_id: int, now: datetime) -> list[int]:
-    cap = cap_of(tenant_id)
-    with transaction.atomic():
-        free = cap - in_flight(tenant_id, now)
-        if free <= 0:
-            return []
-        pks = list(
-            due(now)
-            .filter(tenant_id=tenant_id)
-            .order_by("next_run_at", "pk")
-            .select_for_update(skip_locked=True)
-            .values_list("pk", flat=True)[:free]
-        )
-        if pks:
-            Instance.objects.filter(pk__in=pks).update(dispatched_at=now)
-    return pks
-
-
-def pick_in_one_statement(tenant_id: int, now: datetime) -> list[int]:
-    """pick() as one PostgreSQL statement, in its own transaction, bound on the server: a
-    fill runs after every start and at the end of every instance, and pick's round trips
-    and ORM-built queries cost more than the rest of a start. Its conditions are due()'s
-    and in_flight_rows()'s, written out (a test checks that both ways pick the same)."""
-    from tenants.models import Quota
-
-    with rows.cursor() as cursor:
-        cursor.execute(
-            fill_statement(),
-            {
-                "tenant": tenant_id,
-                "default_cap": Quota._meta.get_field("concurrent_activations").default,
-                "active": [str(status) for status in Instance.ACTIVE_STATUSES],
-                "now": now,
-                "resend": now - redispatch_delay(),
-            },
-        )
-        return [row[0] for row in cursor.fetchall()]
-
-
-@functools.cache
-def fill_statement() -> str:
-    from tenants.models import Quota
-
-    quote = connection.ops.quote_name
-    instances = quote(Instance._meta.db_table)
-    return (
-        "WITH free AS (SELECT GREATEST(COALESCE("
-        f"(SELECT concurrent_activations FROM {quote(Quota._meta.db_table)} "
-        "WHERE tenant_id = %(tenant)s), %(default_cap)s) - "
-        f"(SELECT count(*) FROM {instances} WHERE tenant_id = %(tenant)s "
-        "AND status = ANY(%(active)s) AND ((lease_owner <> '' AND lease_expires_at >= %(now)s) "
-        "OR dispatched_at >= %(resend)s)), 0) AS n), "
-        f"picked AS (SELECT id FROM {instances} WHERE tenant_id = %(tenant)s "
-        "AND status = ANY(%(active)s) "
-        "AND (lease_expires_at IS NULL OR lease_expires_at < %(now)s) "
-        "AND (dispatched_at IS NULL OR dispatched_at < %(resend)s) "
-        "AND (next_run_at <= %(now)s OR (lease_owner <> '' AND lease_expires_at < %(now)s)) "
-        "ORDER BY next_run_at, id LIMIT (SELECT n FROM free) FOR UPDATE SKIP LOCKED) "
-        f"UPDATE {instances} SET dispatched_at = %(now)s FROM picked "
-        f"WHERE {instances}.id = picked.id RETURNING {instances}.id"
-    )
-
-
-def sweep(now: datetime | None = None, tenants: int = 200) -> int:
-    """The clock's pass: fill every tenant with due work, longest-waiting tenant first."""
-    now = now or timezone.now()
-    waiting = (
-        due(now)
-        .values("tenant_id")
-        .annotate(oldest=Min("next_run_at"), n=Count("pk"))
-        .order_by("oldest")[:tenants]
-    )
-    return sum(fill(row["tenant_id"], now) for row in waiting)

@@ -3,7 +3,7 @@
 Rejection, quarantine and suspension pause what they stop and mark why
 (`paused_reason`), so lifting them resumes exactly those instances and leaves the ones
 a tenant paused; the tenant cannot resume them (workflows.resume). The claim holds back
-whatever slipped past (engine.claim_and_load): a version that is not approved never runs.
+whatever slipped past (lifecycle.leases.claim): a version that is not approved never runs.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from execution import workflows
+from execution.lifecycle import states
 from execution.models import CodeVersion, Instance
 from tenants.audit import audit
 from tenants.models import Tenant
@@ -49,9 +50,7 @@ def review(version: CodeVersion, status: str, *, actor, reason: str) -> CodeVers
     if held_by:
         changed = {"paused": pause_all(instances, held_by)}
         # Paused for an earlier verdict on this version: now for this one, which lifts them.
-        instances.filter(status=Instance.Status.PAUSED, paused_reason__in=VERDICTS).update(
-            paused_reason=held_by
-        )
+        states.repause(instances, VERDICTS, held_by)
     else:
         changed = {"resumed": resume_all(instances, *VERDICTS)}
     audit(

@@ -8,6 +8,7 @@ import json
 from django.db import connection, transaction
 from django.utils import timezone
 
+from execution import twins
 from execution.models import Instance, ProgressEvent, Step
 from execution.publisher import publish
 from lib import rows
@@ -49,7 +50,7 @@ def reserve_and_store(instance: Instance, events: list[tuple], **fields) -> list
     On PostgreSQL one prepared statement (the UPDATE and the INSERT as CTEs); a status
     change or a settled wait paid two round trips for it, on every claim that ran one.
     """
-    if connection.vendor != "postgresql":
+    if not twins.hand_written():
         instance.last_seq = last = next_seq(instance.pk, len(events), **fields)
         return store_events(instance.pk, instance.key, instance.tenant_id, last, events)
     at = timezone.now()
@@ -98,7 +99,7 @@ def store_events(
     """Store (type, data) events numbered up to `last_seq`, which the caller has reserved
     on the instance row in this transaction, and send them together once it commits."""
     stored = numbered(instance_pk, last_seq, events, timezone.now())
-    if connection.vendor == "postgresql":
+    if twins.hand_written():
         insert_in_one_statement(stored)
     else:
         ProgressEvent.objects.bulk_create(stored)

@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 
+import redis.asyncio
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
@@ -114,8 +115,6 @@ class Audience:
         return len(layer.hosts) == 1 and "address" in layer.hosts[0]
 
     async def joined(self, groups: list[str]) -> list[str]:
-        import redis.asyncio
-
         if self.client is None:
             self.client = redis.asyncio.Redis.from_url(self.layer.hosts[0]["address"])
         pipe = self.client.pipeline(transaction=False)

@@ -30,8 +30,8 @@ from datetime import timedelta
 from django.db import connection
 from django.utils import timezone
 
+from execution.errors import StartError
 from execution.models import Event, Instance
-from execution.workflows import StartError
 from tenants.models import Quota, QuotaUsage, Tenant
 
 WINDOW = timedelta(seconds=60)

@@ -3,6 +3,7 @@ from celery.signals import worker_process_init
 from django.db import close_old_connections
 
 from execution import engine
+from execution.sandbox import prepare
 
 
 @shared_task(name="stepwell.advance", ignore_result=True)
@@ -19,6 +20,4 @@ def advance(instance_pk: int) -> None:
 
 @worker_process_init.connect
 def _prepare_sandbox(**kwargs) -> None:
-    from execution.sandbox import prepare
-
     prepare()

@@ -7,26 +7,20 @@ import functools
 import threading
 import time
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from execution import dispatch, progress
+from execution import progress, quotas, twins
+from execution.errors import StartError, StateConflict
+from execution.lifecycle import due, states
+from execution.lifecycle.states import hold_of, suspension
 from execution.models import CodeVersion, Event, Instance, ProgressEvent, Step, Workflow
 from execution.progress import event_message, record_event
 from execution.validation import ValidationReport, validate_code
 from lib import rows
 from tenants.models import Tenant
-
-
-class StartError(Exception):
-    """The instance cannot start (a missing or unapproved version, a quota)."""
-
-
-class StateConflict(Exception):
-    """The instance's state does not allow the action (HTTP 409)."""
 
 
 class CodeRejected(Exception):
@@ -95,8 +89,6 @@ def start_instance(
     caller read `workflow` and its current version in this request, so they are not
     read again.
     """
-    from execution import quotas
-
     tenant = workflow.tenant
     if key:
         existing = Instance.objects.for_tenant(tenant).filter(key=key).first()
@@ -109,7 +101,7 @@ def start_instance(
     if key:
         instance.key = key
     try:
-        if not (connection.vendor == "postgresql" and start_in_one_statement(instance)):
+        if not (twins.hand_written() and start_in_one_statement(instance)):
             with transaction.atomic():
                 create_instance(instance)
                 # Last, just before the commit: it locks a usage row of the tenant.
@@ -125,8 +117,9 @@ def start_instance(
 
 def create_instance(instance: Instance) -> None:
     """Store the new instance, due now, and its first progress event; it is sent to a
-    worker after the commit (what dispatch.run_now does, without a second UPDATE)."""
-    instance.next_run_at = instance.created_at = instance.updated_at = timezone.now()
+    worker after the commit (what due.make_due does, without a second UPDATE)."""
+    instance.created_at = instance.updated_at = timezone.now()
+    due.due_from_start(instance, instance.created_at)
     instance.last_seq = 0  # record_event numbers the first event
     rows.insert(instance)
     record_event(instance, "instance.status", status=instance.status)
@@ -143,10 +136,9 @@ def start_in_one_statement(instance: Instance) -> bool:
     row is locked only while PostgreSQL runs it and flushes its commit, never while
     this process gets round to sending the next statement.
     """
-    from execution import quotas
-
     now = timezone.now()
-    instance.next_run_at = instance.created_at = instance.updated_at = now
+    instance.created_at = instance.updated_at = now
+    due.due_from_start(instance, now)
     instance.last_seq = 1
     event = ProgressEvent(seq=1, type="instance.status", data={"status": instance.status})
     event.created_at = now
@@ -178,8 +170,6 @@ def announced_fields():
 
 @functools.cache
 def one_statement_start_sql() -> str:
-    from execution import quotas
-
     qn = connection.ops.quote_name
     names = ", ".join(qn(f.column) for f in announced_fields())
     casts = ", ".join(f"CAST(%s AS {f.cast_db_type(connection)})" for f in announced_fields())
@@ -222,10 +212,10 @@ full_tenants = FullTenants()
 
 def send_due(tenant_id: int) -> None:
     """After a start or an event commits: send the tenant's oldest due instances to the
-    workers, up to its free places (dispatch.fill), unless it was found full a moment ago."""
+    workers, up to its free places (due.fill), unless it was found full a moment ago."""
     if full_tenants.recently(tenant_id):
         return
-    full_tenants.note(tenant_id, dispatch.fill(tenant_id))
+    full_tenants.note(tenant_id, due.fill(tenant_id))
 
 
 def workflow_for_start(tenant: Tenant, name: str) -> Workflow | None:
@@ -282,37 +272,10 @@ def pick_version(
     return version
 
 
-def suspension(tenant: Tenant) -> str:
-    return f"tenant {tenant.slug!r} is suspended"
-
-
-class Hold(NamedTuple):
-    """A staff decision that keeps an instance from running."""
-
-    reason: str  # an Instance.PauseReason
-    message: str  # what the tenant is told
-
-
-def hold_of(instance: Instance) -> Hold | None:
-    """What keeps the instance from running now, if anything: its tenant suspended, or its
-    version not approved (awaiting review, rejected, quarantined). Read afresh."""
-    tenant = Tenant.objects.only("slug", "suspended_at").get(pk=instance.tenant_id)
-    if tenant.suspended_at is not None:
-        return Hold(Instance.PauseReason.SUSPENSION, suspension(tenant))
-    version = CodeVersion.objects.only("sha256", "status", "status_reason").get(
-        pk=instance.version_id
-    )
-    if not version.may_run:
-        return Hold(version.pause_reason(), version.refusal())
-    return None
-
-
 @transaction.atomic
 def send_event(instance: Instance, type_: str, payload=None, *, rate: bool = False) -> Event:
     """Store an event for the instance; a step waiting for its type is run now.
     `rate`: hold it to the tenant's events per minute quota (raises QuotaExceeded)."""
-    from execution import quotas
-
     tenant = instance.tenant
     instance = Instance.objects.select_for_update().get(pk=instance.pk)
     event = Event.objects.create(instance=instance, type=type_, payload=payload)
@@ -320,8 +283,8 @@ def send_event(instance: Instance, type_: str, payload=None, *, rate: bool = Fal
         status=Step.Status.WAITING, kind=Step.Kind.WAIT_FOR_EVENT, event_type=type_
     ).exists()
     if waiting and instance.status in Instance.ACTIVE_STATUSES:
-        # dispatch.run_now, with the fill after the commit skipped while the tenant is full.
-        dispatch.run_at(instance, timezone.now())
+        # due.make_due, with the fill after the commit skipped while the tenant is full.
+        due.make_due_at(instance, timezone.now())
         tenant_id = instance.tenant_id
         transaction.on_commit(lambda: send_due(tenant_id))
     quotas.take_event(tenant, rate=rate)
@@ -332,43 +295,17 @@ def _locked(instance: Instance) -> Instance:
     return Instance.objects.select_for_update().get(pk=instance.pk)
 
 
+def _one(instance: Instance):
+    return Instance.objects.filter(pk=instance.pk)
+
+
 @transaction.atomic
 def pause(instance: Instance, reason: str = Instance.PauseReason.USER) -> Instance:
     instance = _locked(instance)
     if instance.status not in Instance.ACTIVE_STATUSES:
         raise StateConflict(f"a {instance.status} instance cannot be paused")
-    paused(instance, reason)
+    states.pause(instance, reason)
     return instance
-
-
-def paused(instance: Instance, reason: str) -> None:
-    """Pause the locked, active instance for `reason`. Dropping the lease makes any step
-    in flight record nothing; it runs again on resume."""
-    from execution.engine import set_status
-
-    set_status(
-        instance,
-        Instance.Status.PAUSED,
-        status_before_pause=instance.status,
-        paused_reason=reason,
-        lease_owner="",
-        lease_expires_at=None,
-        generation=instance.generation + 1,
-    )
-
-
-@transaction.atomic
-def hold(instance_pk: int) -> Hold | None:
-    """Pause the active instance for what keeps it from running, if anything does; what a
-    claim does when it finds a staff decision in the way. It then waits, holding no
-    worker and not due, until staff lift the decision (moderation.resume_all)."""
-    instance = Instance.objects.select_for_update().filter(pk=instance_pk).first()
-    if instance is None or instance.status not in Instance.ACTIVE_STATUSES:
-        return None
-    found = hold_of(instance)
-    if found is not None:
-        paused(instance, found.reason)
-    return found
 
 
 @transaction.atomic
@@ -386,7 +323,7 @@ def resume(instance: Instance) -> Instance:
             f"the instance is paused for {instance.paused_reason}, which only staff can "
             f"lift: {found.message}"
         )
-    unpause(instance)
+    states.unpause(instance)
     return instance
 
 
@@ -400,36 +337,18 @@ def lift(instance: Instance, reasons: tuple[str, ...]) -> bool:
     found = hold_of(instance)
     if found is not None:
         if found.reason != instance.paused_reason:
-            Instance.objects.filter(pk=instance.pk).update(paused_reason=found.reason)
+            states.repause(_one(instance), reasons, found.reason)
         return False
-    unpause(instance)
+    states.unpause(instance)
     return True
-
-
-def unpause(instance: Instance) -> None:
-    from execution.engine import set_status
-
-    status = instance.status_before_pause or Instance.Status.QUEUED
-    if status == Instance.Status.RUNNING:
-        status = Instance.Status.QUEUED
-    set_status(instance, status, status_before_pause="", paused_reason="")
-    record_event(instance, "instance.resumed")
-    dispatch.run_now(instance)
 
 
 @transaction.atomic
 def terminate(instance: Instance) -> Instance:
-    from execution.engine import set_status
-
     instance = _locked(instance)
     if instance.is_terminal:
         raise StateConflict(f"a {instance.status} instance cannot be terminated")
-    set_status(
-        instance,
-        Instance.Status.TERMINATED,
-        generation=instance.generation + 1,
-        error={"type": "Terminated", "message": "the instance was terminated"},
-    )
+    states.terminate(instance)
     return instance
 
 
@@ -441,9 +360,6 @@ def restart(instance: Instance) -> Instance:
     A finished instance that runs again needs room under the running instances quota
     (raises QuotaExceeded); it is checked with the instance locked, so it was finished.
     """
-    from execution import quotas
-    from execution.engine import set_status
-
     instance = _locked(instance)
     found = hold_of(instance)
     if found is not None:
@@ -451,19 +367,5 @@ def restart(instance: Instance) -> Instance:
     if instance.is_terminal:
         quotas.check_running(instance.tenant)
     instance.steps.all().delete()
-    set_status(
-        instance,
-        Instance.Status.QUEUED,
-        output=None,
-        error=None,
-        finished_at=None,
-        status_before_pause="",
-        paused_reason="",
-        lease_owner="",
-        lease_expires_at=None,
-        generation=instance.generation + 1,
-        history_bytes=0,  # its steps are gone
-        sandbox_failures=0,
-    )
-    dispatch.run_now(instance)
+    states.restart(instance)
     return instance

@@ -38,9 +38,20 @@ if ! .venv/bin/python manage.py makemigrations --check --dry-run; then
     die "models and migrations disagree: run manage.py makemigrations and commit the result"
 fi
 
+# The engine's tests that mean something without PostgreSQL (the twins' own are skipped).
+SQLITE_TESTS=(tests/execution/test_engine.py tests/execution/test_dispatch.py
+    tests/execution/test_moderation.py tests/execution/test_history_quota.py
+    tests/execution/test_lifecycle.py)
 echo "==> pytest $*"
 status=0
 .venv/bin/pytest "$@" </dev/null || status=$?
+# The whole suite (no arguments, as CI runs it) also runs the engine's tests once on
+# SQLite, `make run`'s default: it must keep working through the portable twins.
+if [[ $# -eq 0 || ${STEPWELL_TEST_SQLITE:-} == 1 ]] && ((status == 0)); then
+    echo "==> pytest on SQLite: ${SQLITE_TESTS[*]}"
+    DATABASE_URL="sqlite:///$STEPWELL_VAR_DIR/test.sqlite3" \
+        .venv/bin/pytest -q "${SQLITE_TESTS[@]}" </dev/null || status=$?
+fi
 case $status in
     0) say "tests passed" ;;
     5) say "FAILED: pytest collected no tests (exit 5); the suite must not be empty" ;;

@@ -61,9 +61,14 @@ def globex_token(globex):
 
 
 @pytest.fixture
-def driver(monkeypatch, transactional_db):
+def in_process(monkeypatch):
+    """Activations run the real runtime in this process instead of a jail."""
+    monkeypatch.setattr(engine, "run_sandbox", run_in_process)
+
+
+@pytest.fixture
+def driver(monkeypatch, in_process, transactional_db):
     """Enqueued instances are advanced here, on `driver.drain()`; jails are not used."""
     d = Driver()
-    monkeypatch.setattr(engine, "run_sandbox", run_in_process)
     monkeypatch.setattr(dispatch, "enqueue", d.enqueue)
     return d

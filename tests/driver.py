@@ -1,6 +1,7 @@
 """The engine run synchronously in the test process, with the sandbox's runtime in-process."""
 
-from execution import dispatch, engine
+from execution import engine
+from execution.lifecycle import due
 from execution.models import Instance
 
 
@@ -27,5 +28,14 @@ class Driver:
 
     def tick(self) -> None:
         """What the clock does: send every due instance, then run them."""
-        dispatch.sweep()
+        due.sweep()
         self.drain()
+
+
+def activate_once(instance_pk: int) -> bool:
+    """One activation of the instance and nothing more; True if it ran."""
+    activation = engine.begin(instance_pk)
+    if activation is None:
+        return False
+    engine.execute(activation, keep=False)
+    return True

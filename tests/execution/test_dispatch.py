@@ -3,9 +3,11 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from execution import dispatch, engine, workflows
+from execution.lifecycle import due, leases
 from execution.models import CodeVersion, Instance
 from tests.factories import make_tenant, upload
 
@@ -25,14 +27,6 @@ def run(event, step):
     step.do("b", lambda: [1, 2])
     return step.sleep("nap", "1 hour")
 """
-
-
-@pytest.fixture
-def in_process(monkeypatch):
-    """Activations run the real runtime in this process instead of a jail."""
-    from tests.execution.inprocess import run_in_process
-
-    monkeypatch.setattr(engine, "run_sandbox", run_in_process)
 
 
 def tenant_with_workflow(code: str, **quota):
@@ -56,7 +50,7 @@ def test_a_flooding_tenant_has_at_most_its_cap_in_flight(sent):
     acme = make_tenant("acme", "alice", concurrent_activations=3)
     flood(acme, 20)
     assert len(sent) == 3
-    dispatch.sweep()
+    due.sweep()
     assert len(sent) == 3
 
 
@@ -82,8 +76,8 @@ def test_a_finished_activation_frees_its_place_for_the_next(sent, in_process):
 def test_a_claim_over_the_cap_is_refused_and_left_due(sent):
     acme = make_tenant("acme", "alice", concurrent_activations=1)
     a, b = flood(acme, 2)
-    assert engine.claim(a.pk, "worker-a")
-    assert not engine.claim(b.pk, "worker-b")
+    assert leases.claim_alone(a.pk, "worker-a")
+    assert not leases.claim_alone(b.pk, "worker-b")
     b.refresh_from_db()
     assert b.lease_owner == "" and b.dispatched_at is None
 
@@ -92,10 +86,10 @@ def test_a_lost_message_is_sent_again_after_the_redispatch_delay(sent, settings)
     acme = make_tenant("acme", "alice", concurrent_activations=5)
     (instance,) = flood(acme, 1)
     assert sent == [instance.pk]
-    dispatch.sweep()
+    due.sweep()
     assert sent == [instance.pk]
     later = timezone.now() + timedelta(seconds=settings.STEPWELL_REDISPATCH_SECONDS + 1)
-    dispatch.sweep(now=later)
+    due.sweep(now=later)
     assert sent == [instance.pk, instance.pk]
 
 
@@ -104,7 +98,7 @@ def test_a_suspended_tenants_instances_are_not_claimed(sent):
     (instance,) = flood(acme, 1)
     acme.suspended_at = timezone.now()
     acme.save()
-    assert not engine.claim(instance.pk, "w")
+    assert not leases.claim_alone(instance.pk, "w")
     instance.refresh_from_db()
     assert instance.lease_owner == ""
     # Paused for the suspension, so that it is not sent again until staff lift it.
@@ -121,26 +115,24 @@ def test_running_on_inline_sends_no_duplicate_messages(sent, in_process):
     assert sent == []
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the SQL twin is PostgreSQL's")
 def test_both_ways_of_filling_pick_the_same_instances(sent):
     # pick_in_one_statement serves PostgreSQL outside a transaction; pick everything else.
     acme = make_tenant("acme", "alice", concurrent_activations=3)
     flood(acme, 6)
     Instance.objects.update(dispatched_at=None)
     now = timezone.now()
-    one_statement = dispatch.pick_in_one_statement(acme.pk, now)
+    one_statement = due.pick_in_one_statement(acme.pk, now)
     Instance.objects.update(dispatched_at=None)
-    orm = dispatch.pick(acme.pk, now)
+    orm = due.pick(acme.pk, now)
     assert len(orm) == 3
     assert sorted(one_statement) == sorted(orm)
     assert set(Instance.objects.filter(dispatched_at=now).values_list("pk", flat=True)) == set(orm)
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the SQL twin is PostgreSQL's")
 def test_both_ways_of_claiming_take_and_read_the_same_and_refuse_the_same(sent, in_process):
-    # claims.claim serves PostgreSQL; take_lease and load_claimed through the ORM the rest.
-    from django.db import transaction
-
-    from execution import claims
-
+    # claim_in_three_statements serves PostgreSQL; take_lease and load_claimed, the ORM, the rest.
     _, wf = tenant_with_workflow(TWO_STEPS_AND_A_NAP, concurrent_activations=3)
     instance, _ = workflows.start_instance(wf, payload={"n": 7})
     engine.advance(sent.pop(0))
@@ -154,9 +146,13 @@ def test_both_ways_of_claiming_take_and_read_the_same_and_refuse_the_same(sent, 
 
     now = timezone.now()
     by_orm = read(
-        lambda: engine.take_lease(instance.pk, "t") and engine.load_claimed(instance.pk, "t")
+        lambda: leases.take_lease(instance.pk, "t") and leases.load_claimed(instance.pk, "t")
     )
-    by_sql = read(lambda: claims.claim(instance.pk, "t", now, now + engine.lease_duration()))
+    by_sql = read(
+        lambda: leases.claim_in_three_statements(
+            instance.pk, "t", now, now + leases.lease_duration()
+        )
+    )
     for (row, _steps), how in ((by_orm, "orm"), (by_sql, "sql")):
         assert row.lease_owner == "t" and row.activations == 4, how
         assert row.payload == {"n": 7} and row.version.code == wf.current_version.code, how
@@ -178,8 +174,12 @@ def test_both_ways_of_claiming_take_and_read_the_same_and_refuse_the_same(sent, 
             transaction.set_rollback(True)
         return claimed, row
 
-    held_by_orm = refuse(lambda: engine.take_lease(instance.pk, "t"))
-    held_by_sql = refuse(lambda: claims.claim(instance.pk, "t", now, now + engine.lease_duration()))
+    held_by_orm = refuse(lambda: leases.take_lease(instance.pk, "t"))
+    held_by_sql = refuse(
+        lambda: leases.claim_in_three_statements(
+            instance.pk, "t", now, now + leases.lease_duration()
+        )
+    )
     assert not held_by_orm[0] and held_by_sql[0] is None
     assert held_by_orm[1] == held_by_sql[1]
     assert held_by_sql[1] == {

@@ -6,12 +6,9 @@ import pytest
 from django.utils import timezone
 
 from execution import engine, watch, workflows
+from execution.kinds import retry_delay
 from execution.models import Instance, ProgressEvent, Step
-from execution.outcomes import retry_delay
 from tests.factories import upload
-
-# The engine's hand-written statements and its on_commit hooks run as in production.
-pytestmark = pytest.mark.django_db(transaction=True)
 
 THREE_STEPS = """
 def run(event, step):

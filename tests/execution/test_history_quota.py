@@ -3,14 +3,13 @@
 import importlib
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection
 
-from execution import engine, workflows
+from execution import twins, workflows
+from execution.kinds import history_size
 from execution.models import Instance
-from execution.outcomes import history_size
+from tests.driver import activate_once
 from tests.factories import set_quota, upload
-
-pytestmark = pytest.mark.usefixtures("driver")  # instances advance in process
 
 STEPS = """
 def shout(n):
@@ -40,6 +39,10 @@ def run(event, step):
 """
 
 
+# The engine runs here, in this process (tests/driver.py), for every test.
+pytestmark = pytest.mark.usefixtures("driver")
+
+
 def start(tenant, code, **payload):
     instance, _ = workflows.start_instance(upload(tenant, "flow", code).workflow, payload=payload)
     return instance
@@ -65,13 +68,12 @@ def test_a_retried_step_counts_once_in_the_running_total(driver, acme, tmp_path)
 
 
 def test_the_record_inside_a_transaction_keeps_the_same_total(driver, acme):
-    # Inside a caller's transaction the completion is recorded by the ORM twin of the
-    # one-statement record; both maintain the total.
+    # The ORM twin of the one-statement record maintains the total too.
     instance = start(acme, STEPS, steps=1)
     driver.queue.clear()
 
-    with transaction.atomic():
-        assert engine.activate_once(instance.pk)
+    with twins.portable():
+        assert activate_once(instance.pk)
     instance.refresh_from_db()
 
     assert instance.steps.get().status == "complete"

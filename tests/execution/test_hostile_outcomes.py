@@ -11,18 +11,21 @@ import pytest
 from django.utils import timezone
 
 from execution import engine, workflows
+from execution.kinds import history_size
 from execution.models import Instance, Step
-from execution.outcomes import SANDBOX_FAILURE_LIMIT, history_size
+from execution.outcomes import SANDBOX_FAILURE_LIMIT
 from execution.sandbox import SandboxResult, Status
+from tests.driver import activate_once
 from tests.factories import set_quota, upload
-
-pytestmark = pytest.mark.usefixtures("driver")  # instances advance in process
-
 
 CODE = """
 def run(event, step):
     return step.do("only", lambda: 1)
 """
+
+
+# The engine runs here, in this process (tests/driver.py), for every test.
+pytestmark = pytest.mark.usefixtures("driver")
 
 
 @pytest.fixture
@@ -58,7 +61,7 @@ def activate(monkeypatch, instance, answer) -> Instance:
 
     monkeypatch.setattr(engine, "run_sandbox", sandbox)
     Instance.objects.filter(pk=instance.pk).update(next_run_at=timezone.now())
-    assert engine.activate_once(instance.pk)
+    assert activate_once(instance.pk)
     instance.refresh_from_db()
     return instance
 
@@ -355,7 +358,7 @@ def test_sandbox_failures_in_a_row_error_the_instance_with_the_last_message(monk
         f"the sandbox kept failing: {SANDBOX_FAILURE_LIMIT} activations in a row failed; "
         f"the last: jail died ({SANDBOX_FAILURE_LIMIT - 1})"
     )
-    assert not engine.activate_once(instance.pk)
+    assert not activate_once(instance.pk)
 
 
 def test_a_machine_without_a_free_slot_is_retried_without_counting_against_the_instance(

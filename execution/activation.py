@@ -1,0 +1,64 @@
+"""What one activation of an instance holds: its lease, its code, its input and history."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.utils import timezone
+
+from execution.models import Step
+from tenants.models import Quota
+
+
+@dataclass
+class Activation:
+    instance_pk: int
+    instance_key: str
+    tenant_id: int
+    token: str  # the lease's owner
+    generation: int
+    tenant_slug: str
+    code: str
+    code_sha256: str
+    input: dict
+    quota: Quota  # read when the instance was claimed
+    pending: Step | None  # the unresolved do step being retried, if any
+    history_bytes: int = 0  # Instance.history_bytes as the activation began
+    # The do step's row as it is now written, if this activation showed it as running.
+    marked: Step | None = None
+    on_progress: Callable[[dict], None] | None = None
+
+    def next_index(self) -> int:
+        """The index of the step this activation is expected to run."""
+        return self.pending.index if self.pending is not None else len(self.input["history"])
+
+    def row_for(self, index: int) -> Step | None:
+        """The stored row of step `index`, as far as this activation knows it."""
+        for step in (self.marked, self.pending):
+            if step is not None and step.index == index:
+                return step
+        return None
+
+    def then(self, step: Step, grown: int = 0) -> Activation:
+        """The next activation of the same instance under the same lease, `step` recorded
+        (its history `grown` bytes larger)."""
+        # The step replaces its own entry, if it had one (an attempt being retried).
+        history = [*self.input["history"][: step.index], step.as_history()]
+        return dataclasses.replace(
+            self,
+            input={**self.input, "history": history, "now": timezone.now().isoformat()},
+            pending=None,
+            marked=None,
+            on_progress=None,
+            history_bytes=self.history_bytes + grown,
+        )
+
+
+class Next(enum.Enum):
+    """What record() tells the worker when it does not hand it the next Activation."""
+
+    DONE = "done"  # the instance is not the worker's to run now
+    AGAIN = "again"  # ready again, but its lease was given back: claim it anew

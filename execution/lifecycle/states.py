@@ -1,0 +1,153 @@
+"""An instance's status: every change of it, and the pauses that staff decisions make."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from execution.lifecycle import due
+from execution.models import CodeVersion, Instance, Step
+from execution.progress import record_event, reserve_and_store
+from tenants.models import Tenant
+
+
+def set_status(instance: Instance, status: str, **fields) -> None:
+    """Change the status (and `fields`) by the UPDATE that stores its progress event; an
+    ended instance is due never again and holds no lease, and its waiting parents are due."""
+    now = timezone.now()
+    instance.status = status
+    instance.updated_at = now
+    update = {"status": status, "updated_at": now, **fields}
+    if status in Instance.TERMINAL_STATUSES:
+        update.update(finished_at=now, next_run_at=None, lease_owner="", lease_expires_at=None)
+    for name, value in update.items():
+        setattr(instance, name, value)
+    reserve_and_store(instance, [("instance.status", {"status": status})], **update)
+    if status in Instance.TERMINAL_STATUSES:
+        wake_waiting_parents(instance)
+
+
+def start_running(instance: Instance) -> None:
+    """A claimed instance is running (at its claim, in the claim's transaction)."""
+    if instance.status != Instance.Status.RUNNING:
+        set_status(instance, Instance.Status.RUNNING)
+
+
+def suspend_running(instance: Instance, status: str) -> None:
+    """The instance waits (sleeping, or waiting for an event or a child)."""
+    set_status(instance, status)
+
+
+def finish(instance: Instance, status: str, **fields) -> None:
+    """End the instance (complete, errored, terminated): see set_status."""
+    set_status(instance, status, **fields)
+
+
+def wake_waiting_parents(child: Instance) -> None:
+    for parent in Instance.objects.filter(
+        steps__target=child, steps__status=Step.Status.WAITING
+    ).distinct():
+        if parent.status in Instance.ACTIVE_STATUSES:
+            due.make_due(parent)
+
+
+class Hold(NamedTuple):
+    """A staff decision that keeps an instance from running."""
+
+    reason: str  # an Instance.PauseReason
+    message: str  # what the tenant is told
+
+
+def suspension(tenant: Tenant) -> str:
+    return f"tenant {tenant.slug!r} is suspended"
+
+
+def hold_of(instance: Instance) -> Hold | None:
+    """What keeps the instance from running now, if anything: its tenant suspended, or its
+    version not approved (awaiting review, rejected, quarantined). Read afresh."""
+    tenant = Tenant.objects.only("slug", "suspended_at").get(pk=instance.tenant_id)
+    if tenant.suspended_at is not None:
+        return Hold(Instance.PauseReason.SUSPENSION, suspension(tenant))
+    version = CodeVersion.objects.only("sha256", "status", "status_reason").get(
+        pk=instance.version_id
+    )
+    if not version.may_run:
+        return Hold(version.pause_reason(), version.refusal())
+    return None
+
+
+def pause(instance: Instance, reason: str) -> None:
+    """Pause the locked, active instance for `reason`. Dropping the lease (and a new
+    generation) makes any step in flight record nothing; it runs again on resume."""
+    set_status(
+        instance,
+        Instance.Status.PAUSED,
+        status_before_pause=instance.status,
+        paused_reason=reason,
+        lease_owner="",
+        lease_expires_at=None,
+        generation=instance.generation + 1,
+    )
+
+
+@transaction.atomic
+def hold(instance_pk: int) -> Hold | None:
+    """Pause the active instance for what keeps it from running, if anything does; what a
+    claim does when it finds a staff decision in the way. It then waits, holding no
+    worker and not due, until staff lift the decision (moderation.resume_all)."""
+    instance = Instance.objects.select_for_update().filter(pk=instance_pk).first()
+    if instance is None or instance.status not in Instance.ACTIVE_STATUSES:
+        return None
+    found = hold_of(instance)
+    if found is not None:
+        pause(instance, found.reason)
+    return found
+
+
+def repause(instances: QuerySet, reasons: tuple[str, ...], reason: str) -> int:
+    """Paused instances held for one of `reasons` are held for `reason` now (another
+    staff decision), so that lifting that one resumes them."""
+    paused = instances.filter(status=Instance.Status.PAUSED, paused_reason__in=reasons)
+    return paused.update(paused_reason=reason)
+
+
+def unpause(instance: Instance) -> None:
+    """The locked, paused instance goes on where it stopped, due now."""
+    status = instance.status_before_pause or Instance.Status.QUEUED
+    if status == Instance.Status.RUNNING:
+        status = Instance.Status.QUEUED
+    set_status(instance, status, status_before_pause="", paused_reason="")
+    record_event(instance, "instance.resumed")
+    due.make_due(instance)
+
+
+def terminate(instance: Instance) -> None:
+    """End the locked instance; a new generation drops what a step in flight reports."""
+    finish(
+        instance,
+        Instance.Status.TERMINATED,
+        generation=instance.generation + 1,
+        error={"type": "Terminated", "message": "the instance was terminated"},
+    )
+
+
+def restart(instance: Instance) -> None:
+    """The locked instance, its steps deleted, runs again from the start, due now."""
+    set_status(
+        instance,
+        Instance.Status.QUEUED,
+        output=None,
+        error=None,
+        finished_at=None,
+        status_before_pause="",
+        paused_reason="",
+        lease_owner="",
+        lease_expires_at=None,
+        generation=instance.generation + 1,
+        history_bytes=0,  # its steps are gone
+        sandbox_failures=0,
+    )
+    due.make_due(instance)

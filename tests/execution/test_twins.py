@@ -1,0 +1,148 @@
+"""Each hand-written PostgreSQL statement and its portable (ORM) twin leave the same rows.
+
+Every test runs one path with the switch on (execution.twins: the hand-written
+statement) and the same on another instance with it off (twins.portable()), then
+compares what each left in the database, ids and clocks aside. Claim and dispatch pick
+have theirs in test_dispatch.py (both ways of claiming, both ways of filling).
+"""
+
+import pytest
+from django.db import connection
+
+from execution import engine, outcomes, twins, workflows
+from execution.fast_records import plain_completion_growth, record_completed_step
+from execution.lifecycle import leases
+from execution.models import Instance, ProgressEvent
+from execution.progress import record_event, reserve_and_store, store_events
+from tenants.models import QuotaUsage
+from tests.execution.inprocess import run_in_process
+from tests.factories import make_tenant, upload
+
+pytestmark = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="the hand-written twins run on PostgreSQL only"
+)
+
+TWO_STEPS = """
+def run(event, step):
+    a = step.do("a", lambda: {"n": event.payload["n"]})
+    return step.do("b", lambda: [a, "b"])
+"""
+NO_STEPS = """
+def run(event, step):
+    return {"done": event.payload["n"]}
+"""
+CLOCKS = {"id", "key", "created_at", "updated_at", "finished_at", "started_at", "next_run_at"}
+CLOCKS |= {"lease_expires_at", "lease_owner", "instance_id", "wake_at", "dispatched_at"}
+
+
+def rows_of(instance: Instance) -> dict:
+    """What the instance's rows hold, ids and times aside (they differ by instance)."""
+    row = Instance.objects.values().get(pk=instance.pk)
+    return {
+        "instance": {k: v for k, v in row.items() if k not in CLOCKS},
+        "leased": row["lease_owner"] != "",
+        "due": row["next_run_at"] is not None,
+        "steps": [
+            {k: v for k, v in step.items() if k not in CLOCKS}
+            for step in instance.steps.order_by("index").values()
+        ],
+        "events": list(
+            ProgressEvent.objects.filter(instance=instance)
+            .order_by("seq")
+            .values_list("seq", "type", "data")
+        ),
+    }
+
+
+def both_ways(make, act) -> tuple[dict, dict]:
+    """`act` on a fresh instance from `make`, hand-written, then portable."""
+    hand = make()
+    act(hand)
+    with twins.portable():
+        orm = make()
+        act(orm)
+    return rows_of(hand), rows_of(orm)
+
+
+@pytest.fixture
+def workflow(transactional_db):
+    acme = make_tenant("acme", "alice")
+    return lambda code: upload(acme, "wf", code).workflow
+
+
+def started(wf):
+    return lambda: workflows.start_instance(wf, payload={"n": 7})[0]
+
+
+def claimed(instance: Instance):
+    activation = engine.begin(instance.pk)
+    assert activation is not None
+    return activation
+
+
+def test_both_ways_of_recording_a_completed_step_leave_the_same_rows(workflow):
+    wf = workflow(TWO_STEPS)
+
+    def record_first_step(instance):
+        activation = claimed(instance)
+        outcome = outcomes.checked(run_in_process(activation))
+        grown = plain_completion_growth(activation, outcome)
+        assert grown is not None  # the fast path's case
+        record_completed_step(activation, outcome, grown, keep=False)
+
+    hand, orm = both_ways(started(wf), record_first_step)
+    assert hand == orm
+    assert [s["output"] for s in hand["steps"]] == [{"n": 7}]
+    assert not hand["leased"] and hand["due"]
+
+
+def test_both_ways_of_recording_the_end_leave_the_same_rows(workflow):
+    wf = workflow(NO_STEPS)
+
+    def record_end(instance):
+        activation = claimed(instance)
+        outcomes.record(activation, run_in_process(activation))
+
+    hand, orm = both_ways(started(wf), record_end)
+    assert hand == orm
+    assert hand["instance"]["status"] == "complete" and hand["instance"]["output"] == {"done": 7}
+    assert not hand["leased"] and not hand["due"]
+
+
+def test_both_ways_of_starting_leave_the_same_rows_and_take_the_same_allowance(workflow):
+    wf = workflow(NO_STEPS)
+    workflows.start_instance(wf)  # the first start counts and shares out the allowance
+
+    def left():
+        return sum(QuotaUsage.objects.values_list("starts_left", flat=True))
+
+    before = left()
+    hand, orm = both_ways(started(wf), lambda instance: None)
+    assert hand == orm
+    assert hand["events"] == [(1, "instance.status", {"status": "queued"})] and hand["due"]
+    assert left() == before - 2
+
+
+def test_both_ways_of_storing_events_leave_the_same_rows(workflow):
+    wf = workflow(NO_STEPS)
+
+    def store(instance):
+        record_event(instance, "instance.resumed")
+        reserve_and_store(instance, [("a", {"x": 1}), ("b", {"y": [2]})], paused_reason="user")
+        last = instance.last_seq + 2
+        Instance.objects.filter(pk=instance.pk).update(last_seq=last)
+        store_events(instance.pk, instance.key, instance.tenant_id, last, [("c", {}), ("d", {})])
+
+    hand, orm = both_ways(started(wf), store)
+    assert hand == orm
+    assert [seq for seq, _, _ in hand["events"]] == [1, 2, 3, 4, 5, 6]
+    assert hand["instance"]["paused_reason"] == "user"
+
+
+def test_the_switch_picks_the_portable_claim_on_postgresql_too(workflow, monkeypatch):
+    calls = []
+    monkeypatch.setattr(leases, "claim_in_three_statements", lambda *a: calls.append(a))
+    instance = started(workflow(NO_STEPS))()
+    with twins.portable():
+        assert leases.claim_alone(instance.pk, "t")
+    assert calls == []
