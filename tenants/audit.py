@@ -15,16 +15,36 @@ from django.db.models import QuerySet
 from tenants.models import ApiToken, AuditLog, Membership, Tenant
 
 
-def audit(action: str, *, actor, tenant: Tenant | None, target, reason: str = "", **details):
+def audit(
+    action: str,
+    *,
+    actor,
+    tenant: Tenant | None,
+    target,
+    reason: str = "",
+    actor_token: ApiToken | None = None,
+    **details,
+):
     return AuditLog.objects.create(
         tenant=tenant,
         actor=actor,
+        actor_token=actor_token,
         action=action,
         target_type=type(target).__name__.lower() if target is not None else "",
         target_id=str(getattr(target, "pk", "") or ""),
         reason=reason,
         details=details,
     )
+
+
+def request_actor(request) -> dict:
+    """Who acts in a request, as `audit`'s keywords: the API token (`request.auth`) for
+    an API call, else the signed-in user. `audit(..., **request_actor(request))`."""
+    token = getattr(request, "auth", None)
+    if isinstance(token, ApiToken):
+        return {"actor": None, "actor_token": token}
+    user = getattr(request, "user", None)
+    return {"actor": user if user is not None and user.is_authenticated else None}
 
 
 def audit_token(action: str, token: ApiToken, *, actor=None, actor_token=None) -> AuditLog:
