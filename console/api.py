@@ -19,7 +19,9 @@ from ninja.errors import HttpError, ValidationError
 from ninja.parser import Parser
 
 from execution.api import router as execution_router
+from execution.event_api import router as event_router
 from execution.quotas import QuotaExceeded
+from execution.schedule_api import router as schedule_router
 from execution.storable import json_problem
 from tenants.api import router as tokens_router
 from tenants.auth import TokenAuth
@@ -85,6 +87,8 @@ api = NinjaAPI(
     parser=StrictJSONParser(),
 )
 api.add_router("", execution_router)
+api.add_router("", schedule_router)
+api.add_router("", event_router)
 api.add_router("", tokens_router)
 
 

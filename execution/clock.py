@@ -1,4 +1,5 @@
-"""The clock: the durable backstop that wakes sleepers, retries and lost work."""
+"""The clock: the durable backstop that wakes sleepers, retries and lost work, and fires
+schedules."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import redis
 from django.conf import settings
 from django.db import close_old_connections
 
+from execution import schedules
 from execution.clock_mark import SweepMark, bounded_redis
 from execution.lifecycle import due
 
@@ -22,9 +24,10 @@ def run_forever(interval: float | None = None, *, stop=lambda: False) -> None:
     while not stop():
         started = time.monotonic()
         try:
+            fired = schedules.sweep()
             sent = due.sweep()
-            if sent:
-                log.debug("clock dispatched %d instances", sent)
+            if fired or sent:
+                log.debug("clock fired %d schedules, dispatched %d instances", fired, sent)
         except Exception:
             # A database or broker outage must not end the clock; it tries again.
             log.exception("clock sweep failed")

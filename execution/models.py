@@ -12,6 +12,7 @@ from django.utils import timezone
 from tenants.models import Tenant
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+MAX_KEY_LENGTH = 250
 
 
 def new_instance_key() -> str:
@@ -147,8 +148,10 @@ class Instance(models.Model):
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="instances")
     # The public id: chosen by the client for an idempotent start, else a UUID. Unique
-    # per tenant only, so one tenant's ids say nothing about another's.
-    key = models.CharField(max_length=100, default=new_instance_key)
+    # per tenant only, so one tenant's ids say nothing about another's. A client's id
+    # has at most 100 characters; the ids the platform makes from names are longer
+    # (`schedule:{schedule}:{time}`, `event:{workflow}:{event id}`).
+    key = models.CharField(max_length=MAX_KEY_LENGTH, default=new_instance_key)
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="instances")
     version = models.ForeignKey(CodeVersion, on_delete=models.PROTECT, related_name="instances")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
@@ -315,3 +318,127 @@ class ProgressEvent(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["instance", "seq"], name="one_event_per_seq")
         ]
+
+
+class Schedule(models.Model):
+    """A workflow the clock starts on a cron expression, or every so many seconds.
+
+    `next_fire_at` is the next fire the clock owes (null while paused); a clock takes
+    a fire by moving it on with a conditional UPDATE (execution.schedules.fire), so two
+    clocks never start the same fire.
+    """
+
+    class Overlap(models.TextChoices):
+        SKIP = "skip"  # no new instance while the previous one has not ended
+        ALLOW = "allow"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="schedules")
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="schedules")
+    name = models.CharField(max_length=100)
+    cron = models.CharField(max_length=200, blank=True, default="")
+    every = models.PositiveBigIntegerField(null=True, blank=True)  # seconds
+    time_zone = models.CharField(max_length=64, default="UTC")  # "timezone" in the API
+    payload = models.JSONField(default=dict, blank=True)
+    overlap = models.CharField(max_length=10, choices=Overlap.choices, default=Overlap.SKIP)
+    paused = models.BooleanField(default=False)
+    next_fire_at = models.DateTimeField(null=True, blank=True)
+    last_fire_at = models.DateTimeField(null=True, blank=True)
+    # What overlap "skip" asks about: the instance the last started fire made.
+    last_instance = models.ForeignKey(
+        Instance, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "name"], name="schedule_name_per_tenant")
+        ]
+        indexes = [
+            # The clock's question each sweep: which fires are due?
+            models.Index(
+                fields=["next_fire_at"], condition=models.Q(paused=False), name="schedule_due"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug}/{self.name}"
+
+
+class SkipReason(models.TextChoices):
+    """Why a start the platform makes (a schedule's fire, a tenant event's) started nothing."""
+
+    OVERLAP = "overlap"  # overlap "skip" and the schedule's previous instance has not ended
+    QUOTA = "quota"
+    NOT_APPROVED = "not_approved"  # the workflow has no approved current version
+    SUSPENDED = "suspended"
+    ID_TAKEN = "id_taken"  # another workflow's instance has the id
+
+
+class ScheduleFire(models.Model):
+    """One fire of a schedule: the instance it started, or why it started none."""
+
+    schedule = models.ForeignKey(Schedule, on_delete=models.CASCADE, related_name="fires")
+    fire_at = models.DateTimeField()
+    # The key, not a foreign key: the fire's record outlives the instance's retention.
+    instance_key = models.CharField(max_length=MAX_KEY_LENGTH, blank=True, default="")
+    skipped = models.CharField(max_length=20, blank=True, default="", choices=SkipReason.choices)
+    detail = models.TextField(blank=True, default="")
+    # Earlier fires that fell while no clock ran, given up for this one.
+    missed = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-fire_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["schedule", "fire_at"], name="one_fire_per_time")
+        ]
+
+
+class Trigger(models.Model):
+    """Tenant-wide events of `event_type` start `workflow`."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="triggers")
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="triggers")
+    event_type = models.CharField(max_length=100)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["event_type"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow", "event_type"], name="trigger_type_per_workflow"
+            )
+        ]
+        indexes = [models.Index(fields=["tenant", "event_type"], name="trigger_lookup")]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} -> {self.workflow}"
+
+
+class TenantEvent(models.Model):
+    """A tenant-wide event and what it started, kept so the same id answers the same."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="tenant_events")
+    key = models.CharField(max_length=100)
+    type = models.CharField(max_length=100)
+    payload = models.JSONField(default=dict, blank=True)
+    started = models.JSONField(default=list, blank=True)  # instance ids
+    skipped = models.JSONField(default=list, blank=True)  # [{"workflow", "reason", "detail"}]
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "key"], name="tenant_event_key")]
+        # The events-per-minute quota counts a tenant's recent ones.
+        indexes = [models.Index(fields=["tenant", "created_at"], name="tenant_event_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug}/{self.key} {self.type}"

@@ -31,7 +31,7 @@ from django.db import connection
 from django.utils import timezone
 
 from execution.errors import StartError
-from execution.models import Event, Instance
+from execution.models import Event, Instance, TenantEvent
 from tenants.models import Quota, QuotaUsage, Tenant
 
 WINDOW = timedelta(seconds=60)
@@ -90,8 +90,11 @@ def started_count(tenant_id: int) -> int:
 
 
 def sent_count(tenant_id: int) -> int:
+    """Events sent to instances and tenant-wide events, in the last 60 s."""
     since = timezone.now() - WINDOW
-    return Event.objects.filter(instance__tenant_id=tenant_id, created_at__gte=since).count()
+    to_instances = Event.objects.filter(instance__tenant_id=tenant_id, created_at__gte=since)
+    tenant_wide = TenantEvent.objects.filter(tenant_id=tenant_id, created_at__gte=since)
+    return to_instances.count() + tenant_wide.count()
 
 
 def running_refused(running: int, limit: int) -> QuotaExceeded:

@@ -125,6 +125,12 @@ class Quota(models.Model):
     # loads its history, so an endless one would cost more with every step.
     history_bytes = models.PositiveBigIntegerField(default=32 * 2**20)
     network = models.BooleanField(default=False)
+    # Schedules fire from the clock with nobody watching: a tenant's shortest interval
+    # and how many it may keep bound what they cost while unattended.
+    schedule_min_interval_seconds = models.PositiveIntegerField(default=10)
+    schedules = models.PositiveIntegerField(default=100)
+    # Each trigger is one more start for every event of its type.
+    triggers = models.PositiveIntegerField(default=100)
 
     class SandboxMode(models.TextChoices):
         FRESH = "fresh", "A fresh jail per step"

@@ -11,6 +11,9 @@ import pytest
 from django.utils import timezone
 
 from console.api import api
+from execution.models import Schedule, Trigger
+from execution.schedules import Spec, save_schedule
+from execution.triggers import add_trigger
 from execution.workflows import start_instance
 from tenants.models import ApiToken
 from tenants.tokens import create_token, revoke_token
@@ -22,6 +25,8 @@ def run(event, step):
     return step.wait_for_event("go", "go")
 """
 
+SCHEDULE = "/workflows/{name}/schedules/{schedule}"
+TRIGGER = "/workflows/{name}/triggers/{event_type}"
 # Each route, with a request for acme's objects: (method, path, body).
 REQUESTS = {
     ("GET", "/workflows"): ("get", "/workflows", None),
@@ -39,6 +44,14 @@ REQUESTS = {
     ("GET", "/tokens"): ("get", "/tokens", None),
     ("POST", "/tokens"): ("post", "/tokens", {"name": "mine"}),
     ("DELETE", "/tokens/{id}"): ("delete", "/tokens/{acme_token}", None),
+    ("PUT", SCHEDULE): ("put", "/workflows/adder/schedules/nightly", {"every": 60}),
+    ("DELETE", SCHEDULE): ("delete", "/workflows/adder/schedules/nightly", None),
+    ("GET", "/schedules"): ("get", "/schedules", None),
+    ("GET", "/schedules/{schedule}/fires"): ("get", "/schedules/nightly/fires", None),
+    ("PUT", TRIGGER): ("put", "/workflows/adder/triggers/order.paid", {}),
+    ("GET", "/workflows/{name}/triggers"): ("get", "/workflows/adder/triggers", None),
+    ("DELETE", TRIGGER): ("delete", "/workflows/adder/triggers/order.paid", None),
+    ("POST", "/events"): ("post", "/events", {"type": "order.paid"}),
 }
 # Routes that name one object of acme: bob gets 404.
 NOT_FOUND_FOR_BOB = {
@@ -51,6 +64,12 @@ NOT_FOUND_FOR_BOB = {
     ("POST", "/instances/{id}/terminate"),
     ("POST", "/instances/{id}/restart"),
     ("DELETE", "/tokens/{id}"),
+    ("PUT", SCHEDULE),
+    ("DELETE", SCHEDULE),
+    ("GET", "/schedules/{schedule}/fires"),
+    ("PUT", TRIGGER),
+    ("GET", "/workflows/{name}/triggers"),
+    ("DELETE", TRIGGER),
 }
 WRITES = {
     ("PUT", "/workflows/{name}"),
@@ -62,6 +81,11 @@ WRITES = {
     ("POST", "/instances/{id}/restart"),
     ("POST", "/tokens"),
     ("DELETE", "/tokens/{id}"),
+    ("PUT", SCHEDULE),
+    ("DELETE", SCHEDULE),
+    ("PUT", TRIGGER),
+    ("DELETE", TRIGGER),
+    ("POST", "/events"),
 }
 
 
@@ -75,6 +99,8 @@ def acme_objects(acme):
     workflow = upload(acme, "adder", CODE).workflow
     instance, _ = start_instance(workflow, payload={"secret": "acme's"}, key="secret")
     token, _ = create_token(acme, "acme's deploy key")
+    save_schedule(workflow, "nightly", Spec(every=3600))
+    add_trigger(workflow, "order.paid")
     return {"workflow": workflow, "instance": instance, "token": token}
 
 
@@ -98,12 +124,16 @@ def test_bob_gets_404_for_each_object_of_acme(bob, acme_objects, route):
     instance.refresh_from_db()
     assert instance.status == "queued" and not instance.events.exists()
     assert ApiToken.objects.get(pk=acme_objects["token"].pk).revoked_at is None
+    schedule = Schedule.objects.get()
+    assert (schedule.tenant, schedule.every) == (acme_objects["workflow"].tenant, 3600)
+    assert Trigger.objects.get().event_type == "order.paid"
 
 
 def test_bob_sees_none_of_acme_in_any_list(bob, acme_objects):
     assert bob.call("get", "/workflows") == (200, [])
     assert bob.call("get", "/instances") == (200, {"items": [], "next_cursor": None})
     assert bob.call("get", "/instances?workflow=adder") == (200, {"items": [], "next_cursor": None})
+    assert bob.call("get", "/schedules") == (200, {"items": [], "next_cursor": None})
     names = {t["name"] for t in bob.call("get", "/tokens")[1]}
     assert names == {"bob's"}
 
