@@ -11,7 +11,6 @@ from execution.schedule_schemas import (
     NamePageFilters,
     TenantEventIn,
     TenantEventOut,
-    TriggerIn,
     TriggerOut,
     TriggerPageOut,
     TriggerPath,
@@ -30,9 +29,9 @@ router = Router(tags=["events"])
     "/workflows/{name}/triggers/{event_type}",
     response={200: TriggerOut, 201: TriggerOut, **WRITE_ERRORS, **NOT_FOUND, **QUOTA},
 )
-def put_trigger(request, path: Path[TriggerPath], body: TriggerIn):
+def put_trigger(request, path: Path[TriggerPath]):
     """Tenant-wide events of `event_type` start this workflow: 201, or 200 if they did
-    already. 429 over the tenant's triggers quota."""
+    already. 429 over the tenant's triggers quota. The body, if any (`{}`), is ignored."""
     require_write(request)
     workflow = get_workflow(request, path.name)
     trigger, created = triggers.add_trigger(workflow, path.event_type)

@@ -20,6 +20,8 @@ from execution.sandbox.runtime.stepwell._durations import parse_duration
 MAX_EVERY = 10 * 366 * 86400
 # Fires looked at to find a cron expression's shortest interval, and to count missed ones.
 GAP_SAMPLES = 1000
+# ...within this much time: a cron's pattern repeats within a leap-year cycle's year.
+GAP_HORIZON = timedelta(days=400)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -44,8 +46,11 @@ def check_cron(expression: str) -> str:
             f"not {len(fields)}"
         )
     expression = " ".join(fields)
-    if not croniter.is_valid(expression):
-        raise ValueError(f"cron {expression!r} is not a valid cron expression")
+    try:
+        # A valid expression may still never fire (February 31st): croniter says so here.
+        croniter(expression, EPOCH).get_next(datetime)
+    except (ValueError, KeyError, OverflowError):
+        raise ValueError(f"cron {expression!r} is not a cron expression that fires") from None
     return expression
 
 
@@ -102,10 +107,13 @@ class Timetable:
             return float(self.every)
         fires = self.cron_iter(start)
         previous = fires.get_next(datetime)
+        horizon = previous + GAP_HORIZON
         shortest = math.inf
         for _ in range(GAP_SAMPLES):
             fire = fires.get_next(datetime)
             shortest = min(shortest, (fire - previous).total_seconds())
+            if fire > horizon:
+                break
             previous = fire
         return shortest
 

@@ -116,10 +116,6 @@ class TriggerPath(Schema):
     event_type: str = Field(pattern=NAME_PATTERN, max_length=100)
 
 
-class TriggerIn(Schema):
-    pass
-
-
 class TriggerOut(Schema):
     workflow: str
     event_type: str

@@ -68,16 +68,17 @@ def timetable_of(spec: Spec, tenant: Tenant) -> Timetable:
     except ValueError as exc:
         raise BadField("timezone", str(exc)) from None
     name = "cron" if spec.cron is not None else "every"
+    shortest = tenant.quota.schedule_min_interval_seconds
     try:
         if spec.cron is not None:
             table = Timetable(cron=check_cron(spec.cron), timezone=zone.key)
         else:
             table = Timetable(every=parse_every(spec.every), timezone=zone.key)
-    except (ValueError, TypeError) as exc:
+        # Cron fires fall on whole minutes: only a quota over a minute needs looking at them.
+        too_often = (table.every or shortest > 60) and table.shortest_gap(timezone.now()) < shortest
+    except (ValueError, TypeError, OverflowError) as exc:  # croniter's errors are ValueErrors
         raise BadField(name, str(exc)) from None
-    shortest = tenant.quota.schedule_min_interval_seconds
-    # Cron fires fall on whole minutes: only a quota over a minute needs looking at them.
-    if (table.every or shortest > 60) and table.shortest_gap(timezone.now()) < shortest:
+    if too_often:
         raise BadField(
             name, f"{name} fires more often than the tenant's shortest interval of {shortest} s"
         )
@@ -139,7 +140,14 @@ def sweep(now: datetime | None = None, limit: int = FIRES_PER_SWEEP) -> int:
         .select_related("workflow", "tenant")
         .order_by("next_fire_at")[:limit]
     )
-    return sum(1 for schedule in due if fire(schedule, now) is not None)
+    fired = 0
+    for schedule in due:
+        try:
+            fired += fire(schedule, now) is not None
+        except Exception:
+            # One schedule that cannot fire must not keep the others from firing.
+            log.exception("schedule %s could not fire", schedule.pk)
+    return fired
 
 
 @transaction.atomic(durable=True)

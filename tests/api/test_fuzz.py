@@ -1,8 +1,8 @@
 """Schemathesis against the live OpenAPI schema: no input gives a 500 or an off-schema answer.
 
 Each operation gets a bounded number of generated requests, valid and invalid,
-made with a real token of a tenant that has a workflow, an instance and a spare
-token; about half the generated paths are pointed at those real objects.
+made with a real token of a tenant that has a workflow, an instance, a spare
+token, a schedule and a trigger; about half the generated paths are pointed at those real objects.
 """
 
 import zlib
@@ -16,6 +16,8 @@ from hypothesis import HealthCheck, Phase, settings
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from execution.schedules import Spec, save_schedule
+from execution.triggers import add_trigger
 from execution.workflows import start_instance
 from tenants.models import ApiToken
 from tests.factories import make_token, upload
@@ -58,7 +60,12 @@ schema.config.generation.update(
 )
 # Schema-valid requests these operations refuse, with 422, for reasons a schema
 # cannot say: code without a run(), an expiry in the past.
-SEMANTIC_422 = {("PUT", "/api/v1/workflows/{name}"), ("POST", "/api/v1/tokens")}
+# A schedule's cron or every that never fires, or fires too often for the tenant's quota.
+SEMANTIC_422 = {
+    ("PUT", "/api/v1/workflows/{name}"),
+    ("POST", "/api/v1/tokens"),
+    ("PUT", "/api/v1/workflows/{name}/schedules/{schedule}"),
+}
 
 
 def holds_nul(value) -> bool:
@@ -84,7 +91,15 @@ def real_objects(acme):
     workflow = upload(acme, "adder", CODE).workflow
     instance, _ = start_instance(workflow, payload={"x": 1}, key="job-1")
     spare = ApiToken.objects.get(prefix=make_token(acme, "spare")[:10])
-    return {"name": workflow.name, "instance": instance.key, "token": spare.pk}
+    save_schedule(workflow, "nightly", Spec(cron="0 3 * * *"))
+    add_trigger(workflow, "order.paid")
+    return {
+        "name": workflow.name,
+        "instance": instance.key,
+        "token": spare.pk,
+        "schedule": "nightly",
+        "event_type": "order.paid",
+    }
 
 
 def point_at_real_objects(case, real: dict) -> None:
@@ -99,6 +114,8 @@ def point_at_real_objects(case, real: dict) -> None:
             params[key] = real["name"]
         elif key == "id":
             params[key] = real["token" if "/tokens/" in case.path else "instance"]
+        elif key in ("schedule", "event_type"):
+            params[key] = real[key]
     if params:
         case.path_parameters = params
 

@@ -25,7 +25,10 @@ def test_every_refuses_what_is_not_whole_seconds_in_range(value):
         parse_every(value)
 
 
-@pytest.mark.parametrize("expression", ["* * * *", "0 * * * * *", "61 * * * *", "a b c d e"])
+@pytest.mark.parametrize(
+    "expression",
+    ["* * * *", "0 * * * * *", "61 * * * *", "a b c d e", "H * * * *", "0 0 31 2 *"],
+)
 def test_cron_needs_five_valid_fields(expression):
     with pytest.raises(ValueError, match="cron"):
         check_cron(expression)
@@ -65,6 +68,8 @@ def test_the_shortest_gap_of_an_irregular_cron_is_found():
     assert Timetable(cron="0,5 * * * *").shortest_gap(at(2026, 1, 1)) == 300
     assert Timetable(cron="0 0 1,2 * *").shortest_gap(at(2026, 1, 1)) == 86400
     assert Timetable(every=45).shortest_gap(at(2026, 1, 1)) == 45
+    # Leap days only: the look ahead stops after a year, well before the year 9999.
+    assert Timetable(cron="0 0 29 2 *").shortest_gap(at(2026, 1, 1)) > 3 * 365 * 86400
 
 
 def test_instance_ids_name_the_fire_in_utc():

@@ -94,6 +94,14 @@ def test_a_suspended_tenants_schedule_starts_nothing_and_says_so(acme, waiter):
     assert not Instance.objects.exists()
 
 
+def test_a_schedule_that_cannot_fire_does_not_keep_the_others_from_firing(waiter):
+    every_minute(waiter, name="a-broken")
+    every_minute(waiter, name="b-good")
+    Schedule.objects.filter(name="a-broken").update(every=None, cron="not a cron")
+    assert schedules.sweep(at(0)) == 1
+    assert Instance.objects.get().key == "schedule:b-good:20260101T120000Z"
+
+
 def test_after_a_stop_only_the_latest_missed_fire_runs(waiter):
     every_minute(waiter)
     assert schedules.sweep(at(5 * 60 + 30)) == 1
