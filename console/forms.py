@@ -1,4 +1,4 @@
-"""Console forms: code uploads, starts, events and tokens."""
+"""Console forms: code uploads, starts, events, schedules, triggers and tokens."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from django import forms
 from django.core.validators import RegexValidator
 from django.utils import timezone
 
-from execution.models import NAME_PATTERN
+from execution.models import NAME_PATTERN, Schedule
+from execution.schedules import Spec
 from execution.storable import json_problem
 
 JSON_HELP = "A JSON object."
+NAME_VALIDATOR = RegexValidator(NAME_PATTERN, "letters, digits, '_', '.', '-'")
 
 
 def parse_json(text: str, *, object_only: bool):
@@ -32,10 +34,7 @@ def parse_json(text: str, *, object_only: bool):
 
 
 class CodeForm(forms.Form):
-    name = forms.CharField(
-        max_length=100,
-        validators=[RegexValidator(NAME_PATTERN, "letters, digits, '_', '.', '-'")],
-    )
+    name = forms.CharField(max_length=100, validators=[NAME_VALIDATOR])
     description = forms.CharField(required=False, max_length=10_000)
     code = forms.CharField(required=False, widget=forms.Textarea, strip=False)
     file = forms.FileField(required=False, help_text="Or upload a .py file.")
@@ -55,16 +54,11 @@ class CodeForm(forms.Form):
         return data
 
 
-class StartForm(forms.Form):
+class ObjectPayloadForm(forms.Form):
+    """A form with a JSON object `payload`, held to the tenant's payload size."""
+
     payload = forms.CharField(
         required=False, widget=forms.Textarea, initial="{}", help_text=JSON_HELP
-    )
-    key = forms.CharField(
-        required=False,
-        max_length=100,
-        label="Instance id",
-        validators=[RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", "letters, digits, _.:-")],
-        help_text="Optional. Starting twice with the same id starts once.",
     )
 
     def __init__(self, *args, payload_limit: int, **kwargs):
@@ -75,6 +69,16 @@ class StartForm(forms.Form):
         payload = parse_json(self.cleaned_data["payload"], object_only=True)
         check_size(payload, self.payload_limit, "the payload")
         return payload
+
+
+class StartForm(ObjectPayloadForm):
+    key = forms.CharField(
+        required=False,
+        max_length=100,
+        label="Instance id",
+        validators=[RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", "letters, digits, _.:-")],
+        help_text="Optional. Starting twice with the same id starts once.",
+    )
 
 
 class EventForm(forms.Form):
@@ -91,6 +95,57 @@ class EventForm(forms.Form):
         payload = parse_json(self.cleaned_data["payload"], object_only=False)
         check_size(payload, self.payload_limit, "the event payload")
         return payload
+
+
+class ScheduleForm(ObjectPayloadForm):
+    """A schedule as the API's PUT takes it; the cron, every and quota checks are
+    execution.schedules', whose errors name these fields."""
+
+    name = forms.CharField(max_length=100, validators=[NAME_VALIDATOR])
+    cron = forms.CharField(
+        required=False, max_length=200, help_text="5 fields, e.g. 0 3 * * * (03:00 daily)"
+    )
+    every = forms.CharField(
+        required=False, max_length=50, help_text="Or an interval: 90, 5 minutes, 1 hour."
+    )
+    timezone = forms.CharField(max_length=64, initial="UTC", help_text="For cron.")
+    overlap = forms.ChoiceField(
+        choices=[
+            ("skip", "Skip a fire while the previous instance runs"),
+            ("allow", "Start anyway"),
+        ],
+        initial=Schedule.Overlap.SKIP,
+    )
+    paused = forms.BooleanField(required=False)
+
+    field_order = ["name", "cron", "every", "timezone", "overlap", "paused", "payload"]
+
+    def spec(self) -> Spec:
+        data = self.cleaned_data
+        return Spec(
+            cron=data["cron"] or None,
+            every=data["every"] or None,
+            timezone=data["timezone"],
+            payload=data["payload"],
+            overlap=data["overlap"],
+            paused=data["paused"],
+        )
+
+    @staticmethod
+    def initial_for(schedule: Schedule) -> dict:
+        return {
+            "name": schedule.name,
+            "cron": schedule.cron,
+            "every": schedule.every or "",
+            "timezone": schedule.time_zone,
+            "overlap": schedule.overlap,
+            "paused": schedule.paused,
+            "payload": json.dumps(schedule.payload, indent=2),
+        }
+
+
+class TriggerForm(forms.Form):
+    event_type = forms.CharField(max_length=100, validators=[NAME_VALIDATOR])
 
 
 class TokenForm(forms.Form):

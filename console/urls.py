@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from console import staff, views
+from console import automation, staff, views
 from console.api import api
 
 handler404 = "console.views.not_found"
@@ -26,6 +26,29 @@ urlpatterns = [
     path("workflows/<str:name>/", views.workflow_detail, name="workflow_detail"),
     path("workflows/<str:name>/versions/", views.workflow_versions, name="workflow_versions"),
     path("workflows/<str:name>/start/", views.workflow_start, name="workflow_start"),
+    # Schedule names and event types start with a letter or digit, never with "_".
+    path("workflows/<str:name>/schedules/_new/", automation.schedule_edit, name="schedule_new"),
+    path(
+        "workflows/<str:name>/schedules/<str:schedule>/",
+        automation.schedule_edit,
+        name="schedule_edit",
+    ),
+    path(
+        "workflows/<str:name>/schedules/<str:schedule>/delete/",
+        automation.schedule_delete,
+        name="schedule_delete",
+    ),
+    path(
+        "workflows/<str:name>/schedules/<str:schedule>/<str:action>/",
+        automation.schedule_pause,
+        name="schedule_pause",
+    ),
+    path("workflows/<str:name>/triggers/", automation.trigger_add, name="trigger_add"),
+    path(
+        "workflows/<str:name>/triggers/<str:event_type>/delete/",
+        automation.trigger_delete,
+        name="trigger_delete",
+    ),
     path("instances/", views.instance_list, name="instance_list"),
     path("instances/<str:key>/", views.instance_detail, name="instance_detail"),
     path("instances/<str:key>/data/", views.instance_data, name="instance_data"),

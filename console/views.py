@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST, require_safe
 from django.views.defaults import page_not_found
 
 from console import health, usage
+from console.automation import workflow_automation
 from console.forms import CodeForm, EventForm, StartForm, TokenForm
 from console.tenancy import (
     page_after_switch,
@@ -137,6 +138,8 @@ def edit_code(request, workflow: Workflow | None):
                 say_saved(request, upload)
                 return redirect("workflow_detail", name=name)
     context = {"workflow": workflow, "form": form, "errors": errors, "current": current}
+    if workflow:
+        context.update(workflow_automation(workflow))
     return render(request, "console/workflow_edit.html", context, status=422 if errors else 200)
 
 

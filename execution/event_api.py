@@ -19,7 +19,7 @@ from execution.schedule_schemas import (
 )
 from execution.schemas import WorkflowPath
 from lib.api_errors import AUTH_ERRORS, WRITE_ERRORS
-from tenants.audit import audit, request_actor
+from tenants.audit import request_actor
 from tenants.auth import require_write
 
 router = Router(tags=["events"])
@@ -34,16 +34,7 @@ def put_trigger(request, path: Path[TriggerPath]):
     already. 429 over the tenant's triggers quota. The body, if any (`{}`), is ignored."""
     require_write(request)
     workflow = get_workflow(request, path.name)
-    trigger, created = triggers.add_trigger(workflow, path.event_type)
-    if created:
-        audit(
-            "trigger.created",
-            tenant=workflow.tenant,
-            target=trigger,
-            **request_actor(request),
-            workflow=workflow.name,
-            event_type=trigger.event_type,
-        )
+    trigger, created = triggers.add_trigger(workflow, path.event_type, actor=request_actor(request))
     return Status(201 if created else 200, trigger_out(trigger))
 
 
@@ -79,15 +70,7 @@ def delete_trigger(request, path: Path[TriggerPath]):
     trigger = workflow.triggers.filter(event_type=path.event_type).first()
     if trigger is None:
         raise Http404(f"workflow {path.name!r} has no trigger for {path.event_type!r}")
-    audit(
-        "trigger.deleted",
-        tenant=workflow.tenant,
-        target=trigger,
-        **request_actor(request),
-        workflow=workflow.name,
-        event_type=trigger.event_type,
-    )
-    trigger.delete()
+    triggers.delete_trigger(trigger, actor=request_actor(request))
     return Status(204, None)
 
 

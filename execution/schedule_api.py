@@ -23,7 +23,7 @@ from execution.schedule_schemas import (
 )
 from execution.schemas import decode_cursor
 from lib.api_errors import AUTH_ERRORS, WRITE_ERRORS, Detail
-from tenants.audit import audit, request_actor
+from tenants.audit import request_actor
 from tenants.auth import require_write
 
 router = Router(tags=["schedules"])
@@ -79,20 +79,13 @@ def put_schedule(request, path: Path[SchedulePath], body: ScheduleIn):
         paused=body.paused,
     )
     try:
-        schedule, created = schedules.save_schedule(workflow, path.schedule, spec)
+        schedule, created = schedules.save_schedule(
+            workflow, path.schedule, spec, actor=request_actor(request)
+        )
     except schedules.BadField as exc:
         return field_error(exc.field, str(exc))
     except schedules.NameTaken as exc:
         return Status(409, {"detail": str(exc)})
-    action = "schedule.created" if created else "schedule.replaced"
-    audit(
-        action,
-        tenant=workflow.tenant,
-        target=schedule,
-        **request_actor(request),
-        name=schedule.name,
-        workflow=workflow.name,
-    )
     return Status(201 if created else 200, schedule_out(schedule))
 
 
@@ -106,15 +99,7 @@ def delete_schedule(request, path: Path[SchedulePath]):
     schedule = get_schedule(request, path.schedule)
     if schedule.workflow.name != path.name:
         raise Http404(f"workflow {path.name!r} has no schedule named {path.schedule!r}")
-    audit(
-        "schedule.deleted",
-        tenant=schedule.tenant,
-        target=schedule,
-        **request_actor(request),
-        name=schedule.name,
-        workflow=schedule.workflow.name,
-    )
-    schedule.delete()
+    schedules.delete_schedule(schedule, actor=request_actor(request))
     return Status(204, None)
 
 

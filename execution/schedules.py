@@ -25,6 +25,7 @@ from execution import quotas
 from execution.fire_times import Timetable, as_id_time, check_cron, check_timezone, parse_every
 from execution.models import Instance, Schedule, ScheduleFire, SkipReason, Workflow
 from execution.named_starts import start_named
+from tenants.audit import audit
 from tenants.models import Tenant
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,22 @@ def timetable(schedule: Schedule) -> Timetable:
     return Timetable(cron=schedule.cron, every=schedule.every, timezone=schedule.time_zone)
 
 
+def audit_schedule(action: str, schedule: Schedule, actor: dict | None) -> None:
+    """`actor`: request_actor(request)'s keywords; None for the platform's own changes."""
+    audit(
+        action,
+        tenant=schedule.tenant,
+        target=schedule,
+        **(actor or {"actor": None}),
+        name=schedule.name,
+        workflow=schedule.workflow.name,
+    )
+
+
 @transaction.atomic
-def save_schedule(workflow: Workflow, name: str, spec: Spec) -> tuple[Schedule, bool]:
+def save_schedule(
+    workflow: Workflow, name: str, spec: Spec, *, actor: dict | None = None
+) -> tuple[Schedule, bool]:
     """Create or replace the tenant's schedule `name` on `workflow`: (schedule, created).
 
     Raises BadField, NameTaken, or QuotaExceeded over the tenant's schedules quota. A
@@ -119,7 +134,26 @@ def save_schedule(workflow: Workflow, name: str, spec: Spec) -> tuple[Schedule, 
         schedule.next_fire_at = table.next_after(now)
     schedule.updated_at = now
     schedule.save()
+    audit_schedule("schedule.created" if created else "schedule.replaced", schedule, actor)
     return schedule, created
+
+
+@transaction.atomic
+def set_paused(schedule: Schedule, paused: bool, *, actor: dict | None = None) -> None:
+    """Pause (nothing owed) or resume (next fire after now) the schedule."""
+    now = timezone.now()
+    schedule.paused = paused
+    schedule.next_fire_at = None if paused else timetable(schedule).next_after(now)
+    schedule.updated_at = now
+    schedule.save(update_fields=["paused", "next_fire_at", "updated_at"])
+    audit_schedule("schedule.paused" if paused else "schedule.resumed", schedule, actor)
+
+
+@transaction.atomic
+def delete_schedule(schedule: Schedule, *, actor: dict | None = None) -> None:
+    """Delete the schedule and its fires; the instances it started stay."""
+    audit_schedule("schedule.deleted", schedule, actor)
+    schedule.delete()
 
 
 def check_count(tenant: Tenant) -> None:

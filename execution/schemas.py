@@ -8,7 +8,7 @@ from typing import Any
 from ninja import Schema
 from pydantic import Field, field_validator
 
-from execution.models import NAME_PATTERN, CodeVersion, Instance, Step, Workflow
+from execution.models import MAX_KEY_LENGTH, NAME_PATTERN, CodeVersion, Instance, Step, Workflow
 from execution.progress import step_summary
 from lib.api_errors import FieldErrorOut
 
@@ -33,7 +33,9 @@ class WorkflowPath(Schema):
 
 
 class InstancePath(Schema):
-    id: str = Field(pattern=KEY_PATTERN, max_length=100, description="the instance id")
+    # Clients choose ids of up to 100 characters; the ids of schedules' and events'
+    # instances, made from names, may be longer.
+    id: str = Field(pattern=KEY_PATTERN, max_length=MAX_KEY_LENGTH, description="the instance id")
 
 
 class VersionOut(Schema):

@@ -16,11 +16,26 @@ from django.db import IntegrityError, transaction
 from execution import quotas
 from execution.models import TenantEvent, Trigger, Workflow
 from execution.named_starts import start_named
+from tenants.audit import audit
 from tenants.models import Tenant
 
 
+def audit_trigger(action: str, trigger: Trigger, actor: dict | None) -> None:
+    """`actor`: request_actor(request)'s keywords; None for the platform's own changes."""
+    audit(
+        action,
+        tenant=trigger.tenant,
+        target=trigger,
+        **(actor or {"actor": None}),
+        workflow=trigger.workflow.name,
+        event_type=trigger.event_type,
+    )
+
+
 @transaction.atomic
-def add_trigger(workflow: Workflow, event_type: str) -> tuple[Trigger, bool]:
+def add_trigger(
+    workflow: Workflow, event_type: str, *, actor: dict | None = None
+) -> tuple[Trigger, bool]:
     """(trigger, created); raises QuotaExceeded over the tenant's triggers quota."""
     tenant = workflow.tenant
     existing = Trigger.objects.filter(workflow=workflow, event_type=event_type).first()
@@ -37,7 +52,14 @@ def add_trigger(workflow: Workflow, event_type: str) -> tuple[Trigger, bool]:
             )
     except IntegrityError:  # the same trigger, added at the same moment
         return Trigger.objects.get(workflow=workflow, event_type=event_type), False
+    audit_trigger("trigger.created", trigger, actor)
     return trigger, True
+
+
+@transaction.atomic
+def delete_trigger(trigger: Trigger, *, actor: dict | None = None) -> None:
+    audit_trigger("trigger.deleted", trigger, actor)
+    trigger.delete()
 
 
 def publish(

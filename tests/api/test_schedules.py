@@ -114,3 +114,13 @@ def test_bob_sees_and_touches_none_of_acmes_schedules(alice, bob, globex, waiter
     assert bob.call("put", PATH, {"every": 120})[0] == 201
     assert Schedule.objects.get(tenant=globex).every == 120
     assert Schedule.objects.exclude(tenant=globex).get().every == 60
+
+
+def test_a_fire_of_a_schedule_with_the_longest_name_is_readable_by_its_id(alice, waiter):
+    name = "s" * 100
+    assert alice.call("put", f"/workflows/waiter/schedules/{name}", {"every": 60})[0] == 201
+    Schedule.objects.update(next_fire_at=datetime(2026, 1, 1, tzinfo=UTC))
+    schedules.sweep(datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC))
+    key = f"schedule:{name}:20260101T000000Z"
+    status, instance = alice.call("get", f"/instances/{key}")
+    assert status == 200 and instance["id"] == key and len(key) > 100
