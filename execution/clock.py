@@ -24,8 +24,8 @@ def run_forever(interval: float | None = None, *, stop=lambda: False) -> None:
     while not stop():
         started = time.monotonic()
         try:
-            fired = schedules.sweep()
             sent = due.sweep()
+            fired = schedules.sweep()
             if fired or sent:
                 log.debug("clock fired %d schedules, dispatched %d instances", fired, sent)
         except Exception:
