@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
-from execution.models import Event, Instance
-from execution.quotas import NOT_FINISHED, WINDOW
+from execution.models import Instance
+from execution.quotas import NOT_FINISHED, WINDOW, sent_count
 from tenants.models import Tenant
 
 
@@ -31,7 +31,6 @@ def meters(tenant: Tenant) -> list[Meter]:
     instances = Instance.objects.for_tenant(tenant)
     now = timezone.now()
     unfinished = instances.filter(status__in=NOT_FINISHED)
-    events = Event.objects.filter(instance__tenant=tenant, created_at__gte=now - WINDOW)
     return [
         Meter("Unfinished instances", unfinished.count(), quota.running_instances),
         Meter(
@@ -44,7 +43,7 @@ def meters(tenant: Tenant) -> list[Meter]:
             instances.filter(created_at__gte=now - WINDOW).count(),
             quota.instance_starts_per_minute,
         ),
-        Meter("Events in the last minute", events.count(), quota.events_per_minute),
+        Meter("Events in the last minute", sent_count(tenant.pk), quota.events_per_minute),
     ]
 
 
@@ -58,6 +57,8 @@ def limits(tenant: Tenant) -> list[tuple[str, str]]:
         ("Payload size", f"{quota.payload_bytes // 1024} KB"),
         ("Step result size", f"{quota.step_result_bytes // 1024} KB"),
         ("Instance history size", f"{quota.history_bytes // 2**20} MB"),
+        ("Schedules", f"{quota.schedules}, {quota.schedule_min_interval_seconds} s apart or more"),
+        ("Triggers", f"{quota.triggers}"),
         ("Network", "on" if quota.network else "off"),
         ("Sandbox", quota.get_sandbox_mode_display()),
     ]
