@@ -1,7 +1,6 @@
 """execution/schedules.py: what a fire starts, what it skips and why, and that two clocks
 never start one fire twice."""
 
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,6 +11,7 @@ from execution.models import Instance, Schedule, ScheduleFire
 from execution.schedules import BadField, NameTaken, Spec, save_schedule
 from tenants.models import Tenant
 from tests.factories import WAITER, set_quota, upload
+from tests.threads import at_once
 
 T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
 
@@ -176,23 +176,7 @@ def test_two_clocks_sweeping_at_once_start_each_fire_once(driver, waiter):
     clocks = 4
     for minute in range(5):
         now = at(minute * 60 + 1)
-        barrier = threading.Barrier(clocks)
-        taken, errors = [], []
-
-        def clock(now=now, barrier=barrier, taken=taken, errors=errors):
-            try:
-                barrier.wait()
-                taken.append(schedules.sweep(now))
-            except Exception as exc:
-                errors.append(exc)
-            finally:
-                connection.close()
-
-        threads = [threading.Thread(target=clock) for _ in range(clocks)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        taken, errors = at_once(clocks, lambda now=now: schedules.sweep(now))
         assert errors == [] and sorted(taken) == [0] * (clocks - 1) + [1]
     keys = sorted(Instance.objects.values_list("key", flat=True))
     assert keys == [f"schedule:tick:20260101T12{m:02d}00Z" for m in range(5)]
