@@ -9,6 +9,7 @@ from ._errors import NestedStepError, StepError, WaitTimeout
 from ._progress import announce
 from ._protocol import ActivationInput, Record
 from ._results import ResultError, as_json
+from ._secrets import Secrets
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -21,19 +22,23 @@ DEFAULT_WAIT = "24 hours"
 
 
 class Event:
-    """What the instance was started with.
+    """What the instance was started with, and the tenant's secrets for this activation.
 
     Immutable, compared and printed like the frozen dataclass it was; a plain class
-    because dataclasses imports inspect, ast and re.
+    because dataclasses imports inspect, ast and re. `secrets` takes no part in
+    comparing or printing: it is read when the activation starts, never recorded.
     """
 
-    __slots__ = ("instance_id", "payload", "timestamp")
+    __slots__ = ("instance_id", "payload", "secrets", "timestamp")
     __match_args__ = ("payload", "instance_id", "timestamp")
 
-    def __init__(self, payload: Any, instance_id: str, timestamp: str) -> None:
+    def __init__(
+        self, payload: Any, instance_id: str, timestamp: str, secrets: Secrets | None = None
+    ) -> None:
         object.__setattr__(self, "payload", payload)
         object.__setattr__(self, "instance_id", instance_id)
         object.__setattr__(self, "timestamp", timestamp)
+        object.__setattr__(self, "secrets", secrets if secrets is not None else Secrets())
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"cannot assign to field {name!r}: the event is read-only")
