@@ -28,9 +28,10 @@ def activate(
         activation = parse_activation(data)
     except ProtocolError as exc:
         return _error({"type": "ProtocolError", "message": str(exc), "traceback": ""})
-    step = Step(activation)
+    known = Secrets(secrets)
+    step = Step(activation, known)
     try:
-        return _activate(tenant_module, activation, step, Secrets(secrets))
+        return _activate(tenant_module, activation, step, known)
     except BaseException as exc:  # a runtime bug must still produce an answer
         import traceback
 

@@ -55,5 +55,14 @@ class Secrets:
     def __delattr__(self, name: str) -> None:
         raise AttributeError("event.secrets is read-only")
 
+    def expand(self, text: str) -> str:
+        """`text` as recorded, each ``[secret:NAME]`` the host put in back to the value,
+        so that a replay compares a step's name with the one it was recorded under."""
+        if "[secret:" not in text:
+            return text
+        for name, value in self._values.items():
+            text = text.replace(f"[secret:{name}]", value)
+        return text
+
     def __repr__(self) -> str:
         return f"Secrets({sorted(self._values)!r})"

@@ -77,8 +77,9 @@ class Suspend(BaseException):
 class Step:
     """Replays recorded steps and turns the first new one into the activation's outcome."""
 
-    def __init__(self, activation: ActivationInput) -> None:
+    def __init__(self, activation: ActivationInput, secrets: Secrets | None = None) -> None:
         self._activation = activation
+        self._secrets = secrets if secrets is not None else Secrets()
         self._next_index = 0
         self._outcome: dict[str, Any] | None = None
         self._running: str | None = None  # the step whose function is running now
@@ -176,7 +177,10 @@ class Step:
         history = self._activation.history
         record = history[index] if index < len(history) else None
         if record is not None and (record.name, record.kind) != (name, kind):
-            self._finish(nondeterminism(record, {"name": name, "kind": kind}))
+            # A name that held a secret was stored with [secret:NAME] in its place.
+            same_name = self._secrets.expand(record.name) == name
+            if not same_name or record.kind != kind:
+                self._finish(nondeterminism(record, {"name": name, "kind": kind}))
         return index, record
 
     def _suspend_or_replay(
