@@ -57,3 +57,26 @@ def test_without_secrets_the_mapping_is_empty():
             return len(event.secrets)
     """)
     assert activate(module, activation())["output"] == 0
+
+
+def test_a_step_named_after_a_secret_replays_under_its_stored_name():
+    module = tenant("""
+        def run(event, step):
+            return step.do("use " + event.secrets["API_KEY"], lambda: "ran again")
+    """)
+    recorded = {
+        "index": 0,
+        "name": "use [secret:API_KEY]",
+        "kind": "do",
+        "status": "complete",
+        "attempts": 1,
+        "output": "[secret:API_KEY]",
+        "error": None,
+    }
+    # The same value, or one replaced since the step ran: the step is replayed either way.
+    for value in ("sk-live-abcdef", "sk-live-rotated"):
+        outcome = activate(module, activation([recorded]), {"API_KEY": value})
+        assert outcome == {"kind": "complete", "output": "[secret:API_KEY]"}
+    renamed = {**recorded, "name": "use something else"}
+    outcome = activate(module, activation([renamed]), SECRETS)
+    assert outcome["kind"] == "nondeterminism"
