@@ -10,16 +10,16 @@ Control channel (fd 3, a unix stream socket to the host):
   CPU seconds, wall seconds), carrying the write ends of the step's stdout, stderr and
   result pipes as SCM_RIGHTS (and, when the tenant has secrets, a fourth descriptor: a
   memfd holding them as JSON), then the job bytes; a cancel: ``b"C"`` + ``>Q`` (id).
-
-The zygote never reads the secrets' descriptor: only the forked child does, so no value
-ever lies in the zygote's heap, which outlives the step and is inherited by every later
-child (SANDBOX.md).
 - zygote to host: ``>I`` length + JSON: first ``{"measure": true}`` once the runtime is
   loaded, before any tenant code runs (the host takes the memory baseline and answers
   ``b"G"``), then ``{"ready": true}``, then per request ``{"id", "exit_code", "signal",
   "timed_out", "cancelled", "retire", "cpu_seconds", "maxrss_bytes"}``; ``retire`` says
   the zygote could not clean up and is ending.
 Anything unexpected on the channel ends the zygote; the host then replaces the jail.
+
+The zygote never reads the secrets' descriptor: only the forked child does, so no value
+ever lies in the zygote's heap, which outlives the step and is inherited by every later
+child (SANDBOX.md).
 
 The tenant module runs in this interpreter, so it can patch anything here: the host
 trusts none of it, and decides from the jail's cgroups whether the jail is clean.
