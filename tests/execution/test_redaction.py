@@ -61,3 +61,13 @@ def test_it_is_linear_on_hostile_text():
     started = time.monotonic()
     assert Redactor(secrets).text(text) == text
     assert time.monotonic() - started < 5
+
+
+def test_values_with_quotes_backslashes_and_non_ascii_are_found_in_parsed_strings():
+    # Redaction works on the parsed outcome, not its JSON text, so escaping hides nothing.
+    value = 'pa"ss\\wörd-✓'
+    redact = Redactor({"ODD": value})
+    assert redact.value({"out": f"<{value}>", "list": [value]}) == {
+        "out": "<[secret:ODD]>",
+        "list": ["[secret:ODD]"],
+    }
