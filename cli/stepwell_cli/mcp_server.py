@@ -42,13 +42,13 @@ def api(call: Callable[[Client], Any]) -> Any:
 
 
 @server.tool()
-def validate(workflow: str, code: str) -> dict:
+def validate(workflow: str, code: str) -> dict[str, Any]:
     """Check a workflow's Python code without saving it: errors and flags with lines."""
     return api(lambda c: verbs.validate(c, workflow, code))
 
 
 @server.tool()
-def deploy(workflow: str, code: str, description: str | None = None) -> dict:
+def deploy(workflow: str, code: str, description: str | None = None) -> dict[str, Any]:
     """Upload a workflow's code; a new version if it changed (`created`), with its sha256."""
     return api(lambda c: verbs.deploy(c, workflow, code, description))
 
@@ -59,38 +59,40 @@ def start(
     payload: dict | None = None,
     instance_id: str | None = None,
     version: str | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Start an instance of a workflow with a JSON payload; the same id again is a no-op."""
     return api(lambda c: verbs.start(c, workflow, payload, instance_id, version))
 
 
 @server.tool()
-def status(instance_id: str) -> dict:
+def status(instance_id: str) -> dict[str, Any]:
     """An instance: its status, output or error, and every step with its logs and errors."""
     return api(lambda c: verbs.status(c, instance_id))
 
 
 @server.tool()
-def send_event(instance_id: str, type: str, payload: dict | None = None) -> dict:
+def send_event(instance_id: str, type: str, payload: dict | None = None) -> dict[str, Any]:
     """Send an event to an instance; `matched` says whether a wait took it."""
     return api(lambda c: verbs.send_event(c, instance_id, type, payload))
 
 
 @server.tool()
-def history(instance_id: str, run: int | None = None) -> dict:
+def history(instance_id: str, run: int | None = None) -> dict[str, Any]:
     """A run's history (format stepwell.history/1): what `replay` takes."""
     return api(lambda c: verbs.history(c, instance_id, run))
 
 
 @server.tool()
-def restart(instance_id: str, from_step: int | None = None, version: str | None = None) -> dict:
+def restart(
+    instance_id: str, from_step: int | None = None, version: str | None = None
+) -> dict[str, Any]:
     """A new run of an instance: steps before `from_step` keep their results, the rest
     run again, on `version` (an approved sha256) if given."""
     return api(lambda c: verbs.restart(c, instance_id, from_step, version))
 
 
 @server.tool()
-def replay(history: dict, code: str | None = None, from_step: int | None = None) -> dict:
+def replay(history: dict, code: str | None = None, from_step: int | None = None) -> dict[str, Any]:
     """Replay a history locally (no server) against its recorded code or `code`: each
     step as it replays, the first divergence with both versions of the step, and how the
     run ends. `from_step` runs the steps from there here, as a restart would.
