@@ -20,7 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-RUNTIME = Path(__file__).resolve().parent / "runtime"
+# Resolved, so that in a checkout (where it is a symlink) the runtime is imported from
+# the one path the server's own tests use too, and `stepwell` is one module.
+RUNTIME = (Path(__file__).parent / "runtime").resolve()
 if str(RUNTIME) not in sys.path:
     sys.path.insert(0, str(RUNTIME))  # as boot.py does in a jail: `stepwell` is the SDK
 

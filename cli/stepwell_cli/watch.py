@@ -107,4 +107,6 @@ def describe(message: dict[str, Any]) -> str:
         return f"{prefix}{label} | {message.get('line', '').rstrip()}"
     attempts = step.get("attempts")
     extra = f", attempt {attempts}" if attempts else ""
-    return f"{prefix}{kind} {label}: {step.get('status')}{extra}"
+    # The event's type says what happened; a failure says whether it will be retried.
+    status = f": {step.get('status')}" if kind == "step.failed" else ""
+    return f"{prefix}{kind} {label}{status}{extra}"

@@ -18,6 +18,7 @@ from stepwell_cli.main import RUN_FAILED, main
 from stepwell_cli.watch import default_connect, follow_stream
 
 from tests.cli.conftest import Live
+from tests.cli.test_replay import FIXED, history
 from tests.integration.stack import wait_until
 
 # django_db only so that pytest-django sets up the test database for the `live` server;
@@ -124,7 +125,7 @@ def test_deploy_start_watch_with_a_dropped_connection_events_logs_and_restart(
     # A restart with no body runs it again from the start; the event it consumed before
     # is there to be consumed again.
     code, out, _ = cli(capsys, "restart", "o-1")
-    assert code == 0 and "o-1  orders  queued" in out
+    assert code == 0 and out.startswith("o-1  orders  ")
     code, out, _ = cli(capsys, "watch", "o-1")
     assert code == 0 and out.splitlines()[-1].endswith("instance complete")
 
@@ -239,6 +240,12 @@ def test_an_agent_deploys_starts_and_steers_a_workflow_through_the_mcp_tools(liv
         assert done["output"] == 42
         restarted = await tool("restart", instance_id="a-1")
         assert restarted["status"] == "queued"
+        # replay needs no server: a history as GET .../history gives it, and a fix.
+        replayed = await tool("replay", history=history(), code=FIXED, from_step=4)
+        assert replayed["exit_code"] == 0
+        assert [e["event"] for e in replayed["events"]][-2:] == ["ran", "complete"]
+        diverged = await tool("replay", history=history(), code=FIXED.replace("cool-off", "nap"))
+        assert diverged["exit_code"] == 1 and diverged["events"][-1]["index"] == 1
         missing = await tool("status", instance_id="no-such-instance")
         assert missing["error"].endswith("HTTP 404: no instance 'no-such-instance'")
 
