@@ -239,7 +239,7 @@ def test_an_agent_deploys_starts_and_steers_a_workflow_through_the_mcp_tools(liv
             await anyio.sleep(0.2)
         assert done["output"] == 42
         restarted = await tool("restart", instance_id="a-1")
-        assert restarted["status"] == "queued"
+        assert restarted["id"] == "a-1" and restarted["status"] in ("queued", "running", "waiting")
         # replay needs no server: a history as GET .../history gives it, and a fix.
         replayed = await tool("replay", history=history(), code=FIXED, from_step=4)
         assert replayed["exit_code"] == 0
