@@ -148,9 +148,7 @@ class Replay:
         """Show the activation's outcome; record a new step and go on (None), or end."""
         kind = outcome["kind"]
         if kind == "nondeterminism":
-            if outcome.get("line") is None and (outcome.get("new") or {}).get("name"):
-                outcome = {**outcome, "line": self.last_line}  # the call the runtime refused
-            self.emit({"event": "divergence", **outcome})
+            self.emit({"event": "divergence", **self.located(outcome)})
             return DIVERGED
         if kind in ("complete", "error"):
             return self.finish(outcome)
@@ -169,6 +167,21 @@ class Replay:
             return None
         self.emit({"event": "suspended", **outcome})
         return OK
+
+    def located(self, outcome: dict[str, Any]) -> dict[str, Any]:
+        """The divergence at the line of the tenant's call. The runtime takes the first
+        frame outside itself for it, which in a local replay is ReplayStep's."""
+        if self.last_line is None or not (outcome.get("new") or {}).get("name"):
+            return outcome  # no step was called there: no line to show
+        error = dict(outcome["error"])
+        if outcome.get("line") is not None:
+            ours, theirs = (
+                f"(called at line {self.last_line})",
+                f"(called at line {outcome['line']})",
+            )
+            error["message"] = error["message"].replace(theirs, ours)
+            error["line"] = self.last_line
+        return {**outcome, "line": self.last_line, "error": error}
 
     def ran(self, outcome: dict[str, Any]) -> None:
         """A do step that ran here: recorded as settled at once (no retries locally)."""
