@@ -9,6 +9,7 @@ the database when the module is done.
 
 from __future__ import annotations
 
+import base64
 import os
 import sys
 from collections.abc import Iterator
@@ -51,7 +52,9 @@ def live(django_db_setup, django_db_blocker) -> Iterator[Live]:
         tenant = make_tenant("acme", "alice", **REAL_STACK_QUOTA)
         token = make_token(tenant)
         try:
-            with serving(current_database_url()) as stack:
+            # A key, so that the secrets API (off without one unless DEBUG) is on.
+            key = base64.urlsafe_b64encode(os.urandom(32)).decode()
+            with serving(current_database_url(), STEPWELL_SECRET_KEYS=key) as stack:
                 web = stack.start_web()
                 yield Live(web.url, token, stack)
         finally:
