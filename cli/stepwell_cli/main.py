@@ -265,12 +265,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
             f"{history.get('run')}) with {args.code or 'its recorded code'}"
         )
     try:
-        code_ = replay.Replay(
+        local = replay.Replay(
             history, code, filename, from_step=args.from_step, pdb_step=args.pdb, emit=emit
-        ).run()
-    except SyntaxError as exc:
-        print(f"error: the workflow code does not compile: {exc}", file=sys.stderr)
+        )
+    except Exception as exc:  # the module's own top level failed: nothing to replay
+        print(
+            f"error: the workflow module does not load: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
         return USAGE
+    code_ = local.run()
     if args.json:
         print_json({"exit_code": code_, "events": events})
     return code_

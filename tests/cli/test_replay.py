@@ -179,6 +179,15 @@ def test_a_file_that_is_not_a_history_is_refused(files, capsys):
     assert "not a Stepwell history" in capsys.readouterr().err
 
 
+def test_code_that_does_not_load_is_refused_with_its_error(files, capsys):
+    assert main(["replay", *files(history(), "import no_such_module\n")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == "error: the workflow module does not load: ModuleNotFoundError: "
+        "No module named 'no_such_module'\n"
+    )
+
+
 def test_pdb_stops_inside_the_named_steps_function(files):
     args = files(history(), FIXED)
     done = subprocess.run(
