@@ -62,6 +62,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost, so that it sees the 500 that Django makes of a failure in any other.
+    "console.api_answers.JSONErrorsUnderAPI",
     "django.middleware.security.SecurityMiddleware",
     # Static files with DEBUG off too: hashed names and compressed copies made by
     # collectstatic, served with a year's cache (the names change with the content).

@@ -84,7 +84,8 @@ def real_objects(acme):
     workflow = upload(acme, "adder", CODE).workflow
     instance, _ = start_instance(workflow, payload={"x": 1}, key="job-1")
     spare = ApiToken.objects.get(prefix=make_token(acme, "spare")[:10])
-    return {"name": workflow.name, "instance": instance.key, "token": spare.pk}
+    sha256 = workflow.current_version.sha256
+    return {"name": workflow.name, "instance": instance.key, "token": spare.pk, "sha256": sha256}
 
 
 def point_at_real_objects(case, real: dict) -> None:
@@ -99,6 +100,8 @@ def point_at_real_objects(case, real: dict) -> None:
             params[key] = real["name"]
         elif key == "id":
             params[key] = real["token" if "/tokens/" in case.path else "instance"]
+        elif key == "sha256":
+            params[key] = real["sha256"]
     if params:
         case.path_parameters = params
 
