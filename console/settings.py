@@ -84,6 +84,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost, so that it sees the 500 that Django makes of a failure in any other.
+    "console.api_answers.JSONErrorsUnderAPI",
     "django.middleware.security.SecurityMiddleware",
     # Static files with DEBUG off too: hashed names and compressed copies made by
     # collectstatic, served with a year's cache (the names change with the content).
@@ -127,10 +129,19 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 
+# Each WebSocket consumer waits on its channel with a BZPOPMIN that blocks for 5 s
+# (channels_redis's brpop_timeout), and redis-py's default socket timeout is also 5 s:
+# the read lost that race, the consumer died of the TimeoutError, and uvicorn dropped
+# every idle connection after about 5 s with no close frame. The read must outlast
+# the blocking command, with room for a busy Redis.
+CHANNELS_REDIS_SOCKET_TIMEOUT = env_float("STEPWELL_CHANNELS_SOCKET_TIMEOUT", 20.0, minimum=10.0)
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("STEPWELL_CHANNELS_PREFIX", "stepwell")},
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "socket_timeout": CHANNELS_REDIS_SOCKET_TIMEOUT}],
+            "prefix": env_str("STEPWELL_CHANNELS_PREFIX", "stepwell"),
+        },
     }
 }
 

@@ -27,7 +27,7 @@ from execution.kinds import history_error, history_size
 from execution.lifecycle import due, leases, states
 from execution.models import Instance, Step
 from execution.outcome_checks import DEFAULT_RETRIES, InvalidOutcome, check_outcome
-from execution.progress import record_event, step_summary
+from execution.progress import record_event, started, step_summary
 from execution.redaction import Redactor
 from execution.sandbox import SandboxRequest, SandboxResult, get_sandbox
 from execution.step_limits import limits_for
@@ -188,6 +188,7 @@ def settle_event_wait(instance: Instance, step: Step) -> datetime | None:
         return step.wake_at
     error = {"type": "WaitTimeout", "message": f"no {step.event_type!r} event arrived in time"}
     finish_step(instance, step, Step.Status.TIMED_OUT, error=error)
+    record_event(instance, "step.timed_out", step=step_summary(step), error=error)
     return None
 
 
@@ -215,6 +216,7 @@ def settle_child_wait(instance: Instance, step: Step) -> datetime | None:
         return step.wake_at
     error = {"type": "WaitTimeout", "message": f"instance {child.key} did not end in time"}
     finish_step(instance, step, Step.Status.TIMED_OUT, error=error)
+    record_event(instance, "step.timed_out", step=step_summary(step), error=error)
     return None
 
 
@@ -264,6 +266,8 @@ def mark_running(activation: Activation, intent: dict, started_at: datetime) -> 
             return None
         if step is None:
             step = Step(instance=instance, index=intent["index"], kind=Step.Kind.DO)
+        before = history_size(step)
+        step.begin_attempt()  # a retry: the failed attempt is kept before it is overwritten
         step.name = intent["name"]
         step.status = Step.Status.RUNNING
         step.started_at = started_at
@@ -273,7 +277,11 @@ def mark_running(activation: Activation, intent: dict, started_at: datetime) -> 
             "timeout_seconds": intent.get("timeout_seconds"),
         }
         step.save()
-        record_event(instance, "step.started", step=step_summary(step))
+        grown = history_size(step) - before
+        if grown:
+            Instance.objects.filter(pk=instance.pk).update(history_bytes=F("history_bytes") + grown)
+            activation.history_bytes += grown
+        record_event(instance, "step.started", **started(step))
         return step
 
 

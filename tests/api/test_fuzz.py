@@ -95,6 +95,7 @@ def real_objects(acme):
         "instance": instance.key,
         "token": spare.pk,
         "secret": "FUZZ_KEY",
+        "sha256": workflow.current_version.sha256,
     }
 
 
@@ -110,6 +111,8 @@ def point_at_real_objects(case, real: dict) -> None:
             params[key] = real["secret" if "/secrets/" in case.path else "name"]
         elif key == "id":
             params[key] = real["token" if "/tokens/" in case.path else "instance"]
+        elif key == "sha256":
+            params[key] = real["sha256"]
     if params:
         case.path_parameters = params
 

@@ -29,11 +29,17 @@ REQUESTS = {
     ("GET", "/workflows"): ("get", "/workflows", None),
     ("PUT", "/workflows/{name}"): ("put", "/workflows/adder", {"code": CODE}),
     ("GET", "/workflows/{name}"): ("get", "/workflows/adder", None),
+    ("GET", "/workflows/{name}/versions/{sha256}"): (
+        "get",
+        "/workflows/adder/versions/{acme_sha}",
+        None,
+    ),
     ("POST", "/workflows/{name}/validate"): ("post", "/workflows/adder/validate", {"code": CODE}),
     ("POST", "/workflows/{name}/instances"): ("post", "/workflows/adder/instances", {}),
     ("GET", "/instances"): ("get", "/instances", None),
     ("GET", "/instances/{id}"): ("get", "/instances/secret", None),
     ("POST", "/instances/{id}/events"): ("post", "/instances/secret/events", {"type": "go"}),
+    ("GET", "/instances/{id}/events"): ("get", "/instances/secret/events", None),
     ("POST", "/instances/{id}/pause"): ("post", "/instances/secret/pause", None),
     ("POST", "/instances/{id}/resume"): ("post", "/instances/secret/resume", None),
     ("POST", "/instances/{id}/terminate"): ("post", "/instances/secret/terminate", None),
@@ -48,6 +54,8 @@ REQUESTS = {
 # Routes that name one object of acme: bob gets 404.
 NOT_FOUND_FOR_BOB = {
     ("GET", "/workflows/{name}"),
+    ("GET", "/workflows/{name}/versions/{sha256}"),
+    ("GET", "/instances/{id}/events"),
     ("POST", "/workflows/{name}/instances"),
     ("GET", "/instances/{id}"),
     ("POST", "/instances/{id}/events"),
@@ -89,8 +97,12 @@ def acme_objects(acme):
 
 def send(api_client: Api, route, acme_objects):
     method, path, body = REQUESTS[route]
-    path = path.format(acme_token=acme_objects["token"].pk)
-    return api_client.request(method, path, body)
+    return api_client.request(method, acme_path(path, acme_objects), body)
+
+
+def acme_path(path: str, acme_objects) -> str:
+    sha = acme_objects["workflow"].current_version.sha256
+    return path.format(acme_token=acme_objects["token"].pk, acme_sha=sha)
 
 
 def test_every_route_has_an_isolation_test():
@@ -163,7 +175,7 @@ def test_revoked_expired_and_malformed_tokens_get_401_on_every_route(
         assert (kind, response.status_code) == (kind, 401)
         assert response.json() == {"detail": "Unauthorized"}
     method, path, _ = REQUESTS[route]
-    anonymous = getattr(client, method)("/api/v1" + path.format(acme_token=1))
+    anonymous = getattr(client, method)("/api/v1" + acme_path(path, acme_objects))
     assert anonymous.status_code == 401
 
 
