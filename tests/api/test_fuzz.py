@@ -20,6 +20,7 @@ from execution.schedules import Spec, save_schedule
 from execution.triggers import add_trigger
 from execution.workflows import start_instance
 from tenants.models import ApiToken
+from tenants.secrets import set_secret
 from tests.factories import make_token, upload
 
 EXAMPLES_PER_OPERATION = 25
@@ -59,11 +60,12 @@ schema.config.generation.update(
     with_security_parameters=False,
 )
 # Schema-valid requests these operations refuse, with 422, for reasons a schema
-# cannot say: code without a run(), an expiry in the past.
-# A schedule's cron or every that never fires, or fires too often for the tenant's quota.
+# cannot say: code without a run(), an expiry in the past, a secret over its size in bytes,
+# a schedule's cron or every that never fires or fires too often for the tenant's quota.
 SEMANTIC_422 = {
     ("PUT", "/api/v1/workflows/{name}"),
     ("POST", "/api/v1/tokens"),
+    ("PUT", "/api/v1/secrets/{name}"),
     ("PUT", "/api/v1/workflows/{name}/schedules/{schedule}"),
 }
 
@@ -93,12 +95,15 @@ def real_objects(acme):
     spare = ApiToken.objects.get(prefix=make_token(acme, "spare")[:10])
     save_schedule(workflow, "nightly", Spec(cron="0 3 * * *"))
     add_trigger(workflow, "order.paid")
+    set_secret(acme, "FUZZ_KEY", "a-real-secret-value")
     return {
         "name": workflow.name,
         "instance": instance.key,
         "token": spare.pk,
         "schedule": "nightly",
         "event_type": "order.paid",
+        "secret": "FUZZ_KEY",
+        "sha256": workflow.current_version.sha256,
     }
 
 
@@ -111,11 +116,13 @@ def point_at_real_objects(case, real: dict) -> None:
         if zlib.crc32(repr(value).encode()) % 2:
             continue
         if key == "name":
-            params[key] = real["name"]
+            params[key] = real["secret" if "/secrets/" in case.path else "name"]
         elif key == "id":
             params[key] = real["token" if "/tokens/" in case.path else "instance"]
         elif key in ("schedule", "event_type"):
             params[key] = real[key]
+        elif key == "sha256":
+            params[key] = real["sha256"]
     if params:
         case.path_parameters = params
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tenants', '0005_quota_history_bytes'),
+        ('tenants', '0006_secrets'),
     ]
 
     operations = [
