@@ -36,6 +36,9 @@ REQUESTS = {
     ("POST", "/instances/{id}/resume"): ("post", "/instances/secret/resume", None),
     ("POST", "/instances/{id}/terminate"): ("post", "/instances/secret/terminate", None),
     ("POST", "/instances/{id}/restart"): ("post", "/instances/secret/restart", None),
+    ("POST", "/instances/{id}/rerun"): ("post", "/instances/secret/rerun", {}),
+    ("GET", "/instances/{id}/history"): ("get", "/instances/secret/history", None),
+    ("GET", "/instances/{id}/runs"): ("get", "/instances/secret/runs", None),
     ("GET", "/tokens"): ("get", "/tokens", None),
     ("POST", "/tokens"): ("post", "/tokens", {"name": "mine"}),
     ("DELETE", "/tokens/{id}"): ("delete", "/tokens/{acme_token}", None),
@@ -50,6 +53,9 @@ NOT_FOUND_FOR_BOB = {
     ("POST", "/instances/{id}/resume"),
     ("POST", "/instances/{id}/terminate"),
     ("POST", "/instances/{id}/restart"),
+    ("POST", "/instances/{id}/rerun"),
+    ("GET", "/instances/{id}/history"),
+    ("GET", "/instances/{id}/runs"),
     ("DELETE", "/tokens/{id}"),
 }
 WRITES = {
@@ -60,6 +66,7 @@ WRITES = {
     ("POST", "/instances/{id}/resume"),
     ("POST", "/instances/{id}/terminate"),
     ("POST", "/instances/{id}/restart"),
+    ("POST", "/instances/{id}/rerun"),
     ("POST", "/tokens"),
     ("DELETE", "/tokens/{id}"),
 }
