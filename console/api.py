@@ -61,9 +61,7 @@ def reject_constant(name: str):
 def is_empty_form(request) -> bool:
     """Some clients (Django's test client among them) send a POST without a body as an
     empty multipart form: that is no body, not malformed JSON."""
-    return (
-        request.content_type == "multipart/form-data" and not request.POST and not request.FILES
-    )
+    return request.content_type == "multipart/form-data" and not request.POST and not request.FILES
 
 
 class StrictJSONParser(Parser):
