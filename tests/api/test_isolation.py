@@ -13,10 +13,12 @@ from django.utils import timezone
 from console.api import api
 from execution.workflows import start_instance
 from tenants.models import ApiToken
+from tenants.secrets import set_secret, values_for
 from tenants.tokens import create_token, revoke_token
 from tests.api.conftest import Api
 from tests.factories import make_token, upload
 
+ACME_SECRET = "acme-secret-value"
 CODE = """
 def run(event, step):
     return step.wait_for_event("go", "go")
@@ -42,6 +44,9 @@ REQUESTS = {
     ("GET", "/tokens"): ("get", "/tokens", None),
     ("POST", "/tokens"): ("post", "/tokens", {"name": "mine"}),
     ("DELETE", "/tokens/{id}"): ("delete", "/tokens/{acme_token}", None),
+    ("GET", "/secrets"): ("get", "/secrets", None),
+    ("PUT", "/secrets/{name}"): ("put", "/secrets/ACME_KEY", {"value": "bobs-value-1"}),
+    ("DELETE", "/secrets/{name}"): ("delete", "/secrets/ACME_KEY", None),
 }
 # Routes that name one object of acme: bob gets 404.
 NOT_FOUND_FOR_BOB = {
@@ -57,6 +62,7 @@ NOT_FOUND_FOR_BOB = {
     ("GET", "/instances/{id}/history"),
     ("GET", "/instances/{id}/runs"),
     ("DELETE", "/tokens/{id}"),
+    ("DELETE", "/secrets/{name}"),
 }
 WRITES = {
     ("PUT", "/workflows/{name}"),
@@ -69,6 +75,8 @@ WRITES = {
     ("POST", "/instances/{id}/rerun"),
     ("POST", "/tokens"),
     ("DELETE", "/tokens/{id}"),
+    ("PUT", "/secrets/{name}"),
+    ("DELETE", "/secrets/{name}"),
 }
 
 
@@ -82,6 +90,7 @@ def acme_objects(acme):
     workflow = upload(acme, "adder", CODE).workflow
     instance, _ = start_instance(workflow, payload={"secret": "acme's"}, key="secret")
     token, _ = create_token(acme, "acme's deploy key")
+    set_secret(acme, "ACME_KEY", ACME_SECRET)
     return {"workflow": workflow, "instance": instance, "token": token}
 
 
@@ -97,7 +106,7 @@ def test_every_route_has_an_isolation_test():
 
 
 @pytest.mark.parametrize("route", sorted(NOT_FOUND_FOR_BOB))
-def test_bob_gets_404_for_each_object_of_acme(bob, acme_objects, route):
+def test_bob_gets_404_for_each_object_of_acme(bob, acme, acme_objects, route):
     response = send(bob, route, acme_objects)
     assert response.status_code == 404
     assert "acme" not in response.content.decode()
@@ -105,6 +114,7 @@ def test_bob_gets_404_for_each_object_of_acme(bob, acme_objects, route):
     instance.refresh_from_db()
     assert instance.status == "queued" and not instance.events.exists()
     assert ApiToken.objects.get(pk=acme_objects["token"].pk).revoked_at is None
+    assert values_for(acme.pk) == {"ACME_KEY": ACME_SECRET}
 
 
 def test_bob_sees_none_of_acme_in_any_list(bob, acme_objects):
@@ -113,6 +123,7 @@ def test_bob_sees_none_of_acme_in_any_list(bob, acme_objects):
     assert bob.call("get", "/instances?workflow=adder") == (200, {"items": [], "next_cursor": None})
     names = {t["name"] for t in bob.call("get", "/tokens")[1]}
     assert names == {"bob's"}
+    assert bob.call("get", "/secrets") == (200, {"items": [], "next_cursor": None})
 
 
 def test_bobs_writes_under_acmes_names_touch_only_globex(bob, globex, acme_objects):
@@ -126,6 +137,9 @@ def test_bobs_writes_under_acmes_names_touch_only_globex(bob, globex, acme_objec
     assert status == 201 and inst["payload"] == {}
     made = bob.call("post", "/tokens", {"name": "mine"})[1]
     assert ApiToken.objects.get(pk=made["id"]).tenant == globex
+    assert bob.call("put", "/secrets/ACME_KEY", {"value": "bobs-value-1"})[0] == 201
+    assert values_for(globex.pk) == {"ACME_KEY": "bobs-value-1"}
+    assert values_for(acme_objects["workflow"].tenant_id) == {"ACME_KEY": ACME_SECRET}
 
 
 def test_validate_answers_the_same_whether_or_not_acme_has_the_workflow(bob, acme_objects):

@@ -73,12 +73,14 @@ def message(
     )
 
 
-def caller_line() -> int | None:
+def caller_line(step: object = None) -> int | None:
     """The line of the tenant's code that called into the runtime, if any: the nearest
-    frame on the stack that is not the runtime's own."""
+    frame on the stack that is neither the runtime's own nor a method of `step` (a
+    subclass elsewhere, as `stepwell replay` has, is not the tenant's code)."""
     frame = sys._getframe(1)
     while frame is not None:
-        if not is_runtime_file(frame.f_code.co_filename):
+        own = step is not None and frame.f_locals.get("self") is step
+        if not own and not is_runtime_file(frame.f_code.co_filename):
             return frame.f_lineno
         frame = frame.f_back
     return None
