@@ -96,6 +96,20 @@ class EventForm(forms.Form):
         return payload
 
 
+SHA256 = RegexValidator(r"^[0-9a-f]{64}$", "the sha256 of a version")
+
+
+class RestartForm(forms.Form):
+    """A restart from the console: from a step's row, or from the start."""
+
+    from_step = forms.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
+    version = forms.CharField(required=False, max_length=64, validators=[SHA256])
+
+
+class RerunForm(StartForm):
+    version = forms.CharField(required=False, max_length=64, validators=[SHA256])
+
+
 class TokenForm(forms.Form):
     name = forms.CharField(max_length=100)
     read_only = forms.BooleanField(required=False, label="Read-only")

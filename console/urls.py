@@ -30,6 +30,9 @@ urlpatterns = [
     path("instances/<str:key>/", views.instance_detail, name="instance_detail"),
     path("instances/<str:key>/data/", views.instance_data, name="instance_data"),
     path("instances/<str:key>/events/", views.instance_event, name="instance_event"),
+    path("instances/<str:key>/history/", views.instance_history, name="instance_history"),
+    path("instances/<str:key>/restart/", views.instance_restart, name="instance_restart"),
+    path("instances/<str:key>/rerun/", views.instance_rerun, name="instance_rerun"),
     path(
         "instances/<str:key>/<str:action>/",
         views.instance_control,

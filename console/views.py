@@ -3,6 +3,8 @@ looks rows up through `for_tenant`, so another tenant's objects are a 404."""
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -15,18 +17,19 @@ from django.views.decorators.http import require_POST, require_safe
 from django.views.defaults import page_not_found
 
 from console import health, usage
-from console.forms import CodeForm, EventForm, StartForm, TokenForm
+from console.forms import CodeForm, EventForm, RerunForm, RestartForm, StartForm, TokenForm
 from console.tenancy import (
     page_after_switch,
     switch_tenant,
     tenant_required,
     writer_required,
 )
-from execution import quotas, workflows
+from execution import history, quotas, runs, workflows
+from execution.errors import RestartRefused
 from execution.models import CodeVersion, Instance, Workflow
 from execution.schemas import InstanceOut, instance_out
 from lib.diffs import diff_lines
-from tenants.audit import audit_log_for
+from tenants.audit import audit_log_for, request_actor
 from tenants.memberships import memberships_of
 from tenants.models import ApiToken, AuditLog
 from tenants.staff_view import staff_view
@@ -35,12 +38,11 @@ from tenants.tokens import TokenQuotaExceeded, create_token, revoke_token
 STATUSES = [s.value for s in Instance.Status]
 
 
-# As the API's: workflows.restart holds a finished instance to the running quota itself.
+# Restart and rerun have views of their own (instance_restart, instance_rerun).
 CONTROLS = {
     "pause": workflows.pause,
     "resume": workflows.resume,
     "terminate": workflows.terminate,
-    "restart": workflows.restart,
 }
 
 
@@ -232,13 +234,41 @@ def instance_json(instance: Instance) -> dict:
 def instance_detail(request, key):
     instance = get_instance(request, key)
     limit = request.tenant.quota.payload_bytes
+    approved = instance.workflow.versions.filter(status=CodeVersion.Status.APPROVED)
     context = {
         "instance": instance,
         "data": instance_json(instance),
         "event_form": EventForm(payload_limit=limit),
+        "rerun_form": RerunForm(
+            payload_limit=limit, initial={"payload": json.dumps(instance.payload, indent=2)}
+        ),
+        "runs": history.runs_page(instance, before=None, limit=50)["items"],
+        "versions": [
+            {"sha256": v.sha256, "created_at": v.created_at.isoformat()}
+            for v in approved.only("sha256", "created_at")[:50]
+        ],
         "can_write": request.membership.can_write,
     }
     return render(request, "console/instance_detail.html", context)
+
+
+@tenant_required
+@require_safe
+def instance_history(request, key):
+    """A run's history as the API gives it (`?run=N` for an earlier one); `?download=1`
+    saves it as a file."""
+    instance = get_instance(request, key)
+    run = request.GET.get("run") or None
+    if run is not None and not (run.isdigit() and len(run) < 10):
+        raise Http404("no such run")
+    found = history.history_of(instance, None if run is None else int(run))
+    if found is None:
+        raise Http404("no such run")
+    response = JsonResponse(found, json_dumps_params={"indent": 2})
+    if request.GET.get("download"):
+        name = f"{instance.key}.run{found['run']}.history.json"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
 
 
 @tenant_required
@@ -263,8 +293,7 @@ def instance_event(request, key):
     instance = get_instance(request, key)
     form = EventForm(request.POST, payload_limit=request.tenant.quota.payload_bytes)
     if not form.is_valid():
-        problems = "; ".join(m for errs in form.errors.values() for m in errs)
-        return answer(request, instance, False, problems, status=400)
+        return answer(request, instance, False, form_problems(form), status=400)
     try:
         quotas.check_event(request.tenant)
     except quotas.QuotaExceeded as exc:
@@ -285,9 +314,60 @@ def instance_control(request, key, action):
         return answer(request, instance, False, str(exc), status=409)
     except quotas.QuotaExceeded as exc:
         return answer(request, instance, False, str(exc), status=429)
-    return answer(
-        request, instance, True, f"{action.title()}d." if action != "restart" else "Restarted."
-    )
+    return answer(request, instance, True, f"{action.title()}d.")
+
+
+@writer_required
+@require_POST
+def instance_restart(request, key):
+    """The API's restart, from the Restart button (from the start, on the same version)
+    or a step's "restart from here" (from that step, on the version chosen)."""
+    instance = get_instance(request, key)
+    form = RestartForm(request.POST)
+    if not form.is_valid():
+        return answer(request, instance, False, form_problems(form), status=400)
+    try:
+        runs.restart(
+            instance,
+            from_step=form.cleaned_data["from_step"] or 0,
+            version_sha=form.cleaned_data["version"] or None,
+            actor=request_actor(request),
+        )
+    except RestartRefused as exc:
+        return answer(request, instance, False, str(exc), status=400)
+    except workflows.StateConflict as exc:
+        return answer(request, instance, False, str(exc), status=409)
+    except quotas.QuotaExceeded as exc:
+        return answer(request, instance, False, str(exc), status=429)
+    return answer(request, instance, True, "Restarted.")
+
+
+@writer_required
+@require_POST
+def instance_rerun(request, key):
+    """The API's rerun: a new instance of the same workflow, then its page."""
+    instance = get_instance(request, key)
+    form = RerunForm(request.POST, payload_limit=request.tenant.quota.payload_bytes)
+    if not form.is_valid():
+        return answer(request, instance, False, form_problems(form), status=400)
+    try:
+        started, _ = runs.rerun(
+            instance,
+            key=form.cleaned_data["key"] or None,
+            payload=form.cleaned_data["payload"],
+            version_sha=form.cleaned_data["version"] or None,
+            actor=request_actor(request),
+        )
+    except workflows.StartError as exc:  # QuotaExceeded included
+        return answer(request, instance, False, str(exc), status=409)
+    if wants_json(request):
+        url = reverse("instance_detail", args=[started.key])
+        return JsonResponse({"ok": True, "detail": f"Started {started.key}.", "url": url})
+    return redirect("instance_detail", key=started.key)
+
+
+def form_problems(form) -> str:
+    return "; ".join(m for errs in form.errors.values() for m in errs)
 
 
 # API tokens

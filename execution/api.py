@@ -8,18 +8,25 @@ from django.http import Http404, HttpRequest
 from ninja import Path, Query, Router, Status
 from ninja.errors import HttpError
 
-from execution import quotas, workflows
+from execution import history, quotas, runs, workflows
+from execution.errors import RestartRefused
 from execution.models import Instance, Workflow
 from execution.schemas import (
     CodeErrorsOut,
     EventAcceptedOut,
     EventIn,
     EventPageOut,
+    HistoryOut,
+    HistoryQuery,
     InstanceOut,
     InstancePageOut,
     InstancePath,
     ListFilters,
     PageIn,
+    RerunIn,
+    RestartIn,
+    RunFilters,
+    RunPageOut,
     StartIn,
     ValidateIn,
     ValidateOut,
@@ -39,6 +46,7 @@ from execution.schemas import (
     workflow_out,
 )
 from lib.api_errors import AUTH_ERRORS, WRITE_ERRORS, Detail
+from tenants.audit import request_actor
 from tenants.auth import require_write
 
 router = Router(tags=["workflows"])
@@ -319,10 +327,108 @@ def terminate_instance(request, path: Path[InstancePath]):
 
 
 @router.post("/instances/{id}/restart", response={**CONTROL_RESPONSES, **QUOTA})
-def restart_instance(request, path: Path[InstancePath]):
-    """Run again from the start, on the same version with the same payload.
+def restart_instance(request, path: Path[InstancePath], body: RestartIn | None = None):
+    """A new run of the instance, with the same payload.
 
-    409 when that version is not approved, with `detail` saying why; 429 when a
-    finished instance would go over the running instances quota.
+    Steps before `from_step` (default 0: run again from the start) keep their recorded
+    results; the others are discarded, readable in the earlier run (`runs`,
+    `history?run=N`), and run again, on `version` if given (an approved version of the
+    workflow), else on the instance's own. Children the new run starts get new ids;
+    events that discarded steps consumed can be consumed again. A version that does not
+    replay the kept steps the same way errors the new run with the non-determinism error.
+
+    409 when the version is not approved, with `detail` saying why; 422 naming
+    `from_step` or `version` when the instance has no such step to keep or the workflow
+    no such version; 429 when a finished instance would go over the running instances
+    quota.
     """
-    return control(request, path.id, workflows.restart)
+    body = body or RestartIn()
+
+    def restart(instance: Instance) -> None:
+        runs.restart(
+            instance,
+            from_step=body.from_step,
+            version_sha=body.version,
+            actor=request_actor(request),
+        )
+
+    try:
+        return control(request, path.id, restart)
+    except RestartRefused as exc:
+        return Status(422, {"detail": [field_problem(exc)]})
+
+
+def field_problem(exc: RestartRefused) -> dict:
+    return {"type": "value_error", "loc": ["body", exc.field], "field": exc.field, "msg": str(exc)}
+
+
+@router.post(
+    "/instances/{id}/rerun",
+    response={
+        200: InstanceOut,
+        201: InstanceOut,
+        **WRITE_ERRORS,
+        **NOT_FOUND,
+        409: Detail,
+        **QUOTA,
+    },
+)
+def rerun_instance(request, path: Path[InstancePath], body: RerunIn | None = None):
+    """Start a new instance of the same workflow: 201, with this instance's payload
+    unless `payload` is given, on `version` or the workflow's current version, as
+    `id` or a new id. As a start: the same `id` again answers 200 with that instance;
+    409 when the version cannot run; 413 and 429 as for a start.
+    """
+    require_write(request)
+    body = body or RerunIn()
+    instance = get_instance(request, path.id)
+    workflow = instance.workflow
+    workflow.tenant = instance.tenant
+    if body.id:
+        existing = Instance.objects.for_tenant(workflow.tenant).filter(key=body.id).first()
+        if existing:
+            return start_answer(request, workflow, existing, created=False)
+    if body.payload is not None:
+        check_size(body.payload, workflow.tenant.quota.payload_bytes, "the payload")
+    try:
+        started, created = runs.rerun(
+            instance,
+            key=body.id,
+            payload=body.payload,
+            version_sha=body.version,
+            actor=request_actor(request),
+        )
+    except quotas.QuotaExceeded:
+        raise
+    except workflows.StartError as exc:
+        return Status(409, {"detail": str(exc)})
+    return start_answer(request, workflow, started, created=created)
+
+
+@router.get(
+    "/instances/{id}/history",
+    response={200: HistoryOut, **AUTH_ERRORS, **NOT_FOUND},
+)
+def get_history(request, path: Path[InstancePath], query: Query[HistoryQuery]):
+    """One run of the instance (the current one, or `run`), with everything needed to
+    replay it elsewhere: the version's code, the payload, each step's result and
+    `shape`. Secrets are redacted as everywhere (`[secret:NAME]`). The format,
+    `stepwell.history/1`, is described in docs/history.md.
+    """
+    instance = get_instance(request, path.id)
+    found = history.history_of(instance, query.run)
+    if found is None:
+        raise Http404(f"instance {instance.key!r} has no run {query.run}")
+    return found
+
+
+@router.get(
+    "/instances/{id}/runs",
+    response={200: RunPageOut, **AUTH_ERRORS, **NOT_FOUND},
+)
+def list_runs(request, path: Path[InstancePath], filters: Query[RunFilters]):
+    """The instance's runs, newest first: the current one, then those restarts ended,
+    each with the step it restarted from. Read one with `history?run=N`."""
+    instance = get_instance(request, path.id)
+    before = int(filters.cursor) if filters.cursor else None
+    return history.runs_page(instance, before=before, limit=filters.limit)

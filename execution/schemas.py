@@ -304,3 +304,76 @@ def new_instance_out(instance: Instance) -> dict:
         "finished_at": None,
         "steps": [],
     }
+
+
+class HistoryStepOut(StepOut):
+    shape: dict = Field(
+        description="what the non-determinism check compares besides name and kind "
+        "(docs/history.md); {} when nothing"
+    )
+
+
+class HistoryVersionOut(Schema):
+    sha256: str
+    code: str
+
+
+class HistoryOut(Schema):
+    """One run of an instance, with all a replay needs (docs/history.md)."""
+
+    format: str = Field(description='"stepwell.history/1"')
+    workflow: str
+    instance: str
+    run: int
+    created_at: str = Field(description="when the instance was created: event.timestamp")
+    started_at: datetime
+    ended_at: datetime | None
+    restarted_from_step: int | None
+    version: HistoryVersionOut
+    payload: Any
+    status: str
+    output: Any = None
+    error: dict | None = None
+    steps: list[HistoryStepOut]
+
+
+class RunOut(Schema):
+    run: int
+    started_at: datetime
+    ended_at: datetime | None
+    status: str
+    version: str
+    restarted_from_step: int | None
+
+
+class RunPageOut(Schema):
+    items: list[RunOut]
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next page; null at the end"
+    )
+
+
+class RunFilters(Schema):
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = Field(default=None, pattern=r"^[0-9]{1,9}$", description="a next_cursor")
+
+
+class HistoryQuery(Schema):
+    run: int | None = Field(default=None, ge=1, le=2**31 - 1, description="an earlier run")
+
+
+class RestartIn(Schema):
+    from_step: int = Field(
+        default=0, ge=0, le=2**31 - 1, description="the first step to discard and run again"
+    )
+    version: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="the sha256 of an approved version of the workflow to run on",
+    )
+
+
+class RerunIn(StartIn):
+    payload: dict[str, Any] | None = Field(
+        default=None, description="the new instance's payload; the same as this one's if absent"
+    )

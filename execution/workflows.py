@@ -369,22 +369,3 @@ def terminate(instance: Instance) -> Instance:
         raise StateConflict(f"a {instance.status} instance cannot be terminated")
     states.terminate(instance)
     return instance
-
-
-@transaction.atomic
-def restart(instance: Instance) -> Instance:
-    """Run again from the start, on the same version, with the same payload; refused
-    (409) while a staff decision keeps the instance from running.
-
-    A finished instance that runs again needs room under the running instances quota
-    (raises QuotaExceeded); it is checked with the instance locked, so it was finished.
-    """
-    instance = _locked(instance)
-    found = hold_of(instance)
-    if found is not None:
-        raise StateConflict(f"the instance cannot run again: {found.message}")
-    if instance.is_terminal:
-        quotas.check_running(instance.tenant)
-    instance.steps.all().delete()
-    states.restart(instance)
-    return instance

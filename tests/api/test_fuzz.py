@@ -58,11 +58,13 @@ schema.config.generation.update(
     with_security_parameters=False,
 )
 # Schema-valid requests these operations refuse, with 422, for reasons a schema
-# cannot say: code without a run(), an expiry in the past, a secret over its size in bytes.
+# cannot say: code without a run(), an expiry in the past, a secret over its size in bytes,
+# a restart from a step the instance does not have or on a version of another workflow.
 SEMANTIC_422 = {
     ("PUT", "/api/v1/workflows/{name}"),
     ("POST", "/api/v1/tokens"),
     ("PUT", "/api/v1/secrets/{name}"),
+    ("POST", "/api/v1/instances/{id}/restart"),
 }
 
 
