@@ -8,21 +8,26 @@ from execution.sandbox.ranges import unreachable_because
 from lib.env import (
     ConfigError,
     database_from_url,
-    default_var_dir,
     env_bool,
     env_float,
     env_int,
     env_ip_list,
     env_list,
     env_str,
+    var_dir,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(
-    env_str("STEPWELL_VAR_DIR", "") or default_var_dir(BASE_DIR / "var", os.environ, Path.home())
-)
+VAR_DIR = var_dir(BASE_DIR)
 
 DEBUG = env_bool("DEBUG", False)
+
+# A scraper that is not on loopback, or comes through a proxy, must send this as a
+# bearer token (API.md, "Health"); empty: loopback only.
+STEPWELL_METRICS_TOKEN = env_str("STEPWELL_METRICS_TOKEN", "")
+# The tenants with the most unfinished instances get a label of their own on /metrics;
+# the rest are summed as "other", so the series stay bounded however many tenants exist.
+STEPWELL_METRICS_TOP_TENANTS = env_int("STEPWELL_METRICS_TOP_TENANTS", 20, minimum=1)
 
 
 def _secret_key() -> str:
@@ -66,6 +71,8 @@ MIDDLEWARE = [
     # Static files with DEBUG off too: hashed names and compressed copies made by
     # collectstatic, served with a year's cache (the names change with the content).
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Counts and times every request but static files, by route template (lib/metrics).
+    "console.metrics.RequestMetrics",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
