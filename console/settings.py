@@ -210,6 +210,14 @@ STEPWELL_WARM_MAX_JAIL_SECONDS = env_float("STEPWELL_WARM_MAX_JAIL_SECONDS", 600
 STEPWELL_WARM_MAX_JAIL_STEPS = env_int("STEPWELL_WARM_MAX_JAIL_STEPS", 1000, minimum=1)
 # Benchmarks only (bench/peers.py): every activation in this mode, whatever the quota says.
 STEPWELL_BENCH_SANDBOX_MODE = env_str("STEPWELL_BENCH_SANDBOX_MODE", "")
+# Retention (execution/retention.py): the clock deletes expired finished instances in
+# batches of this many, every STEPWELL_RETENTION_INTERVAL seconds, spending at most
+# STEPWELL_RETENTION_BUDGET_SECONDS per clock tick while a backlog lasts.
+STEPWELL_RETENTION_BATCH = env_int("STEPWELL_RETENTION_BATCH", 1000, minimum=1)
+STEPWELL_RETENTION_INTERVAL = env_float("STEPWELL_RETENTION_INTERVAL", 60.0, minimum=0.1)
+STEPWELL_RETENTION_BUDGET_SECONDS = env_float(
+    "STEPWELL_RETENTION_BUDGET_SECONDS", 0.5, minimum=0.01
+)
 STEPWELL_LEASE_SECONDS = env_float("STEPWELL_LEASE_SECONDS", 10.0, minimum=1.0)
 STEPWELL_CLOCK_INTERVAL = env_float("STEPWELL_CLOCK_INTERVAL", 0.25, minimum=0.05)
 # How long a worker may go on with one instance whose next step is ready before it

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 
 from execution.models import NAME_PATTERN, CodeVersion, Instance, Step, Workflow
 from execution.progress import step_summary
+from execution.retention import expires_at
 from lib.api_errors import FieldErrorOut
 
 
@@ -123,6 +124,9 @@ class InstanceOut(Schema):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None = None
+    # When the retention sweep deletes it: finished_at plus the tenant's retention; null
+    # while it runs, or if the tenant keeps every instance.
+    expires_at: datetime | None = None
     steps: list[StepOut]
 
 
@@ -237,6 +241,7 @@ def instance_out(instance: Instance) -> dict:
         "error": instance.error,
         "parent": instance.parent.key if instance.parent_id else None,
         "finished_at": instance.finished_at,
+        "expires_at": expires_at(instance),
         "steps": [step_out(s) for s in instance.steps.order_by("index")],
     }
 
@@ -250,5 +255,6 @@ def new_instance_out(instance: Instance) -> dict:
         "error": None,
         "parent": instance.parent.key if instance.parent_id else None,
         "finished_at": None,
+        "expires_at": None,
         "steps": [],
     }
