@@ -39,11 +39,23 @@ def use_multiprocess_dir() -> str:
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(var_dir(CHECKOUT) / "metrics")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     os.makedirs(path, exist_ok=True)
+    share_with_state_owner(path)
     # The library picks its mode from the environment when first imported, which may be
     # before this ran (the settings import the sandbox, which imports this module); the
     # metrics below are made after this line, so they all get the multiprocess values.
     values.ValueClass = values.get_value_class()
     return path
+
+
+def share_with_state_owner(path: str) -> None:
+    """A worker runs as root (nsjail), web and clock as the state directory's owner: if
+    root made the directory, it goes to that owner, or they could not write their files
+    there (root's own files stay readable to them)."""
+    if os.geteuid() != 0:
+        return
+    parent = os.stat(os.path.dirname(os.path.abspath(path)))
+    if os.stat(path).st_uid != parent.st_uid:
+        os.chown(path, parent.st_uid, parent.st_gid)
 
 
 DIRECTORY = use_multiprocess_dir()

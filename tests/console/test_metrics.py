@@ -14,6 +14,7 @@ from prometheus_client import values
 from prometheus_client.parser import text_string_to_metric_families
 
 from execution import dispatch, workflows
+from lib import metrics
 from tests.factories import upload
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -184,3 +185,12 @@ def test_every_metric_the_grafana_dashboard_uses_is_exposed(driver, acme):
     used = dashboard_metrics()
     assert len(used) >= 14
     assert used - exposed == set()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root makes the directory for others")
+def test_a_directory_root_made_goes_to_the_state_directory_owner(tmp_path):
+    os.chown(tmp_path, 12345, 12345)
+    made = tmp_path / "metrics"
+    made.mkdir()
+    metrics.share_with_state_owner(str(made))
+    assert (made.stat().st_uid, made.stat().st_gid) == (12345, 12345)

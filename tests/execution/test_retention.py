@@ -15,7 +15,7 @@ from execution import retention, twins, workflows
 from execution.lifecycle import states
 from execution.models import Event, Instance, ProgressEvent, Step
 from tenants.models import Quota, Tenant
-from tests.factories import make_token, set_quota, upload
+from tests.factories import insert_finished_instances, make_token, set_quota, upload
 
 CODE = """
 def run(event, step):
@@ -173,38 +173,6 @@ ROWS = 100_000
 BATCH = 5_000
 
 
-def insert_finished(tenant: Tenant, n: int) -> None:
-    """n complete instances finished 40 to 41 days ago, one statement; the first 1,000
-    with a step, an event and a progress event each."""
-    version = upload(tenant, "bulk", CODE).version
-    now = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO execution_instance (tenant_id, key, workflow_id, version_id, status, "
-            "status_before_pause, paused_reason, payload, lease_owner, generation, last_seq, "
-            "activations, history_bytes, sandbox_failures, created_at, updated_at, finished_at) "
-            "SELECT %s, 'bulk-' || g, %s, %s, 'complete', '', '', '{}'::jsonb, '', 0, 1, 1, 0, "
-            "0, %s, %s, %s - (g * interval '1 second') FROM generate_series(1, %s) g",
-            [tenant.pk, version.workflow_id, version.pk, now, now, now - 40 * DAY, n],
-        )
-        first = "SELECT id FROM execution_instance WHERE key LIKE 'bulk-%%' ORDER BY id LIMIT 1000"
-        cursor.execute(
-            "INSERT INTO execution_step (instance_id, index, name, kind, status, attempts, logs, "
-            "event_type, config, started_at) SELECT id, 0, 'one', 'do', 'complete', 1, '', '', "
-            f"'{{}}'::jsonb, now() FROM ({first}) i"
-        )
-        cursor.execute(
-            "INSERT INTO execution_event (instance_id, type, created_at) "
-            f"SELECT id, 'go', now() FROM ({first}) i"
-        )
-        cursor.execute(
-            "INSERT INTO execution_progressevent (instance_id, seq, type, data, created_at) "
-            f"SELECT id, 1, 'instance.status', '{{}}'::jsonb, now() FROM ({first}) i"
-        )
-        for table in ("instance", "step", "event", "progressevent"):
-            cursor.execute(f"ANALYZE execution_{table}")
-
-
 class Writer(threading.Thread):
     """Writes to the tables the sweep deletes from (a running instance's row, its events)
     while the sweep runs, timing each write: a long lock would show as a slow write."""
@@ -234,7 +202,7 @@ def test_100k_expired_instances_are_deleted_in_short_batches_while_writes_go_on(
     transactional_db, acme
 ):
     set_quota(acme, retention_days=30)
-    insert_finished(acme, ROWS)
+    insert_finished_instances(acme, ROWS, timezone.now() - 40 * DAY, with_history=1000)
     busy = start(acme, "busy")
     writer = Writer(busy)
     writer.start()
