@@ -124,9 +124,14 @@ class InstanceOut(Schema):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None = None
-    # When the retention sweep deletes it: finished_at plus the tenant's retention; null
-    # while it runs, or if the tenant keeps every instance.
-    expires_at: datetime | None = None
+    expires_at: datetime | None = Field(
+        None,
+        description=(
+            "When the retention sweep deletes the instance with its steps and events: "
+            "finished_at plus the tenant's retention period; null while it runs or if the "
+            "tenant keeps every instance. Once deleted, its id may be used again by a new start."
+        ),
+    )
     steps: list[StepOut]
 
 
