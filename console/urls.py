@@ -4,6 +4,7 @@ from django.urls import path
 
 from console import secret_pages, staff, views
 from console.api import api
+from console.metrics import metrics_view
 
 handler404 = "console.views.not_found"
 
@@ -15,6 +16,7 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("login/", auth_views.LoginView.as_view(template_name="console/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.home, name="home"),

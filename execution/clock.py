@@ -9,6 +9,7 @@ import redis
 from django.conf import settings
 from django.db import close_old_connections
 
+from execution import retention
 from execution.clock_mark import SweepMark, bounded_redis
 from execution.lifecycle import due
 
@@ -19,6 +20,9 @@ def run_forever(interval: float | None = None, *, stop=lambda: False) -> None:
     interval = interval or settings.STEPWELL_CLOCK_INTERVAL
     log.info("clock running every %.2f s", interval)
     mark = SweepMark(bounded_redis())
+    pace = retention.Pace(
+        settings.STEPWELL_RETENTION_INTERVAL, settings.STEPWELL_RETENTION_BUDGET_SECONDS
+    )
     while not stop():
         started = time.monotonic()
         try:
@@ -31,7 +35,20 @@ def run_forever(interval: float | None = None, *, stop=lambda: False) -> None:
             close_old_connections()
         else:
             record_sweep(mark)
+            sweep_retention(pace)
         time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
+def sweep_retention(pace: retention.Pace) -> None:
+    """Delete expired instances when it is time; a failure waits for the next interval."""
+    try:
+        swept = pace.run_if_due()
+    except Exception:
+        log.exception("retention sweep failed")
+        close_old_connections()
+        return
+    if swept is not None and swept.deleted:
+        log.info("retention deleted %d finished instances", swept.deleted)
 
 
 def record_sweep(mark: SweepMark) -> None:

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 
 from execution.models import NAME_PATTERN, CodeVersion, Instance, Step, Workflow
 from execution.progress import step_summary
+from execution.retention import expires_at
 from lib.api_errors import FieldErrorOut
 
 
@@ -139,6 +140,14 @@ class InstanceOut(Schema):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None = None
+    expires_at: datetime | None = Field(
+        None,
+        description=(
+            "When the retention sweep deletes the instance with its steps and events: "
+            "finished_at plus the tenant's retention period; null while it runs or if the "
+            "tenant keeps every instance. Once deleted, its id may be used again by a new start."
+        ),
+    )
     steps: list[StepOut]
 
 
@@ -289,6 +298,7 @@ def instance_out(instance: Instance) -> dict:
         "error": instance.error,
         "parent": instance.parent.key if instance.parent_id else None,
         "finished_at": instance.finished_at,
+        "expires_at": expires_at(instance),
         "steps": [step_out(s) for s in instance.steps.order_by("index")],
     }
 
@@ -302,6 +312,7 @@ def new_instance_out(instance: Instance) -> dict:
         "error": None,
         "parent": instance.parent.key if instance.parent_id else None,
         "finished_at": None,
+        "expires_at": None,
         "steps": [],
     }
 

@@ -29,6 +29,14 @@ def default_var_dir(checkout_var: Path, environ: Mapping[str, str], home: Path) 
     return Path(state_home) / "stepwell"
 
 
+def var_dir(checkout: Path) -> Path:
+    """The state directory: STEPWELL_VAR_DIR, else default_var_dir."""
+    return Path(
+        env_str("STEPWELL_VAR_DIR", "")
+        or default_var_dir(checkout / "var", os.environ, Path.home())
+    )
+
+
 def env_str(name: str, default: str) -> str:
     return os.environ.get(name, default)
 

@@ -153,6 +153,7 @@ class QuotaAdmin(PlanDefaults, admin.ModelAdmin):
         "running_instances",
         "network",
         "sandbox_mode",
+        "retention_days",
     ]
     search_fields = ["tenant__slug"]
 

@@ -125,6 +125,15 @@ class Quota(models.Model):
     # loads its history, so an endless one would cost more with every step.
     history_bytes = models.PositiveBigIntegerField(default=32 * 2**20)
     network = models.BooleanField(default=False)
+    # Finished instances older than this are deleted with their history
+    # (execution.retention). Empty: kept for ever, what tenants made before retention
+    # existed have, so that no upgrade deletes history; staff set one in the admin.
+    retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        default=30,
+        help_text="Days a finished instance is kept; empty keeps every instance for ever.",
+    )
 
     class SandboxMode(models.TextChoices):
         FRESH = "fresh", "A fresh jail per step"

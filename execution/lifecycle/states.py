@@ -11,6 +11,7 @@ from django.utils import timezone
 from execution.lifecycle import due
 from execution.models import CodeVersion, Instance, Step
 from execution.progress import record_event, reserve_and_store
+from lib import metrics
 from tenants.models import Tenant
 
 
@@ -30,6 +31,7 @@ def set_status(instance: Instance, status: str, **fields) -> None:
         data["error"] = update.get("error")  # why, so a live client needs no second request
     reserve_and_store(instance, [("instance.status", data)], **update)
     if status in Instance.TERMINAL_STATUSES:
+        metrics.INSTANCES_FINISHED.labels(status).inc()
         wake_waiting_parents(instance)
 
 

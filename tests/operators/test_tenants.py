@@ -71,6 +71,16 @@ def test_a_quota_edit_is_audited_with_old_and_new_values(staff_client, operator,
     assert entry.details == {"step_memory_mb": [256, 512], "network": [False, True]}
 
 
+def test_staff_may_change_the_retention_and_the_change_is_audited(staff_client, acme):
+    quota = acme.quota_row
+    url = reverse("admin:tenants_quota_change", args=[quota.pk])
+    assert staff_client.post(url, quota_form(quota, retention_days="")).status_code == 302
+    quota.refresh_from_db()
+    assert quota.retention_days is None  # kept for ever
+    entry = AuditLog.objects.get(action="quota.changed")
+    assert entry.details == {"retention_days": [30, None]}
+
+
 def test_an_unchanged_quota_save_writes_nothing(staff_client, acme):
     quota = acme.quota_row
     url = reverse("admin:tenants_quota_change", args=[quota.pk])
