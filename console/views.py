@@ -25,6 +25,7 @@ from console.tenancy import (
 from execution import quotas, workflows
 from execution.models import CodeVersion, Instance, Workflow
 from execution.schemas import InstanceOut, instance_out
+from lib import logs
 from lib.diffs import diff_lines
 from tenants.audit import audit_log_for
 from tenants.memberships import memberships_of
@@ -206,7 +207,9 @@ def get_instance(request, key: str) -> Instance:
     rows = Instance.objects.for_tenant(request.tenant).select_related(
         "workflow", "version", "parent"
     )
-    return get_object_or_404(rows, key=key)
+    instance = get_object_or_404(rows, key=key)
+    logs.bind(instance=instance.pk, instance_key=instance.key)
+    return instance
 
 
 @tenant_required

@@ -34,6 +34,7 @@ from execution.schemas import (
     version_out,
     workflow_out,
 )
+from lib import logs
 from lib.api_errors import AUTH_ERRORS, WRITE_ERRORS, Detail
 from tenants.auth import require_write
 
@@ -71,6 +72,7 @@ def get_instance(request: HttpRequest, key: str) -> Instance:
     )
     if instance is None:
         raise Http404(f"no instance {key!r}")
+    logs.bind(instance=instance.pk, instance_key=instance.key)
     instance.tenant = tenant  # the token's, with its quota already read
     return instance
 

@@ -10,6 +10,8 @@ dispatch columns goes through it.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import logging
 import time
 import uuid
@@ -31,6 +33,7 @@ from execution.progress import record_event, step_summary
 from execution.sandbox import SandboxRequest, SandboxResult, get_sandbox
 from execution.step_limits import limits_for
 from execution.watch import Watch
+from lib import logs
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +49,16 @@ def advance(instance_pk: int) -> None:
     the worker back to the queue so other instances get their turn.
     """
     deadline = time.monotonic() + settings.STEPWELL_INLINE_SECONDS
-    activation = begin(instance_pk)
-    while activation is not None:
-        keep = time.monotonic() < deadline
-        following = execute(activation, keep=keep)
-        if following is Next.AGAIN:
-            # Ready again, but the lease was given back: claim it anew.
-            activation = begin(instance_pk, was_kept=True)
-        else:
-            activation = following if isinstance(following, Activation) else None
+    with logs.bound(instance=instance_pk):
+        activation = begin(instance_pk)
+        while activation is not None:
+            keep = time.monotonic() < deadline
+            following = execute(activation, keep=keep)
+            if following is Next.AGAIN:
+                # Ready again, but the lease was given back: claim it anew.
+                activation = begin(instance_pk, was_kept=True)
+            else:
+                activation = following if isinstance(following, Activation) else None
 
 
 def begin(instance_pk: int, *, was_kept: bool = False) -> Activation | None:
@@ -69,18 +73,39 @@ def begin(instance_pk: int, *, was_kept: bool = False) -> Activation | None:
 
 
 def execute(activation: Activation, *, keep: bool) -> Activation | Next:
-    """Run the activation and record its outcome; returns what outcomes.record does.
+    """Run the activation and record its outcome, its ids on every log line (even the
+    sandbox's and the watcher's threads'); returns what outcomes.record does."""
+    with logs.bound(**log_ids(activation)):
+        log.debug("activation runs step %s", activation.next_index())
+        following = run_and_record(activation, keep=keep)
+        log.debug("activation recorded: %s", getattr(following, "value", "next step"))
+        return following
 
-    An error here counts as a sandbox failure: a few in a row error the instance, so
-    that nothing an instance holds can make the engine retry it forever.
-    """
+
+def log_ids(activation: Activation) -> dict:
+    """What every log line of the activation names (lib.logs)."""
+    return {
+        "tenant": activation.tenant_id,
+        "instance": activation.instance_pk,
+        "instance_key": activation.instance_key,
+        "step": activation.next_index(),
+        "activation": activation.token,
+    }
+
+
+def run_and_record(activation: Activation, *, keep: bool) -> Activation | Next:
+    """An error here counts as a sandbox failure: a few in a row error the instance, so
+    that nothing an instance holds can make the engine retry it forever."""
     limit = activation.quota.history_bytes
     try:
         if activation.history_bytes > limit:  # recorded before the quota, or lowered since
             outcomes.record_error(activation, history_error(limit))
             return Next.DONE
         with watch(activation) as watching:
-            activation.on_progress = announced(watching)
+            # The sandbox calls back from its reader thread: with this activation's ids.
+            activation.on_progress = functools.partial(
+                contextvars.copy_context().run, announced(watching)
+            )
             result = run_sandbox(activation)
         activation.marked = watching.marked
         return outcomes.record(activation, result, keep=keep)
