@@ -170,6 +170,9 @@ LOGIN_REDIRECT_URL = "/"
 LOG_FORMAT = env_choice("LOG_FORMAT", "text", ("text", "json"))
 LOGGING = logging_config(LOG_FORMAT, env_str("LOG_LEVEL", "INFO"))
 
+# The audit log keeps entries this long; the clock deletes older ones (tenants.audit).
+STEPWELL_AUDIT_RETENTION_DAYS = env_int("STEPWELL_AUDIT_RETENTION_DAYS", 365, minimum=1)
+
 # The engine and the sandbox.
 STEPWELL_SANDBOX_PYTHON = env_str("STEPWELL_SANDBOX_PYTHON", "/usr/bin/python3")
 STEPWELL_SANDBOX_UID = env_int("STEPWELL_SANDBOX_UID", 99000, minimum=1000)

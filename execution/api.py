@@ -36,6 +36,7 @@ from execution.schemas import (
 )
 from lib import logs
 from lib.api_errors import AUTH_ERRORS, WRITE_ERRORS, Detail
+from tenants.audit import request_actor
 from tenants.auth import require_write
 
 router = Router(tags=["workflows"])
@@ -126,7 +127,7 @@ def put_workflow(request, path: Path[WorkflowPath], body: WorkflowIn):
     require_write(request)
     try:
         upload = workflows.upload_version(
-            tenant_of(request), path.name, body.code, body.description
+            tenant_of(request), path.name, body.code, body.description, actor=request_actor(request)
         )
     except workflows.CodeRejected as exc:
         return Status(422, {"detail": [e.as_dict() for e in exc.report.errors]})
@@ -181,7 +182,13 @@ def start_instance(request, path: Path[WorkflowPath], body: StartIn):
     check_size(payload, workflow.tenant.quota.payload_bytes, "the payload")
     try:
         instance, created = workflows.start_instance(
-            workflow, payload=payload, key=body.id, version_sha=body.version, rate=True, fresh=True
+            workflow,
+            payload=payload,
+            key=body.id,
+            version_sha=body.version,
+            rate=True,
+            fresh=True,
+            actor=request_actor(request),
         )
     except quotas.QuotaExceeded:
         raise
@@ -229,15 +236,17 @@ def send_event(request, path: Path[InstancePath], body: EventIn):
     require_write(request)
     instance = get_instance(request, path.id)
     check_size(body.payload, instance.tenant.quota.payload_bytes, "the event payload")
-    event = workflows.send_event(instance, body.type, body.payload, rate=True)
+    event = workflows.send_event(
+        instance, body.type, body.payload, rate=True, actor=request_actor(request)
+    )
     return Status(202, {"detail": "accepted", "id": event.pk})
 
 
-def control(request, key: str, action) -> Status:
+def control(request, key: str, action: str) -> Status:
     require_write(request)
     instance = get_instance(request, key)
     try:
-        action(instance)
+        workflows.control(instance, action, request_actor(request))
     except workflows.StateConflict as exc:
         return Status(409, {"detail": str(exc)})
     return Status(200, instance_out(get_instance(request, key)))
@@ -249,7 +258,7 @@ CONTROL_RESPONSES = {200: InstanceOut, **AUTH_ERRORS, 403: Detail, **NOT_FOUND, 
 @router.post("/instances/{id}/pause", response=CONTROL_RESPONSES)
 def pause_instance(request, path: Path[InstancePath]):
     """Pause an active instance: 409 when it is paused or finished."""
-    return control(request, path.id, workflows.pause)
+    return control(request, path.id, "pause")
 
 
 @router.post("/instances/{id}/resume", response=CONTROL_RESPONSES)
@@ -259,13 +268,13 @@ def resume_instance(request, path: Path[InstancePath]):
     409 when it is not paused, or while a staff decision holds it (its version awaiting
     review, rejected or quarantined, or the tenant suspended), with `detail` saying which.
     """
-    return control(request, path.id, workflows.resume)
+    return control(request, path.id, "resume")
 
 
 @router.post("/instances/{id}/terminate", response=CONTROL_RESPONSES)
 def terminate_instance(request, path: Path[InstancePath]):
     """Stop an instance for good: 409 when it has already finished."""
-    return control(request, path.id, workflows.terminate)
+    return control(request, path.id, "terminate")
 
 
 @router.post("/instances/{id}/restart", response={**CONTROL_RESPONSES, **QUOTA})
@@ -275,4 +284,4 @@ def restart_instance(request, path: Path[InstancePath]):
     409 when that version is not approved, with `detail` saying why; 429 when a
     finished instance would go over the running instances quota.
     """
-    return control(request, path.id, workflows.restart)
+    return control(request, path.id, "restart")
