@@ -16,8 +16,9 @@ app.autodiscover_tasks()
 @setup_logging.connect
 def configure_logging(loglevel=None, **kwargs) -> None:
     """Celery's own lines go through Django's LOGGING (LOG_FORMAT=json included) instead
-    of the handlers Celery would set up: a receiver of this signal replaces them. An
-    explicit LOG_LEVEL wins over the worker's --loglevel."""
+    of the handlers Celery would set up: a receiver of this signal replaces them. The
+    worker's --loglevel is Celery's loggers' level (its "ready." line, which scripts wait
+    for, is INFO); LOG_LEVEL stays everyone else's."""
     logging.config.dictConfig(settings.LOGGING)
-    if loglevel and not os.environ.get("LOG_LEVEL"):
-        logging.getLogger().setLevel(loglevel)
+    if loglevel:
+        logging.getLogger("celery").setLevel(loglevel)
