@@ -174,7 +174,7 @@ def sweep_old_entries(
 @transaction.atomic
 def delete_batch(cutoff: datetime, batch: int) -> int:
     if connection.vendor == "postgresql":
-        # What the table's trigger (migration 0006) lets delete; until this transaction ends.
+        # What the table's trigger (migration 0007) lets delete; until this transaction ends.
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL stepwell.audit_retention = 'on'")
     old = (

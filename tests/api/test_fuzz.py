@@ -18,6 +18,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from execution.workflows import start_instance
 from tenants.models import ApiToken
+from tenants.secrets import set_secret
 from tests.factories import make_token, upload
 
 EXAMPLES_PER_OPERATION = 25
@@ -57,8 +58,12 @@ schema.config.generation.update(
     with_security_parameters=False,
 )
 # Schema-valid requests these operations refuse, with 422, for reasons a schema
-# cannot say: code without a run(), an expiry in the past.
-SEMANTIC_422 = {("PUT", "/api/v1/workflows/{name}"), ("POST", "/api/v1/tokens")}
+# cannot say: code without a run(), an expiry in the past, a secret over its size in bytes.
+SEMANTIC_422 = {
+    ("PUT", "/api/v1/workflows/{name}"),
+    ("POST", "/api/v1/tokens"),
+    ("PUT", "/api/v1/secrets/{name}"),
+}
 
 
 def holds_nul(value) -> bool:
@@ -84,7 +89,14 @@ def real_objects(acme):
     workflow = upload(acme, "adder", CODE).workflow
     instance, _ = start_instance(workflow, payload={"x": 1}, key="job-1")
     spare = ApiToken.objects.get(prefix=make_token(acme, "spare")[:10])
-    return {"name": workflow.name, "instance": instance.key, "token": spare.pk}
+    set_secret(acme, "FUZZ_KEY", "a-real-secret-value")
+    return {
+        "name": workflow.name,
+        "instance": instance.key,
+        "token": spare.pk,
+        "secret": "FUZZ_KEY",
+        "sha256": workflow.current_version.sha256,
+    }
 
 
 def point_at_real_objects(case, real: dict) -> None:
@@ -96,9 +108,11 @@ def point_at_real_objects(case, real: dict) -> None:
         if zlib.crc32(repr(value).encode()) % 2:
             continue
         if key == "name":
-            params[key] = real["name"]
+            params[key] = real["secret" if "/secrets/" in case.path else "name"]
         elif key == "id":
             params[key] = real["token" if "/tokens/" in case.path else "instance"]
+        elif key == "sha256":
+            params[key] = real["sha256"]
     if params:
         case.path_parameters = params
 

@@ -44,7 +44,7 @@ def on_postgresql(sql: str):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("tenants", "0005_quota_history_bytes")]
+    dependencies = [("tenants", "0006_secrets")]
 
     operations = [
         migrations.AddIndex(
