@@ -9,6 +9,7 @@ from lib.env import (
     ConfigError,
     database_from_url,
     env_bool,
+    env_choice,
     env_fernet_keys,
     env_float,
     env_int,
@@ -18,6 +19,7 @@ from lib.env import (
     new_fernet_key,
     var_dir,
 )
+from lib.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = var_dir(BASE_DIR)
@@ -91,6 +93,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Outermost, so that it sees the 500 that Django makes of a failure in any other.
     "console.api_answers.JSONErrorsUnderAPI",
+    "lib.logs.RequestIdsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files with DEBUG off too: hashed names and compressed copies made by
     # collectstatic, served with a year's cache (the names change with the content).
@@ -202,13 +205,13 @@ STORAGES = {
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-}
+# LOG_FORMAT=json: one JSON object per line, from web, worker and clock alike, with the
+# tenant, instance, step and activation ids of the work at hand (lib.logs).
+LOG_FORMAT = env_choice("LOG_FORMAT", "text", ("text", "json"))
+LOGGING = logging_config(LOG_FORMAT, env_str("LOG_LEVEL", "INFO"))
+
+# The audit log keeps entries this long; the clock deletes older ones (tenants.audit).
+STEPWELL_AUDIT_RETENTION_DAYS = env_int("STEPWELL_AUDIT_RETENTION_DAYS", 365, minimum=1)
 
 # The engine and the sandbox.
 STEPWELL_SANDBOX_PYTHON = env_str("STEPWELL_SANDBOX_PYTHON", "/usr/bin/python3")

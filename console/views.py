@@ -17,7 +17,15 @@ from django.views.decorators.http import require_POST, require_safe
 from django.views.defaults import page_not_found
 
 from console import health, usage
-from console.forms import CodeForm, EventForm, RerunForm, RestartForm, StartForm, TokenForm
+from console.forms import (
+    AuditFilterForm,
+    CodeForm,
+    EventForm,
+    RerunForm,
+    RestartForm,
+    StartForm,
+    TokenForm,
+)
 from console.tenancy import (
     page_after_switch,
     switch_tenant,
@@ -28,22 +36,15 @@ from execution import history, quotas, runs, workflows
 from execution.errors import RestartRefused
 from execution.models import CodeVersion, Instance, Workflow
 from execution.schemas import InstanceOut, instance_out
+from lib import logs
 from lib.diffs import diff_lines
-from tenants.audit import audit_log_for, request_actor
+from tenants.audit import audit_token, filtered_log, request_actor
 from tenants.memberships import memberships_of
-from tenants.models import ApiToken, AuditLog
+from tenants.models import ApiToken
 from tenants.staff_view import staff_view
 from tenants.tokens import TokenQuotaExceeded, create_token, revoke_token
 
 STATUSES = [s.value for s in Instance.Status]
-
-
-# Restart and rerun have views of their own (instance_restart, instance_rerun).
-CONTROLS = {
-    "pause": workflows.pause,
-    "resume": workflows.resume,
-    "terminate": workflows.terminate,
-}
 
 
 @never_cache
@@ -132,6 +133,7 @@ def edit_code(request, workflow: Workflow | None):
                     name,
                     form.cleaned_data["code"],
                     form.cleaned_data["description"],
+                    actor=request_actor(request),
                 )
             except workflows.CodeRejected as exc:
                 errors = [e.as_dict() for e in exc.report.errors]
@@ -193,6 +195,7 @@ def workflow_start(request, name):
                     payload=form.cleaned_data["payload"],
                     key=form.cleaned_data["key"] or None,
                     rate=True,  # held to the starts per minute quota, as the API's starts
+                    actor=request_actor(request),
                 )
             except workflows.StartError as exc:
                 form.add_error(None, str(exc))
@@ -208,7 +211,9 @@ def get_instance(request, key: str) -> Instance:
     rows = Instance.objects.for_tenant(request.tenant).select_related(
         "workflow", "version", "parent"
     )
-    return get_object_or_404(rows, key=key)
+    instance = get_object_or_404(rows, key=key)
+    logs.bind(instance=instance.pk, instance_key=instance.key)
+    return instance
 
 
 @tenant_required
@@ -298,18 +303,23 @@ def instance_event(request, key):
         quotas.check_event(request.tenant)
     except quotas.QuotaExceeded as exc:
         return answer(request, instance, False, str(exc), status=429)
-    workflows.send_event(instance, form.cleaned_data["type"], form.cleaned_data["payload"])
+    workflows.send_event(
+        instance,
+        form.cleaned_data["type"],
+        form.cleaned_data["payload"],
+        actor=request_actor(request),
+    )
     return answer(request, instance, True, f"Sent event {form.cleaned_data['type']!r}.", 202)
 
 
 @writer_required
 @require_POST
 def instance_control(request, key, action):
-    if action not in CONTROLS:
+    if action not in workflows.CONTROLS:
         raise Http404("no such action")
     instance = get_instance(request, key)
     try:
-        CONTROLS[action](instance)
+        workflows.control(instance, action, request_actor(request))
     except workflows.StateConflict as exc:
         return answer(request, instance, False, str(exc), status=409)
     except quotas.QuotaExceeded as exc:
@@ -401,7 +411,7 @@ def make_token(request, form: TokenForm) -> str:
         expires_at=form.expires_at(),
         read_only=form.cleaned_data["read_only"],
     )
-    audit(request, "token.created", token)
+    audit_token("token.created", token, **request_actor(request))
     return raw
 
 
@@ -411,20 +421,9 @@ def token_revoke(request, pk):
     token = get_object_or_404(ApiToken.objects.filter(tenant=request.tenant), pk=pk)
     with transaction.atomic():
         revoke_token(token)
-        audit(request, "token.revoked", token)
+        audit_token("token.revoked", token, **request_actor(request))
     messages.success(request, f"Revoked {token.name}.")
     return redirect(reverse("tokens"))
-
-
-def audit(request, action: str, token: ApiToken) -> None:
-    AuditLog.objects.create(
-        tenant=request.tenant,
-        actor=request.user,
-        action=action,
-        target_type="token",
-        target_id=str(token.pk),
-        details={"name": token.name, "prefix": token.prefix, "read_only": token.read_only},
-    )
 
 
 NEW_WORKFLOW = """\
@@ -446,9 +445,31 @@ def not_found(request, exception=None):
 # Audit log (owners only: it names who did what in the tenant)
 
 
+AUDIT_PAGE_SIZE = 50
+
+
 @tenant_required
 def audit_log(request):
+    """Filtered by actor, action and days (query string); pages of AUDIT_PAGE_SIZE,
+    newest first, without counting the whole log (it holds every start)."""
     if request.membership.role != request.membership.Role.OWNER:
         return render(request, "console/forbidden.html", status=403)
-    entries = audit_log_for(request.tenant)[:200]
-    return render(request, "console/audit_log.html", {"entries": entries})
+    form = AuditFilterForm(request.GET)
+    if not form.is_valid():
+        context = {"form": form, "entries": []}
+        return render(request, "console/audit_log.html", context, status=400)
+    filters = {k: v for k, v in form.cleaned_data.items() if k != "page" and v}
+    page = form.cleaned_data["page"] or 1
+    start = (page - 1) * AUDIT_PAGE_SIZE
+    entries = list(filtered_log(request.tenant, **filters)[start : start + AUDIT_PAGE_SIZE + 1])
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "form": form,
+        "entries": entries[:AUDIT_PAGE_SIZE],
+        "page": page,
+        "previous_page": page - 1 if page > 1 else None,
+        "next_page": page + 1 if len(entries) > AUDIT_PAGE_SIZE else None,
+        "query": query.urlencode(),
+    }
+    return render(request, "console/audit_log.html", context)

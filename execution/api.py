@@ -45,6 +45,7 @@ from execution.schemas import (
     version_out,
     workflow_out,
 )
+from lib import logs
 from lib.api_errors import AUTH_ERRORS, WRITE_ERRORS, Detail
 from tenants.audit import request_actor
 from tenants.auth import require_write
@@ -83,6 +84,7 @@ def get_instance(request: HttpRequest, key: str) -> Instance:
     )
     if instance is None:
         raise Http404(f"no instance {key!r}")
+    logs.bind(instance=instance.pk, instance_key=instance.key)
     instance.tenant = tenant  # the token's, with its quota already read
     return instance
 
@@ -161,7 +163,7 @@ def put_workflow(request, path: Path[WorkflowPath], body: WorkflowIn):
     require_write(request)
     try:
         upload = workflows.upload_version(
-            tenant_of(request), path.name, body.code, body.description
+            tenant_of(request), path.name, body.code, body.description, actor=request_actor(request)
         )
     except workflows.CodeRejected as exc:
         return Status(422, {"detail": [e.as_dict() for e in exc.report.errors]})
@@ -229,7 +231,13 @@ def start_instance(request, path: Path[WorkflowPath], body: StartIn):
     check_size(payload, workflow.tenant.quota.payload_bytes, "the payload")
     try:
         instance, created = workflows.start_instance(
-            workflow, payload=payload, key=body.id, version_sha=body.version, rate=True, fresh=True
+            workflow,
+            payload=payload,
+            key=body.id,
+            version_sha=body.version,
+            rate=True,
+            fresh=True,
+            actor=request_actor(request),
         )
     except quotas.QuotaExceeded:
         raise
@@ -287,15 +295,17 @@ def send_event(request, path: Path[InstancePath], body: EventIn):
     require_write(request)
     instance = get_instance(request, path.id)
     check_size(body.payload, instance.tenant.quota.payload_bytes, "the event payload")
-    sent = workflows.send_event(instance, body.type, body.payload, rate=True)
+    sent = workflows.send_event(
+        instance, body.type, body.payload, rate=True, actor=request_actor(request)
+    )
     return Status(202, {"detail": sent.detail(), "id": sent.event.pk, "matched": sent.matched})
 
 
-def control(request, key: str, action) -> Status:
+def control(request, key: str, action: str) -> Status:
     require_write(request)
     instance = get_instance(request, key)
     try:
-        action(instance)
+        workflows.control(instance, action, request_actor(request))
     except workflows.StateConflict as exc:
         return Status(409, {"detail": str(exc)})
     return Status(200, instance_out(get_instance(request, key)))
@@ -307,7 +317,7 @@ CONTROL_RESPONSES = {200: InstanceOut, **AUTH_ERRORS, 403: Detail, **NOT_FOUND, 
 @router.post("/instances/{id}/pause", response=CONTROL_RESPONSES)
 def pause_instance(request, path: Path[InstancePath]):
     """Pause an active instance: 409 when it is paused or finished."""
-    return control(request, path.id, workflows.pause)
+    return control(request, path.id, "pause")
 
 
 @router.post("/instances/{id}/resume", response=CONTROL_RESPONSES)
@@ -317,13 +327,13 @@ def resume_instance(request, path: Path[InstancePath]):
     409 when it is not paused, or while a staff decision holds it (its version awaiting
     review, rejected or quarantined, or the tenant suspended), with `detail` saying which.
     """
-    return control(request, path.id, workflows.resume)
+    return control(request, path.id, "resume")
 
 
 @router.post("/instances/{id}/terminate", response=CONTROL_RESPONSES)
 def terminate_instance(request, path: Path[InstancePath]):
     """Stop an instance for good, its unfinished step `cancelled`: 409 when it has ended."""
-    return control(request, path.id, workflows.terminate)
+    return control(request, path.id, "terminate")
 
 
 @router.post("/instances/{id}/restart", response={**CONTROL_RESPONSES, **QUOTA})
@@ -342,20 +352,21 @@ def restart_instance(request, path: Path[InstancePath], body: RestartIn | None =
     no such version; 429 when a finished instance would go over the running instances
     quota.
     """
+    require_write(request)
     body = body or RestartIn()
-
-    def restart(instance: Instance) -> None:
+    instance = get_instance(request, path.id)
+    try:
         runs.restart(
             instance,
             from_step=body.from_step,
             version_sha=body.version,
             actor=request_actor(request),
         )
-
-    try:
-        return control(request, path.id, restart)
+    except workflows.StateConflict as exc:
+        return Status(409, {"detail": str(exc)})
     except RestartRefused as exc:
         return Status(422, {"detail": [field_problem(exc)]})
+    return Status(200, instance_out(get_instance(request, path.id)))
 
 
 def field_problem(exc: RestartRefused) -> dict:

@@ -10,6 +10,8 @@ dispatch columns goes through it.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import logging
 import time
 import uuid
@@ -32,7 +34,7 @@ from execution.redaction import Redactor
 from execution.sandbox import SandboxRequest, SandboxResult, Status, get_sandbox
 from execution.step_limits import limits_for
 from execution.watch import Watch
-from lib import metrics
+from lib import logs, metrics
 from tenants.secrets import values_for
 
 log = logging.getLogger(__name__)
@@ -49,15 +51,16 @@ def advance(instance_pk: int) -> None:
     the worker back to the queue so other instances get their turn.
     """
     deadline = time.monotonic() + settings.STEPWELL_INLINE_SECONDS
-    activation = begin(instance_pk)
-    while activation is not None:
-        keep = time.monotonic() < deadline
-        following = execute(activation, keep=keep)
-        if following is Next.AGAIN:
-            # Ready again, but the lease was given back: claim it anew.
-            activation = begin(instance_pk, was_kept=True)
-        else:
-            activation = following if isinstance(following, Activation) else None
+    with logs.bound(instance=instance_pk):
+        activation = begin(instance_pk)
+        while activation is not None:
+            keep = time.monotonic() < deadline
+            following = execute(activation, keep=keep)
+            if following is Next.AGAIN:
+                # Ready again, but the lease was given back: claim it anew.
+                activation = begin(instance_pk, was_kept=True)
+            else:
+                activation = following if isinstance(following, Activation) else None
 
 
 def begin(instance_pk: int, *, was_kept: bool = False) -> Activation | None:
@@ -76,11 +79,29 @@ def begin(instance_pk: int, *, was_kept: bool = False) -> Activation | None:
 
 
 def execute(activation: Activation, *, keep: bool) -> Activation | Next:
-    """Run the activation and record its outcome; returns what outcomes.record does.
+    """Run the activation and record its outcome, its ids on every log line (even the
+    sandbox's and the watcher's threads'); returns what outcomes.record does."""
+    with logs.bound(**log_ids(activation)):
+        log.debug("activation runs step %s", activation.next_index())
+        following = run_and_record(activation, keep=keep)
+        log.debug("activation recorded: %s", getattr(following, "value", "next step"))
+        return following
 
-    An error here counts as a sandbox failure: a few in a row error the instance, so
-    that nothing an instance holds can make the engine retry it forever.
-    """
+
+def log_ids(activation: Activation) -> dict:
+    """What every log line of the activation names (lib.logs)."""
+    return {
+        "tenant": activation.tenant_id,
+        "instance": activation.instance_pk,
+        "instance_key": activation.instance_key,
+        "step": activation.next_index(),
+        "activation": activation.token,
+    }
+
+
+def run_and_record(activation: Activation, *, keep: bool) -> Activation | Next:
+    """An error here counts as a sandbox failure: a few in a row error the instance, so
+    that nothing an instance holds can make the engine retry it forever."""
     limit = activation.quota.history_bytes
     began = time.perf_counter()
     try:
@@ -89,7 +110,10 @@ def execute(activation: Activation, *, keep: bool) -> Activation | Next:
             return Next.DONE
         redactor = Redactor(activation.secrets)
         with watch(activation) as watching:
-            activation.on_progress = announced(watching, redactor)
+            # The sandbox calls back from its reader thread: with this activation's ids.
+            activation.on_progress = functools.partial(
+                contextvars.copy_context().run, announced(watching, redactor)
+            )
             # The one door by which a jail's answer enters the engine: redacted here.
             result = redactor.result(run_sandbox(activation))
         activation.marked = watching.marked

@@ -199,6 +199,10 @@ class AuditLog(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # A tenant's page of its log, newest first (console/audit/), among every start's.
+        indexes = [
+            models.Index(fields=["tenant", "-created_at", "-id"], name="audit_log_of_tenant")
+        ]
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.target_type} {self.target_id}"
