@@ -151,6 +151,20 @@ class TriggerForm(forms.Form):
     event_type = forms.CharField(max_length=100, validators=[NAME_VALIDATOR])
 
 
+SHA256 = RegexValidator(r"^[0-9a-f]{64}$", "the sha256 of a version")
+
+
+class RestartForm(forms.Form):
+    """A restart from the console: from a step's row, or from the start."""
+
+    from_step = forms.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
+    version = forms.CharField(required=False, max_length=64, validators=[SHA256])
+
+
+class RerunForm(StartForm):
+    version = forms.CharField(required=False, max_length=64, validators=[SHA256])
+
+
 class TokenForm(forms.Form):
     name = forms.CharField(max_length=100)
     read_only = forms.BooleanField(required=False, label="Read-only")
@@ -192,3 +206,29 @@ class SecretForm(forms.Form):
         if "\x00" in value:
             raise forms.ValidationError("The value holds a NUL character.")
         return value
+
+
+class AuditFilterForm(forms.Form):
+    """The audit page's filters, from its query string; each one optional."""
+
+    actor = forms.CharField(
+        required=False,
+        max_length=150,
+        help_text="a user name, or a token's name or prefix",
+    )
+    action = forms.CharField(
+        required=False,
+        max_length=60,
+        validators=[RegexValidator(r"^[a-z_.]+$", "letters, '_' and '.', like instance.started")],
+        help_text="an action, or its start (instance.)",
+    )
+    since = forms.DateField(required=False, help_text="from this day (UTC)")
+    until = forms.DateField(required=False, help_text="to this day, included (UTC)")
+    page = forms.IntegerField(required=False, min_value=1, max_value=10_000)
+
+    def clean(self):
+        data = super().clean()
+        since, until = data.get("since"), data.get("until")
+        if since and until and since > until:
+            self.add_error("until", "must not be before since")
+        return data

@@ -8,8 +8,8 @@ from execution.sandbox.ranges import unreachable_because
 from lib.env import (
     ConfigError,
     database_from_url,
-    default_var_dir,
     env_bool,
+    env_choice,
     env_fernet_keys,
     env_float,
     env_int,
@@ -17,14 +17,21 @@ from lib.env import (
     env_list,
     env_str,
     new_fernet_key,
+    var_dir,
 )
+from lib.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(
-    env_str("STEPWELL_VAR_DIR", "") or default_var_dir(BASE_DIR / "var", os.environ, Path.home())
-)
+VAR_DIR = var_dir(BASE_DIR)
 
 DEBUG = env_bool("DEBUG", False)
+
+# A scraper that is not on loopback, or comes through a proxy, must send this as a
+# bearer token (API.md, "Health"); empty: loopback only.
+STEPWELL_METRICS_TOKEN = env_str("STEPWELL_METRICS_TOKEN", "")
+# The tenants with the most unfinished instances get a label of their own on /metrics;
+# the rest are summed as "other", so the series stay bounded however many tenants exist.
+STEPWELL_METRICS_TOP_TENANTS = env_int("STEPWELL_METRICS_TOP_TENANTS", 20, minimum=1)
 
 
 def _secret_key() -> str:
@@ -86,10 +93,13 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Outermost, so that it sees the 500 that Django makes of a failure in any other.
     "console.api_answers.JSONErrorsUnderAPI",
+    "lib.logs.RequestIdsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files with DEBUG off too: hashed names and compressed copies made by
     # collectstatic, served with a year's cache (the names change with the content).
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Counts and times every request but static files, by route template (lib/metrics).
+    "console.metrics.RequestMetrics",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -195,13 +205,13 @@ STORAGES = {
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-}
+# LOG_FORMAT=json: one JSON object per line, from web, worker and clock alike, with the
+# tenant, instance, step and activation ids of the work at hand (lib.logs).
+LOG_FORMAT = env_choice("LOG_FORMAT", "text", ("text", "json"))
+LOGGING = logging_config(LOG_FORMAT, env_str("LOG_LEVEL", "INFO"))
+
+# The audit log keeps entries this long; the clock deletes older ones (tenants.audit).
+STEPWELL_AUDIT_RETENTION_DAYS = env_int("STEPWELL_AUDIT_RETENTION_DAYS", 365, minimum=1)
 
 # The engine and the sandbox.
 STEPWELL_SANDBOX_PYTHON = env_str("STEPWELL_SANDBOX_PYTHON", "/usr/bin/python3")
@@ -236,6 +246,14 @@ STEPWELL_WARM_MAX_JAIL_SECONDS = env_float("STEPWELL_WARM_MAX_JAIL_SECONDS", 600
 STEPWELL_WARM_MAX_JAIL_STEPS = env_int("STEPWELL_WARM_MAX_JAIL_STEPS", 1000, minimum=1)
 # Benchmarks only (bench/peers.py): every activation in this mode, whatever the quota says.
 STEPWELL_BENCH_SANDBOX_MODE = env_str("STEPWELL_BENCH_SANDBOX_MODE", "")
+# Retention (execution/retention.py): the clock deletes expired finished instances in
+# batches of this many, every STEPWELL_RETENTION_INTERVAL seconds, spending at most
+# STEPWELL_RETENTION_BUDGET_SECONDS per clock tick while a backlog lasts.
+STEPWELL_RETENTION_BATCH = env_int("STEPWELL_RETENTION_BATCH", 1000, minimum=1)
+STEPWELL_RETENTION_INTERVAL = env_float("STEPWELL_RETENTION_INTERVAL", 60.0, minimum=0.1)
+STEPWELL_RETENTION_BUDGET_SECONDS = env_float(
+    "STEPWELL_RETENTION_BUDGET_SECONDS", 0.5, minimum=0.01
+)
 STEPWELL_LEASE_SECONDS = env_float("STEPWELL_LEASE_SECONDS", 10.0, minimum=1.0)
 STEPWELL_CLOCK_INTERVAL = env_float("STEPWELL_CLOCK_INTERVAL", 0.25, minimum=0.05)
 # How long a worker may go on with one instance whose next step is ready before it

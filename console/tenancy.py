@@ -16,6 +16,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
+from lib import logs
 from tenants.memberships import SESSION_KEY, find_membership
 from tenants.models import Membership
 from tenants.staff_view import is_staff_view
@@ -52,6 +53,7 @@ def tenant_required(view):
             return redirect("no_tenant")
         request.membership = membership
         request.tenant = membership.tenant
+        logs.bind(tenant=membership.tenant_id)
         request.staff_view = is_staff_view(membership)
         if request.staff_view and request.method not in READS:
             return render(request, "console/forbidden.html", status=403)

@@ -4,6 +4,7 @@ from django.urls import path
 
 from console import automation, secret_pages, staff, views
 from console.api import api
+from console.metrics import metrics_view
 
 handler404 = "console.views.not_found"
 
@@ -15,6 +16,7 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("login/", auth_views.LoginView.as_view(template_name="console/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.home, name="home"),
@@ -53,6 +55,9 @@ urlpatterns = [
     path("instances/<str:key>/", views.instance_detail, name="instance_detail"),
     path("instances/<str:key>/data/", views.instance_data, name="instance_data"),
     path("instances/<str:key>/events/", views.instance_event, name="instance_event"),
+    path("instances/<str:key>/history/", views.instance_history, name="instance_history"),
+    path("instances/<str:key>/restart/", views.instance_restart, name="instance_restart"),
+    path("instances/<str:key>/rerun/", views.instance_rerun, name="instance_rerun"),
     path(
         "instances/<str:key>/<str:action>/",
         views.instance_control,

@@ -3,6 +3,8 @@ looks rows up through `for_tenant`, so another tenant's objects are a 404."""
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -16,33 +18,34 @@ from django.views.defaults import page_not_found
 
 from console import health, usage
 from console.automation import workflow_automation
-from console.forms import CodeForm, EventForm, StartForm, TokenForm
+from console.forms import (
+    AuditFilterForm,
+    CodeForm,
+    EventForm,
+    RerunForm,
+    RestartForm,
+    StartForm,
+    TokenForm,
+)
 from console.tenancy import (
     page_after_switch,
     switch_tenant,
     tenant_required,
     writer_required,
 )
-from execution import quotas, workflows
+from execution import history, quotas, runs, workflows
+from execution.errors import RestartRefused
 from execution.models import CodeVersion, Instance, Workflow
 from execution.schemas import InstanceOut, instance_out
+from lib import logs
 from lib.diffs import diff_lines
-from tenants.audit import audit_log_for
+from tenants.audit import audit_token, filtered_log, request_actor
 from tenants.memberships import memberships_of
-from tenants.models import ApiToken, AuditLog
+from tenants.models import ApiToken
 from tenants.staff_view import staff_view
 from tenants.tokens import TokenQuotaExceeded, create_token, revoke_token
 
 STATUSES = [s.value for s in Instance.Status]
-
-
-# As the API's: workflows.restart holds a finished instance to the running quota itself.
-CONTROLS = {
-    "pause": workflows.pause,
-    "resume": workflows.resume,
-    "terminate": workflows.terminate,
-    "restart": workflows.restart,
-}
 
 
 @never_cache
@@ -131,6 +134,7 @@ def edit_code(request, workflow: Workflow | None):
                     name,
                     form.cleaned_data["code"],
                     form.cleaned_data["description"],
+                    actor=request_actor(request),
                 )
             except workflows.CodeRejected as exc:
                 errors = [e.as_dict() for e in exc.report.errors]
@@ -194,6 +198,7 @@ def workflow_start(request, name):
                     payload=form.cleaned_data["payload"],
                     key=form.cleaned_data["key"] or None,
                     rate=True,  # held to the starts per minute quota, as the API's starts
+                    actor=request_actor(request),
                 )
             except workflows.StartError as exc:
                 form.add_error(None, str(exc))
@@ -209,7 +214,9 @@ def get_instance(request, key: str) -> Instance:
     rows = Instance.objects.for_tenant(request.tenant).select_related(
         "workflow", "version", "parent"
     )
-    return get_object_or_404(rows, key=key)
+    instance = get_object_or_404(rows, key=key)
+    logs.bind(instance=instance.pk, instance_key=instance.key)
+    return instance
 
 
 @tenant_required
@@ -235,13 +242,41 @@ def instance_json(instance: Instance) -> dict:
 def instance_detail(request, key):
     instance = get_instance(request, key)
     limit = request.tenant.quota.payload_bytes
+    approved = instance.workflow.versions.filter(status=CodeVersion.Status.APPROVED)
     context = {
         "instance": instance,
         "data": instance_json(instance),
         "event_form": EventForm(payload_limit=limit),
+        "rerun_form": RerunForm(
+            payload_limit=limit, initial={"payload": json.dumps(instance.payload, indent=2)}
+        ),
+        "runs": history.runs_page(instance, before=None, limit=50)["items"],
+        "versions": [
+            {"sha256": v.sha256, "created_at": v.created_at.isoformat()}
+            for v in approved.only("sha256", "created_at")[:50]
+        ],
         "can_write": request.membership.can_write,
     }
     return render(request, "console/instance_detail.html", context)
+
+
+@tenant_required
+@require_safe
+def instance_history(request, key):
+    """A run's history as the API gives it (`?run=N` for an earlier one); `?download=1`
+    saves it as a file."""
+    instance = get_instance(request, key)
+    run = request.GET.get("run") or None
+    if run is not None and not (run.isdigit() and len(run) < 10):
+        raise Http404("no such run")
+    found = history.history_of(instance, None if run is None else int(run))
+    if found is None:
+        raise Http404("no such run")
+    response = JsonResponse(found, json_dumps_params={"indent": 2})
+    if request.GET.get("download"):
+        name = f"{instance.key}.run{found['run']}.history.json"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
 
 
 @tenant_required
@@ -266,31 +301,86 @@ def instance_event(request, key):
     instance = get_instance(request, key)
     form = EventForm(request.POST, payload_limit=request.tenant.quota.payload_bytes)
     if not form.is_valid():
-        problems = "; ".join(m for errs in form.errors.values() for m in errs)
-        return answer(request, instance, False, problems, status=400)
+        return answer(request, instance, False, form_problems(form), status=400)
     try:
         quotas.check_event(request.tenant)
     except quotas.QuotaExceeded as exc:
         return answer(request, instance, False, str(exc), status=429)
-    workflows.send_event(instance, form.cleaned_data["type"], form.cleaned_data["payload"])
+    workflows.send_event(
+        instance,
+        form.cleaned_data["type"],
+        form.cleaned_data["payload"],
+        actor=request_actor(request),
+    )
     return answer(request, instance, True, f"Sent event {form.cleaned_data['type']!r}.", 202)
 
 
 @writer_required
 @require_POST
 def instance_control(request, key, action):
-    if action not in CONTROLS:
+    if action not in workflows.CONTROLS:
         raise Http404("no such action")
     instance = get_instance(request, key)
     try:
-        CONTROLS[action](instance)
+        workflows.control(instance, action, request_actor(request))
     except workflows.StateConflict as exc:
         return answer(request, instance, False, str(exc), status=409)
     except quotas.QuotaExceeded as exc:
         return answer(request, instance, False, str(exc), status=429)
-    return answer(
-        request, instance, True, f"{action.title()}d." if action != "restart" else "Restarted."
-    )
+    return answer(request, instance, True, f"{action.title()}d.")
+
+
+@writer_required
+@require_POST
+def instance_restart(request, key):
+    """The API's restart, from the Restart button (from the start, on the same version)
+    or a step's "restart from here" (from that step, on the version chosen)."""
+    instance = get_instance(request, key)
+    form = RestartForm(request.POST)
+    if not form.is_valid():
+        return answer(request, instance, False, form_problems(form), status=400)
+    try:
+        runs.restart(
+            instance,
+            from_step=form.cleaned_data["from_step"] or 0,
+            version_sha=form.cleaned_data["version"] or None,
+            actor=request_actor(request),
+        )
+    except RestartRefused as exc:
+        return answer(request, instance, False, str(exc), status=400)
+    except workflows.StateConflict as exc:
+        return answer(request, instance, False, str(exc), status=409)
+    except quotas.QuotaExceeded as exc:
+        return answer(request, instance, False, str(exc), status=429)
+    return answer(request, instance, True, "Restarted.")
+
+
+@writer_required
+@require_POST
+def instance_rerun(request, key):
+    """The API's rerun: a new instance of the same workflow, then its page."""
+    instance = get_instance(request, key)
+    form = RerunForm(request.POST, payload_limit=request.tenant.quota.payload_bytes)
+    if not form.is_valid():
+        return answer(request, instance, False, form_problems(form), status=400)
+    try:
+        started, _ = runs.rerun(
+            instance,
+            key=form.cleaned_data["key"] or None,
+            payload=form.cleaned_data["payload"],
+            version_sha=form.cleaned_data["version"] or None,
+            actor=request_actor(request),
+        )
+    except workflows.StartError as exc:  # QuotaExceeded included
+        return answer(request, instance, False, str(exc), status=409)
+    if wants_json(request):
+        url = reverse("instance_detail", args=[started.key])
+        return JsonResponse({"ok": True, "detail": f"Started {started.key}.", "url": url})
+    return redirect("instance_detail", key=started.key)
+
+
+def form_problems(form) -> str:
+    return "; ".join(m for errs in form.errors.values() for m in errs)
 
 
 # API tokens
@@ -324,7 +414,7 @@ def make_token(request, form: TokenForm) -> str:
         expires_at=form.expires_at(),
         read_only=form.cleaned_data["read_only"],
     )
-    audit(request, "token.created", token)
+    audit_token("token.created", token, **request_actor(request))
     return raw
 
 
@@ -334,20 +424,9 @@ def token_revoke(request, pk):
     token = get_object_or_404(ApiToken.objects.filter(tenant=request.tenant), pk=pk)
     with transaction.atomic():
         revoke_token(token)
-        audit(request, "token.revoked", token)
+        audit_token("token.revoked", token, **request_actor(request))
     messages.success(request, f"Revoked {token.name}.")
     return redirect(reverse("tokens"))
-
-
-def audit(request, action: str, token: ApiToken) -> None:
-    AuditLog.objects.create(
-        tenant=request.tenant,
-        actor=request.user,
-        action=action,
-        target_type="token",
-        target_id=str(token.pk),
-        details={"name": token.name, "prefix": token.prefix, "read_only": token.read_only},
-    )
 
 
 NEW_WORKFLOW = """\
@@ -369,9 +448,31 @@ def not_found(request, exception=None):
 # Audit log (owners only: it names who did what in the tenant)
 
 
+AUDIT_PAGE_SIZE = 50
+
+
 @tenant_required
 def audit_log(request):
+    """Filtered by actor, action and days (query string); pages of AUDIT_PAGE_SIZE,
+    newest first, without counting the whole log (it holds every start)."""
     if request.membership.role != request.membership.Role.OWNER:
         return render(request, "console/forbidden.html", status=403)
-    entries = audit_log_for(request.tenant)[:200]
-    return render(request, "console/audit_log.html", {"entries": entries})
+    form = AuditFilterForm(request.GET)
+    if not form.is_valid():
+        context = {"form": form, "entries": []}
+        return render(request, "console/audit_log.html", context, status=400)
+    filters = {k: v for k, v in form.cleaned_data.items() if k != "page" and v}
+    page = form.cleaned_data["page"] or 1
+    start = (page - 1) * AUDIT_PAGE_SIZE
+    entries = list(filtered_log(request.tenant, **filters)[start : start + AUDIT_PAGE_SIZE + 1])
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "form": form,
+        "entries": entries[:AUDIT_PAGE_SIZE],
+        "page": page,
+        "previous_page": page - 1 if page > 1 else None,
+        "next_page": page + 1 if len(entries) > AUDIT_PAGE_SIZE else None,
+        "query": query.urlencode(),
+    }
+    return render(request, "console/audit_log.html", context)

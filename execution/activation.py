@@ -7,6 +7,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.utils import timezone
 
 from execution.models import Step
@@ -33,6 +34,14 @@ class Activation:
     # The tenant's secrets, decrypted when the activation was claimed: handed to its jail
     # alone, and redacted from all it sends back (execution.redaction); never stored.
     secrets: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    # How long the do step it ran took inside the jail, as the runtime measured it (0.0
+    # if it ran none): the rest of the activation's time is the platform's overhead.
+    step_seconds: float = 0.0
+
+    @property
+    def sandbox_mode(self) -> str:
+        # Benchmarks only; get_sandbox refuses "unsandboxed" without STEPWELL_BENCH_UNSANDBOXED=1.
+        return settings.STEPWELL_BENCH_SANDBOX_MODE or self.quota.sandbox_mode
 
     def next_index(self) -> int:
         """The index of the step this activation is expected to run."""
@@ -56,6 +65,7 @@ class Activation:
             pending=None,
             marked=None,
             on_progress=None,
+            step_seconds=0.0,
             history_bytes=self.history_bytes + grown,
         )
 

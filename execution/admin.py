@@ -27,6 +27,7 @@ from tenants.admin import (
     ReadOnly,
     asks_for_reason,
     audit_quota_form,
+    audit_tenant_form,
     has_model_perm,
     save_audited_memberships,
 )
@@ -327,6 +328,10 @@ class TenantAdmin(admin.ModelAdmin):
             for tenant in tenants:
                 decision(tenant, actor=request.user, reason=reason)
         self.message_user(request, f"{done} {len(tenants)} tenant(s).")
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        audit_tenant_form(form, request.user, change=change)
 
     def save_formset(self, request, form, formset, change):
         if formset.model is Membership:

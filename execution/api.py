@@ -8,18 +8,25 @@ from django.http import Http404, HttpRequest
 from ninja import Path, Query, Router, Status
 from ninja.errors import HttpError
 
-from execution import quotas, workflows
+from execution import history, quotas, runs, workflows
+from execution.errors import RestartRefused
 from execution.models import Instance, Workflow
 from execution.schemas import (
     CodeErrorsOut,
     EventAcceptedOut,
     EventIn,
     EventPageOut,
+    HistoryOut,
+    HistoryQuery,
     InstanceOut,
     InstancePageOut,
     InstancePath,
     ListFilters,
     PageIn,
+    RerunIn,
+    RestartIn,
+    RunFilters,
+    RunPageOut,
     StartIn,
     ValidateIn,
     ValidateOut,
@@ -38,7 +45,9 @@ from execution.schemas import (
     version_out,
     workflow_out,
 )
+from lib import logs
 from lib.api_errors import AUTH_ERRORS, WRITE_ERRORS, Detail
+from tenants.audit import request_actor
 from tenants.auth import require_write
 
 router = Router(tags=["workflows"])
@@ -75,6 +84,7 @@ def get_instance(request: HttpRequest, key: str) -> Instance:
     )
     if instance is None:
         raise Http404(f"no instance {key!r}")
+    logs.bind(instance=instance.pk, instance_key=instance.key)
     instance.tenant = tenant  # the token's, with its quota already read
     return instance
 
@@ -153,7 +163,7 @@ def put_workflow(request, path: Path[WorkflowPath], body: WorkflowIn):
     require_write(request)
     try:
         upload = workflows.upload_version(
-            tenant_of(request), path.name, body.code, body.description
+            tenant_of(request), path.name, body.code, body.description, actor=request_actor(request)
         )
     except workflows.CodeRejected as exc:
         return Status(422, {"detail": [e.as_dict() for e in exc.report.errors]})
@@ -221,7 +231,13 @@ def start_instance(request, path: Path[WorkflowPath], body: StartIn):
     check_size(payload, workflow.tenant.quota.payload_bytes, "the payload")
     try:
         instance, created = workflows.start_instance(
-            workflow, payload=payload, key=body.id, version_sha=body.version, rate=True, fresh=True
+            workflow,
+            payload=payload,
+            key=body.id,
+            version_sha=body.version,
+            rate=True,
+            fresh=True,
+            actor=request_actor(request),
         )
     except quotas.QuotaExceeded:
         raise
@@ -279,15 +295,17 @@ def send_event(request, path: Path[InstancePath], body: EventIn):
     require_write(request)
     instance = get_instance(request, path.id)
     check_size(body.payload, instance.tenant.quota.payload_bytes, "the event payload")
-    sent = workflows.send_event(instance, body.type, body.payload, rate=True)
+    sent = workflows.send_event(
+        instance, body.type, body.payload, rate=True, actor=request_actor(request)
+    )
     return Status(202, {"detail": sent.detail(), "id": sent.event.pk, "matched": sent.matched})
 
 
-def control(request, key: str, action) -> Status:
+def control(request, key: str, action: str) -> Status:
     require_write(request)
     instance = get_instance(request, key)
     try:
-        action(instance)
+        workflows.control(instance, action, request_actor(request))
     except workflows.StateConflict as exc:
         return Status(409, {"detail": str(exc)})
     return Status(200, instance_out(get_instance(request, key)))
@@ -299,7 +317,7 @@ CONTROL_RESPONSES = {200: InstanceOut, **AUTH_ERRORS, 403: Detail, **NOT_FOUND, 
 @router.post("/instances/{id}/pause", response=CONTROL_RESPONSES)
 def pause_instance(request, path: Path[InstancePath]):
     """Pause an active instance: 409 when it is paused or finished."""
-    return control(request, path.id, workflows.pause)
+    return control(request, path.id, "pause")
 
 
 @router.post("/instances/{id}/resume", response=CONTROL_RESPONSES)
@@ -309,20 +327,119 @@ def resume_instance(request, path: Path[InstancePath]):
     409 when it is not paused, or while a staff decision holds it (its version awaiting
     review, rejected or quarantined, or the tenant suspended), with `detail` saying which.
     """
-    return control(request, path.id, workflows.resume)
+    return control(request, path.id, "resume")
 
 
 @router.post("/instances/{id}/terminate", response=CONTROL_RESPONSES)
 def terminate_instance(request, path: Path[InstancePath]):
     """Stop an instance for good, its unfinished step `cancelled`: 409 when it has ended."""
-    return control(request, path.id, workflows.terminate)
+    return control(request, path.id, "terminate")
 
 
 @router.post("/instances/{id}/restart", response={**CONTROL_RESPONSES, **QUOTA})
-def restart_instance(request, path: Path[InstancePath]):
-    """Run again from the start, on the same version with the same payload.
+def restart_instance(request, path: Path[InstancePath], body: RestartIn | None = None):
+    """A new run of the instance, with the same payload.
 
-    409 when that version is not approved, with `detail` saying why; 429 when a
-    finished instance would go over the running instances quota.
+    Steps before `from_step` (default 0: run again from the start) keep their recorded
+    results; the others are discarded, readable in the earlier run (`runs`,
+    `history?run=N`), and run again, on `version` if given (an approved version of the
+    workflow), else on the instance's own. Children the new run starts get new ids;
+    events that discarded steps consumed can be consumed again. A version that does not
+    replay the kept steps the same way errors the new run with the non-determinism error.
+
+    409 when the version is not approved, with `detail` saying why; 422 naming
+    `from_step` or `version` when the instance has no such step to keep or the workflow
+    no such version; 429 when a finished instance would go over the running instances
+    quota.
     """
-    return control(request, path.id, workflows.restart)
+    require_write(request)
+    body = body or RestartIn()
+    instance = get_instance(request, path.id)
+    try:
+        runs.restart(
+            instance,
+            from_step=body.from_step,
+            version_sha=body.version,
+            actor=request_actor(request),
+        )
+    except workflows.StateConflict as exc:
+        return Status(409, {"detail": str(exc)})
+    except RestartRefused as exc:
+        return Status(422, {"detail": [field_problem(exc)]})
+    return Status(200, instance_out(get_instance(request, path.id)))
+
+
+def field_problem(exc: RestartRefused) -> dict:
+    return {"type": "value_error", "loc": ["body", exc.field], "field": exc.field, "msg": str(exc)}
+
+
+@router.post(
+    "/instances/{id}/rerun",
+    response={
+        200: InstanceOut,
+        201: InstanceOut,
+        **WRITE_ERRORS,
+        **NOT_FOUND,
+        409: Detail,
+        **QUOTA,
+    },
+)
+def rerun_instance(request, path: Path[InstancePath], body: RerunIn | None = None):
+    """Start a new instance of the same workflow: 201, with this instance's payload
+    unless `payload` is given, on `version` or the workflow's current version, as
+    `id` or a new id. As a start: the same `id` again answers 200 with that instance;
+    409 when the version cannot run; 413 and 429 as for a start.
+    """
+    require_write(request)
+    body = body or RerunIn()
+    instance = get_instance(request, path.id)
+    workflow = instance.workflow
+    workflow.tenant = instance.tenant
+    if body.id:
+        existing = Instance.objects.for_tenant(workflow.tenant).filter(key=body.id).first()
+        if existing:
+            return start_answer(request, workflow, existing, created=False)
+    if body.payload is not None:
+        check_size(body.payload, workflow.tenant.quota.payload_bytes, "the payload")
+    try:
+        started, created = runs.rerun(
+            instance,
+            key=body.id,
+            payload=body.payload,
+            version_sha=body.version,
+            actor=request_actor(request),
+        )
+    except quotas.QuotaExceeded:
+        raise
+    except workflows.StartError as exc:
+        return Status(409, {"detail": str(exc)})
+    return start_answer(request, workflow, started, created=created)
+
+
+@router.get(
+    "/instances/{id}/history",
+    response={200: HistoryOut, **AUTH_ERRORS, **NOT_FOUND},
+)
+def get_history(request, path: Path[InstancePath], query: Query[HistoryQuery]):
+    """One run of the instance (the current one, or `run`), with everything needed to
+    replay it elsewhere: the version's code, the payload, each step's result and
+    `shape`. Secrets are redacted as everywhere (`[secret:NAME]`). The format,
+    `stepwell.history/1`, is described in docs/history.md.
+    """
+    instance = get_instance(request, path.id)
+    found = history.history_of(instance, query.run)
+    if found is None:
+        raise Http404(f"instance {instance.key!r} has no run {query.run}")
+    return found
+
+
+@router.get(
+    "/instances/{id}/runs",
+    response={200: RunPageOut, **AUTH_ERRORS, **NOT_FOUND},
+)
+def list_runs(request, path: Path[InstancePath], filters: Query[RunFilters]):
+    """The instance's runs, newest first: the current one, then those restarts ended,
+    each with the step it restarted from. Read one with `history?run=N`."""
+    instance = get_instance(request, path.id)
+    before = int(filters.cursor) if filters.cursor else None
+    return history.runs_page(instance, before=before, limit=filters.limit)

@@ -20,6 +20,7 @@ ADVANCE = "stepwell.advance"
 def enqueue(instance_pk: int) -> None:
     try:
         current_app.tasks[ADVANCE].apply_async(args=[instance_pk])
+        log.debug("sent instance %s to a worker", instance_pk)
     except Exception:
         # The broker is down: the clock sends it again once the redispatch delay passes.
         log.warning(

@@ -10,6 +10,8 @@ dispatch columns goes through it.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import logging
 import time
 import uuid
@@ -29,9 +31,10 @@ from execution.models import Instance, Step
 from execution.outcome_checks import DEFAULT_RETRIES, InvalidOutcome, check_outcome
 from execution.progress import record_event, started, step_summary
 from execution.redaction import Redactor
-from execution.sandbox import SandboxRequest, SandboxResult, get_sandbox
+from execution.sandbox import SandboxRequest, SandboxResult, Status, get_sandbox
 from execution.step_limits import limits_for
 from execution.watch import Watch
+from lib import logs, metrics
 from tenants.secrets import values_for
 
 log = logging.getLogger(__name__)
@@ -48,15 +51,16 @@ def advance(instance_pk: int) -> None:
     the worker back to the queue so other instances get their turn.
     """
     deadline = time.monotonic() + settings.STEPWELL_INLINE_SECONDS
-    activation = begin(instance_pk)
-    while activation is not None:
-        keep = time.monotonic() < deadline
-        following = execute(activation, keep=keep)
-        if following is Next.AGAIN:
-            # Ready again, but the lease was given back: claim it anew.
-            activation = begin(instance_pk, was_kept=True)
-        else:
-            activation = following if isinstance(following, Activation) else None
+    with logs.bound(instance=instance_pk):
+        activation = begin(instance_pk)
+        while activation is not None:
+            keep = time.monotonic() < deadline
+            following = execute(activation, keep=keep)
+            if following is Next.AGAIN:
+                # Ready again, but the lease was given back: claim it anew.
+                activation = begin(instance_pk, was_kept=True)
+            else:
+                activation = following if isinstance(following, Activation) else None
 
 
 def begin(instance_pk: int, *, was_kept: bool = False) -> Activation | None:
@@ -75,24 +79,49 @@ def begin(instance_pk: int, *, was_kept: bool = False) -> Activation | None:
 
 
 def execute(activation: Activation, *, keep: bool) -> Activation | Next:
-    """Run the activation and record its outcome; returns what outcomes.record does.
+    """Run the activation and record its outcome, its ids on every log line (even the
+    sandbox's and the watcher's threads'); returns what outcomes.record does."""
+    with logs.bound(**log_ids(activation)):
+        log.debug("activation runs step %s", activation.next_index())
+        following = run_and_record(activation, keep=keep)
+        log.debug("activation recorded: %s", getattr(following, "value", "next step"))
+        return following
 
-    An error here counts as a sandbox failure: a few in a row error the instance, so
-    that nothing an instance holds can make the engine retry it forever.
-    """
+
+def log_ids(activation: Activation) -> dict:
+    """What every log line of the activation names (lib.logs)."""
+    return {
+        "tenant": activation.tenant_id,
+        "instance": activation.instance_pk,
+        "instance_key": activation.instance_key,
+        "step": activation.next_index(),
+        "activation": activation.token,
+    }
+
+
+def run_and_record(activation: Activation, *, keep: bool) -> Activation | Next:
+    """An error here counts as a sandbox failure: a few in a row error the instance, so
+    that nothing an instance holds can make the engine retry it forever."""
     limit = activation.quota.history_bytes
+    began = time.perf_counter()
     try:
         if activation.history_bytes > limit:  # recorded before the quota, or lowered since
             outcomes.record_error(activation, history_error(limit))
             return Next.DONE
         redactor = Redactor(activation.secrets)
         with watch(activation) as watching:
-            activation.on_progress = announced(watching, redactor)
+            # The sandbox calls back from its reader thread: with this activation's ids.
+            activation.on_progress = functools.partial(
+                contextvars.copy_context().run, announced(watching, redactor)
+            )
             # The one door by which a jail's answer enters the engine: redacted here.
             result = redactor.result(run_sandbox(activation))
         activation.marked = watching.marked
-        return outcomes.record(activation, result, keep=keep)
+        following = outcomes.record(activation, result, keep=keep)
+        observe(activation, result, time.perf_counter() - began)
+        return following
     except Exception as exc:
+        metrics.SANDBOX_FAILURES.labels("engine").inc()
         log.exception("activation of instance %s failed in the engine", activation.instance_pk)
         try:
             outcomes.record_failure(activation, f"{type(exc).__name__} in the engine")
@@ -104,10 +133,20 @@ def execute(activation: Activation, *, keep: bool) -> Activation | Next:
         raise
 
 
+def observe(activation: Activation, result: SandboxResult, seconds: float) -> None:
+    """An activation's figures: its time in the sandbox, the rest, and how it ended."""
+    mode = activation.sandbox_mode
+    metrics.ACTIVATIONS.labels(result.status, mode).inc()
+    metrics.OVERHEAD_SECONDS.labels(mode).observe(max(0.0, seconds - activation.step_seconds))
+    if result.status != Status.OK:
+        metrics.SANDBOX_FAILURES.labels(result.status).inc()
+
+
 def prepare_activation(instance: Instance, steps: list[Step], token: str) -> Activation | None:
     """What the activation needs; in the claim's transaction, which holds the row. None if
     the step it is suspended on is not settled yet: then the lease goes back and the
     instance is due when it can be."""
+    observe_lag(instance.next_run_at)
     last = steps[-1] if steps else None
     pending = None
     if last is not None and last.status not in Step.RESOLVED_STATUSES:
@@ -158,14 +197,30 @@ def settle(instance: Instance, step: Step) -> datetime | None:
         return settle_event_wait(instance, step)
     if step.status == Step.Status.WAITING and step.kind == Step.Kind.WAIT_FOR_WORKFLOW:
         return settle_child_wait(instance, step)
-    if step.status == Step.Status.FAILED and step.wake_at and step.wake_at > timezone.now():
-        return step.wake_at  # a do step's retry, after its backoff
+    if step.status == Step.Status.FAILED and step.wake_at:
+        if step.wake_at > timezone.now():
+            return step.wake_at  # a do step's retry, after its backoff
+        observe_lateness("retry", step.wake_at)
     return None
+
+
+def observe_lag(due_at: datetime | None) -> None:
+    """From the time the claimed instance was due to its claim (now)."""
+    if due_at is not None:
+        metrics.QUEUE_LAG.observe(max(0.0, (timezone.now() - due_at).total_seconds()))
+
+
+def observe_lateness(kind: str, wake_at: datetime) -> None:
+    """How late a timer (sleep, retry or wait timeout) is resolved, from its wake_at."""
+    metrics.TIMER_LATENESS.labels(kind).observe(
+        max(0.0, (timezone.now() - wake_at).total_seconds())
+    )
 
 
 def settle_sleep(instance: Instance, step: Step) -> datetime | None:
     if step.wake_at > timezone.now():
         return step.wake_at
+    observe_lateness("sleep", step.wake_at)
     finish_step(instance, step, Step.Status.COMPLETE, output=None)
     record_event(instance, "instance.resumed", step=step_summary(step))
     return None
@@ -186,6 +241,7 @@ def settle_event_wait(instance: Instance, step: Step) -> datetime | None:
         return None
     if step.wake_at > timezone.now():
         return step.wake_at
+    observe_lateness("timeout", step.wake_at)
     error = {"type": "WaitTimeout", "message": f"no {step.event_type!r} event arrived in time"}
     finish_step(instance, step, Step.Status.TIMED_OUT, error=error)
     record_event(instance, "step.timed_out", step=step_summary(step), error=error)
@@ -214,6 +270,7 @@ def settle_child_wait(instance: Instance, step: Step) -> datetime | None:
         return None
     if step.wake_at > timezone.now():
         return step.wake_at
+    observe_lateness("timeout", step.wake_at)
     error = {"type": "WaitTimeout", "message": f"instance {child.key} did not end in time"}
     finish_step(instance, step, Step.Status.TIMED_OUT, error=error)
     record_event(instance, "step.timed_out", step=step_summary(step), error=error)
@@ -246,9 +303,7 @@ def run_sandbox(activation: Activation) -> SandboxResult:
         on_progress=activation.on_progress,
         secrets=activation.secrets,
     )
-    # Benchmarks only; get_sandbox refuses "unsandboxed" without STEPWELL_BENCH_UNSANDBOXED=1.
-    mode = settings.STEPWELL_BENCH_SANDBOX_MODE or quota.sandbox_mode
-    return get_sandbox(mode).run(request)
+    return get_sandbox(activation.sandbox_mode).run(request)
 
 
 def mark_running(activation: Activation, intent: dict, started_at: datetime) -> Step | None:

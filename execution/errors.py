@@ -7,3 +7,11 @@ class StartError(Exception):
 
 class StateConflict(Exception):
     """The instance's state does not allow the action (HTTP 409)."""
+
+
+class RestartRefused(ValueError):
+    """A restart's request names what the instance cannot do (HTTP 422 naming `field`)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field

@@ -94,10 +94,10 @@ def apply_outcome(instance: Instance, activation: Activation, outcome: dict) -> 
 
 
 def new_step(instance: Instance, existing: Step | None, outcome: dict, kind: str) -> Step:
-    if existing is not None:
-        existing.name = outcome["name"]
-        return existing
-    return Step(instance=instance, index=outcome["index"], name=outcome["name"], kind=kind)
+    step = existing or Step(instance=instance, index=outcome["index"], kind=kind)
+    step.name = outcome["name"]
+    step.shape = outcome.get("shape")
+    return step
 
 
 def step_config(outcome: dict) -> dict:
@@ -244,7 +244,7 @@ def record_start_workflow(instance: Instance, existing: Step | None, outcome: di
         child, _ = start_instance(
             workflow,
             payload=outcome["payload"],
-            key=outcome["instance_id"] or child_key(instance.key, step.index),
+            key=outcome["instance_id"] or child_key(instance.key, step.index, instance.run),
             parent=instance,
             rate=True,
         )

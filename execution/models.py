@@ -183,6 +183,11 @@ class Instance(models.Model):
     history_bytes = models.BigIntegerField(default=0)
     # Activations in a row that the sandbox (or the engine) failed to run.
     sandbox_failures = models.PositiveSmallIntegerField(default=0)
+    # Which run of the instance its steps belong to: a restart archives the current run
+    # (Run) and starts the next one. 1 until the first restart.
+    run = models.PositiveIntegerField(default=1)
+    # When the current run began: created_at for the first.
+    run_started_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -208,10 +213,22 @@ class Instance(models.Model):
                 condition=models.Q(status="errored"),
                 name="instance_errored",
             ),
+            # The retention sweep walks each tenant's finished instances oldest first. Its
+            # condition names finished_at only, which changes once, at the end: the
+            # updates of every step stay HOT.
+            models.Index(
+                fields=["tenant", "finished_at"],
+                condition=models.Q(finished_at__isnull=False),
+                name="instance_retention",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.workflow} #{self.key}"
+
+    @property
+    def current_run_started_at(self):
+        return self.run_started_at or self.created_at
 
     @property
     def is_terminal(self) -> bool:
@@ -259,6 +276,9 @@ class Step(models.Model):
         Instance, null=True, blank=True, on_delete=models.SET_NULL, related_name="waiting_steps"
     )
     config = models.JSONField(default=dict, blank=True)
+    # What the replay compares besides name and kind (a sleep's duration or time, an
+    # event type, a child's workflow and id); null for do steps and older records.
+    shape = models.JSONField(null=True, blank=True)
     started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -326,7 +346,41 @@ class Step(models.Model):
                 "type": self.error.get("type", "Error"),
                 "message": self.error.get("message", ""),
             },
+            "shape": self.shape,
         }
+
+
+class Run(models.Model):
+    """An earlier run of an instance, archived whole when a restart began the next one.
+
+    The current run lives on the Instance and its Step rows, so that what every
+    activation reads stays one instance's few rows; an earlier run is read only by the
+    history and runs endpoints, so its steps are kept here as one JSON list (each as
+    the history format has it: execution.history).
+    """
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="runs")
+    number = models.PositiveIntegerField()
+    version = models.ForeignKey(CodeVersion, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=20, choices=Instance.Status.choices)
+    output = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    steps = models.JSONField(default=list, blank=True)
+    # The step the run after this one restarted from (its steps before it were kept).
+    next_from_step = models.PositiveIntegerField(default=0)
+    # The step this run restarted from; null for an instance's first run.
+    restarted_from_step = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["instance", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["instance", "number"], name="one_run_per_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.instance} run {self.number}"
 
 
 class Event(models.Model):

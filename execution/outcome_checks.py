@@ -58,15 +58,32 @@ def check_outcome(outcome: Any) -> dict:
         checked.update(checked_do(outcome, checked["name"]))
     elif kind == "sleep":
         checked["until"] = parse_time(outcome.get("until"))
+        checked["shape"] = sleep_shape(outcome)
     elif kind == "wait":
         checked["event_type"] = text_field(outcome.get("event_type"), "event type")
         checked["timeout_seconds"] = seconds_of(outcome.get("timeout_seconds"))
+        checked["shape"] = {"event_type": checked["event_type"]}
     elif kind == "wait_workflow":
         checked["instance_id"] = text_field(outcome.get("instance_id"), "awaited instance id")
         checked["timeout_seconds"] = seconds_of(outcome.get("timeout_seconds"))
+        checked["shape"] = {"instance_id": checked["instance_id"]}
     else:
         checked.update(checked_start(outcome))
+        checked["shape"] = {"workflow": checked["workflow"], "instance_id": checked["instance_id"]}
     return checked
+
+
+def sleep_shape(outcome: dict) -> dict:
+    """What the replay compares of a sleep (stepwell.replay): its duration, or for a
+    sleep_until (no duration) the time as the runtime wrote it, checked by parse_time."""
+    seconds = outcome.get("duration_seconds")
+    if seconds is None:
+        return {"until": outcome["until"]}
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise InvalidOutcome("the sleep's duration is not a number")
+    if not math.isfinite(seconds):
+        raise InvalidOutcome("the sleep's duration is not a finite number")
+    return {"duration_seconds": seconds}
 
 
 def step_index(outcome: dict) -> int:
@@ -147,12 +164,14 @@ def checked_start(outcome: dict) -> dict:
     return checked
 
 
-def child_key(parent_key: str, index: int) -> str:
-    """The id of a child started without one: the same on every replay, within 100 chars."""
-    key = f"{parent_key}-{index}"
+def child_key(parent_key: str, index: int, run: int = 1) -> str:
+    """The id of a child started without one: the same on every replay, within 100 chars;
+    a later run of the parent (a restart) starts new children (API.md)."""
+    tail = f"{index}" if run <= 1 else f"r{run}-{index}"
+    key = f"{parent_key}-{tail}"
     if len(key) <= MAX_KEY_CHARS:
         return key
-    return f"{hashlib.sha256(parent_key.encode()).hexdigest()[:64]}-{index}"
+    return f"{hashlib.sha256(parent_key.encode()).hexdigest()[:64]}-{tail}"
 
 
 def clean_retries(retries: Any) -> dict:
@@ -239,6 +258,9 @@ def clean_error(error: Any) -> dict:
     for key in ("index", "recorded", "new"):
         if key in error:
             clean[key] = error[key]
+    line = error.get("line")
+    if isinstance(line, int) and not isinstance(line, bool) and 0 < line <= INT4_MAX:
+        clean["line"] = line
     problem = json_problem(clean)
     if problem is None:
         return clean

@@ -29,9 +29,10 @@ from execution.kinds import (
 )
 from execution.lifecycle import due, leases, records
 from execution.models import Instance, Step
-from execution.outcome_checks import InvalidOutcome, check_outcome
+from execution.outcome_checks import STEP_KINDS, InvalidOutcome, check_outcome
 from execution.sandbox import SandboxResult, Status
 from execution.storable import escaped
+from lib import metrics
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def record(
     if it is ready again: returns the next Activation (lease kept), or Next.AGAIN (claim
     it again). Returns Next.DONE when the instance is not the worker's to run now."""
     outcome = checked(result)
+    count_step(activation, result, outcome)
     if isinstance(outcome, dict):
         grown = plain_completion_growth(activation, outcome)
         if grown is not None:
@@ -65,6 +67,30 @@ def record(
     with due.kept(activation.instance_pk if keep else None) as kept:
         record_any(activation, result, outcome)
     return Next.AGAIN if kept.ready else Next.DONE
+
+
+def step_outcome(result: SandboxResult, outcome: dict | InvalidOutcome | None) -> str | None:
+    """The label of what the activation's step came to; None if it ran no step (it ended
+    the instance, or the sandbox never ran it)."""
+    if outcome is None:
+        return None if result.status in (Status.SANDBOX_FAILURE, Status.BUSY) else result.status
+    if isinstance(outcome, InvalidOutcome):
+        return "invalid"
+    kind = outcome["kind"]
+    if kind == "step":
+        return outcome["status"]  # complete, or failed (an attempt)
+    return kind if kind in STEP_KINDS else None
+
+
+def count_step(activation: Activation, result: SandboxResult, outcome) -> None:
+    label = step_outcome(result, outcome)
+    if label is None:
+        return
+    mode = activation.sandbox_mode
+    metrics.STEPS.labels(label, mode).inc()
+    if isinstance(outcome, dict) and outcome["kind"] == "step":
+        activation.step_seconds = outcome["duration_ms"] / 1000
+        metrics.STEP_SECONDS.labels(mode).observe(activation.step_seconds)
 
 
 def checked(result: SandboxResult) -> dict | InvalidOutcome | None:
@@ -109,6 +135,8 @@ def leased(activation: Activation):
             .get(pk=activation.instance_pk)
         )
         if instance.lease_owner != activation.token or instance.generation != activation.generation:
+            if instance.lease_owner != activation.token:
+                metrics.LEASE_EXPIRIES.inc()  # it lapsed while the step ran, and was taken
             log.info("dropping a stale outcome for instance %s", instance.pk)
             yield None
             return

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 
 from execution.models import MAX_KEY_LENGTH, NAME_PATTERN, CodeVersion, Instance, Step, Workflow
 from execution.progress import step_summary
+from execution.retention import expires_at
 from lib.api_errors import FieldErrorOut
 
 
@@ -141,6 +142,14 @@ class InstanceOut(Schema):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None = None
+    expires_at: datetime | None = Field(
+        None,
+        description=(
+            "When the retention sweep deletes the instance with its steps and events: "
+            "finished_at plus the tenant's retention period; null while it runs or if the "
+            "tenant keeps every instance. Once deleted, its id may be used again by a new start."
+        ),
+    )
     steps: list[StepOut]
 
 
@@ -291,6 +300,7 @@ def instance_out(instance: Instance) -> dict:
         "error": instance.error,
         "parent": instance.parent.key if instance.parent_id else None,
         "finished_at": instance.finished_at,
+        "expires_at": expires_at(instance),
         "steps": [step_out(s) for s in instance.steps.order_by("index")],
     }
 
@@ -304,5 +314,79 @@ def new_instance_out(instance: Instance) -> dict:
         "error": None,
         "parent": instance.parent.key if instance.parent_id else None,
         "finished_at": None,
+        "expires_at": None,
         "steps": [],
     }
+
+
+class HistoryStepOut(StepOut):
+    shape: dict = Field(
+        description="what the non-determinism check compares besides name and kind "
+        "(docs/history.md); {} when nothing"
+    )
+
+
+class HistoryVersionOut(Schema):
+    sha256: str
+    code: str
+
+
+class HistoryOut(Schema):
+    """One run of an instance, with all a replay needs (docs/history.md)."""
+
+    format: str = Field(description='"stepwell.history/1"')
+    workflow: str
+    instance: str
+    run: int
+    created_at: str = Field(description="when the instance was created: event.timestamp")
+    started_at: datetime
+    ended_at: datetime | None
+    restarted_from_step: int | None
+    version: HistoryVersionOut
+    payload: Any
+    status: str
+    output: Any = None
+    error: dict | None = None
+    steps: list[HistoryStepOut]
+
+
+class RunOut(Schema):
+    run: int
+    started_at: datetime
+    ended_at: datetime | None
+    status: str
+    version: str
+    restarted_from_step: int | None
+
+
+class RunPageOut(Schema):
+    items: list[RunOut]
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next page; null at the end"
+    )
+
+
+class RunFilters(Schema):
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = Field(default=None, pattern=r"^[0-9]{1,9}$", description="a next_cursor")
+
+
+class HistoryQuery(Schema):
+    run: int | None = Field(default=None, ge=1, le=2**31 - 1, description="an earlier run")
+
+
+class RestartIn(Schema):
+    from_step: int = Field(
+        default=0, ge=0, le=2**31 - 1, description="the first step to discard and run again"
+    )
+    version: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="the sha256 of an approved version of the workflow to run on",
+    )
+
+
+class RerunIn(StartIn):
+    payload: dict[str, Any] | None = Field(
+        default=None, description="the new instance's payload; the same as this one's if absent"
+    )

@@ -1,9 +1,10 @@
 from celery import shared_task
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown
 from django.db import close_old_connections
 
 from execution import engine
 from execution.sandbox import prepare
+from lib import metrics
 
 
 @shared_task(name="stepwell.advance", ignore_result=True)
@@ -21,3 +22,10 @@ def advance(instance_pk: int) -> None:
 @worker_process_init.connect
 def _prepare_sandbox(**kwargs) -> None:
     prepare()
+
+
+@worker_process_shutdown.connect
+def _forget_live_metrics(pid=None, **kwargs) -> None:
+    # The library's bookkeeping for a pool process that exits: its live gauges (warm
+    # jails) stop counting; /metrics also drops those of processes killed outright.
+    metrics.process_ended(pid)

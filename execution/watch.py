@@ -11,6 +11,7 @@ thread per activation cost more than the rest of a warm step's bookkeeping.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import threading
@@ -44,6 +45,8 @@ class Watch:
         self.renew_at = time.monotonic() + settings.STEPWELL_LEASE_SECONDS / 3
         self.busy = threading.Lock()  # held while a callback of this watch runs
         self.closed = False
+        # The watcher's thread runs the callbacks with the activation's log ids (lib.logs).
+        self.context = contextvars.copy_context()
 
     def __enter__(self) -> Watch:
         watcher().add(self)
@@ -73,7 +76,7 @@ class Watch:
                 return
             # Set before the call: a renewal that fails is tried again next time, not every tick.
             self.renew_at = now + settings.STEPWELL_LEASE_SECONDS / 3
-            self.renew()
+            self.context.run(self.renew)
 
     def mark_if_due(self) -> None:
         """Write the running mark if due; called by the watcher's thread, after renewals.
@@ -87,7 +90,7 @@ class Watch:
             if self.closed or intent is None or time.monotonic() < mark_at:
                 return
             self.intent = None
-            self.marked = self.mark(intent, self.announced_at) or self.marked
+            self.marked = self.context.run(self.mark, intent, self.announced_at) or self.marked
 
 
 class Watcher:

@@ -21,7 +21,8 @@ from execution.models import CodeVersion, Event, Instance, ProgressEvent, Step, 
 from execution.progress import event_message, record_event
 from execution.validation import ValidationReport, validate_code
 from lib import rows
-from tenants.models import Tenant
+from tenants.audit import audit, audit_entry
+from tenants.models import AuditLog, Tenant
 
 
 class CodeRejected(Exception):
@@ -42,8 +43,16 @@ def check_code(code: str) -> ValidationReport:
 
 
 @transaction.atomic
-def upload_version(tenant: Tenant, name: str, code: str, description: str | None = None) -> Upload:
-    """Make `code` the workflow's current version; an unchanged upload makes nothing new."""
+def upload_version(
+    tenant: Tenant,
+    name: str,
+    code: str,
+    description: str | None = None,
+    *,
+    actor: dict | None = None,
+) -> Upload:
+    """Make `code` the workflow's current version; an unchanged upload makes nothing new.
+    `actor` (tenants.audit.request_actor's): audit a change as `workflow.uploaded`."""
     report = check_code(code)
     if not report.ok:
         raise CodeRejected(report)
@@ -72,6 +81,16 @@ def upload_version(tenant: Tenant, name: str, code: str, description: str | None
         workflow.current_version = version
         workflow.updated_at = timezone.now()
         workflow.save()
+    if actor is not None and created:
+        audit(
+            "workflow.uploaded",
+            tenant=tenant,
+            target=workflow,
+            workflow=name,
+            version=version.sha256,
+            status=version.status,
+            **actor,
+        )
     return Upload(workflow=workflow, version=version, created=created)
 
 
@@ -84,13 +103,15 @@ def start_instance(
     parent: Instance | None = None,
     rate: bool = False,
     fresh: bool = False,
+    actor: dict | None = None,
 ) -> tuple[Instance, bool]:
     """Start an instance, or return the one already started with this key.
 
     Returns (instance, created). `rate`: hold the start to the tenant's starts per
     minute quota too (the running instances quota always applies). `fresh`: the
     caller read `workflow` and its current version in this request, so they are not
-    read again.
+    read again. `actor` (tenants.audit.request_actor's): a tenant's start, audited as
+    `instance.started` in the statement or transaction that makes the instance.
     """
     tenant = workflow.tenant
     if key:
@@ -103,10 +124,15 @@ def start_instance(
     )
     if key:
         instance.key = key
+    entry = started_entry(instance, actor) if actor is not None else None
     try:
-        if not (twins.hand_written() and start_in_one_statement(instance)):
+        if not (twins.hand_written() and start_in_one_statement(instance, entry)):
             with transaction.atomic():
                 create_instance(instance)
+                if entry is not None:
+                    entry.target_id = str(instance.pk)
+                    entry.created_at = instance.created_at
+                    rows.insert(entry)
                 # Last, just before the commit: it locks a usage row of the tenant.
                 quotas.take_start(tenant, rate=rate)  # raises QuotaExceeded, a StartError
     except IntegrityError:
@@ -116,6 +142,18 @@ def start_instance(
             raise
         return existing, False
     return instance, True
+
+
+def started_entry(instance: Instance, actor: dict) -> AuditLog:
+    """The start's audit entry; its target is the instance, whose id the insert makes."""
+    return audit_entry(
+        "instance.started",
+        tenant=instance.tenant,
+        target=instance,
+        workflow=instance.workflow.name,
+        instance=instance.key,
+        **actor,
+    )
 
 
 def create_instance(instance: Instance) -> None:
@@ -130,10 +168,10 @@ def create_instance(instance: Instance) -> None:
     transaction.on_commit(lambda: send_due(tenant_id))
 
 
-def start_in_one_statement(instance: Instance) -> bool:
-    """create_instance and quotas.take_start as one PostgreSQL statement; False (and
-    nothing stored or locked) when this thread's usage row has no allowance left, and
-    the transaction path must count.
+def start_in_one_statement(instance: Instance, entry: AuditLog | None = None) -> bool:
+    """create_instance and quotas.take_start as one PostgreSQL statement, with the audit
+    `entry` if any; False (and nothing stored or locked) when this thread's usage row
+    has no allowance left, and the transaction path must count.
 
     One statement commits on its own: no BEGIN and COMMIT round trips, and the usage
     row is locked only while PostgreSQL runs it and flushes its commit, never while
@@ -151,14 +189,19 @@ def start_in_one_statement(instance: Instance) -> bool:
         *rows.values_of(instance),
         *(f.get_db_prep_save(getattr(event, f.attname), connection) for f in announced_fields()),
     ]
+    if entry is not None:
+        entry.created_at = now
+        params += [value for f, value in audited_values(entry) if f.name != "target_id"]
     # Inside the caller's transaction, a savepoint: a clash of ids must not abort it.
     savepoint = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
     with savepoint, rows.cursor() as cursor:
-        cursor.execute(one_statement_start_sql(), params)
+        cursor.execute(one_statement_start_sql(audited=entry is not None), params)
         (pk,) = cursor.fetchone()
     if pk is None:
         return False
     rows.saved(instance, pk)
+    if entry is not None:
+        entry.target_id = str(pk)  # its own id stays unread: nothing uses it
     event.instance = instance
     message = event_message(event, instance.key)
     tenant_id = instance.tenant_id
@@ -171,17 +214,36 @@ def announced_fields():
     return [ProgressEvent._meta.get_field(n) for n in ("seq", "type", "data", "created_at")]
 
 
+def audited_values(entry: AuditLog) -> list:
+    """(field, database value) for each column the audit entry's insert writes."""
+    return list(zip(rows.insertable(AuditLog), rows.values_of(entry), strict=True))
+
+
 @functools.cache
-def one_statement_start_sql() -> str:
+def one_statement_start_sql(*, audited: bool = False) -> str:
+    """The start; `audited`: with its audit entry, whose target is the instance made,
+    so that auditing a start costs no round trip (bench/load.py measures starts)."""
     qn = connection.ops.quote_name
     names = ", ".join(qn(f.column) for f in announced_fields())
     casts = ", ".join(f"CAST(%s AS {f.cast_db_type(connection)})" for f in announced_fields())
+    audit_cte = ""
+    if audited:
+        selected = ", ".join(
+            "CAST(made.id AS varchar)"
+            if f.name == "target_id"
+            else f"CAST(%s AS {f.cast_db_type(connection)})"
+            for f in rows.insertable(AuditLog)
+        )
+        audit_cte = (
+            f", audited AS (INSERT INTO {qn(AuditLog._meta.db_table)} "
+            f"({rows.column_list(AuditLog)}) SELECT {selected} FROM made)"
+        )
     return (
         f"WITH took AS ({quotas.take_sql('running', 'starts')}), "
         f"made AS (INSERT INTO {qn(Instance._meta.db_table)} ({rows.column_list(Instance)}) "
         f"SELECT {rows.typed_placeholders(Instance)} FROM took RETURNING id), "
         f"announced AS (INSERT INTO {qn(ProgressEvent._meta.db_table)} (instance_id, {names}) "
-        f"SELECT made.id, {casts} FROM made) "
+        f"SELECT made.id, {casts} FROM made){audit_cte} "
         "SELECT (SELECT id FROM made)"
     )
 
@@ -290,9 +352,17 @@ class Sent(NamedTuple):
 
 
 @transaction.atomic
-def send_event(instance: Instance, type_: str, payload=None, *, rate: bool = False) -> Sent:
+def send_event(
+    instance: Instance,
+    type_: str,
+    payload=None,
+    *,
+    rate: bool = False,
+    actor: dict | None = None,
+) -> Sent:
     """Store an event for the instance; a step waiting for its type is run now.
-    `rate`: hold it to the tenant's events per minute quota (raises QuotaExceeded)."""
+    `rate`: hold it to the tenant's events per minute quota (raises QuotaExceeded).
+    `actor` (tenants.audit.request_actor's): audit it as `event.sent`."""
     tenant = instance.tenant
     instance = Instance.objects.select_for_update().get(pk=instance.pk)
     event = Event.objects.create(instance=instance, type=type_, payload=payload)
@@ -307,6 +377,10 @@ def send_event(instance: Instance, type_: str, payload=None, *, rate: bool = Fal
         tenant_id = instance.tenant_id
         transaction.on_commit(lambda: send_due(tenant_id))
     quotas.take_event(tenant, rate=rate)
+    if actor is not None:
+        audit(
+            "event.sent", tenant=tenant, target=instance, type=type_, instance=instance.key, **actor
+        )
     return Sent(event, waiting, instance.status if instance.is_terminal else "")
 
 
@@ -371,20 +445,27 @@ def terminate(instance: Instance) -> Instance:
     return instance
 
 
-@transaction.atomic
-def restart(instance: Instance) -> Instance:
-    """Run again from the start, on the same version, with the same payload; refused
-    (409) while a staff decision keeps the instance from running.
+# A tenant's controls, by the name the API and the console give them, and what the audit
+# log calls each once done.
+# Restart and rerun are execution.runs' (they take a step and a version), audited there.
+CONTROLS = {"pause": pause, "resume": resume, "terminate": terminate}
+CONTROLLED = {
+    "pause": "paused",
+    "resume": "resumed",
+    "terminate": "terminated",
+}
 
-    A finished instance that runs again needs room under the running instances quota
-    (raises QuotaExceeded); it is checked with the instance locked, so it was finished.
-    """
-    instance = _locked(instance)
-    found = hold_of(instance)
-    if found is not None:
-        raise StateConflict(f"the instance cannot run again: {found.message}")
-    if instance.is_terminal:
-        quotas.check_running(instance.tenant)
-    instance.steps.all().delete()
-    states.restart(instance)
-    return instance
+
+@transaction.atomic
+def control(instance: Instance, action: str, actor: dict) -> Instance:
+    """A tenant's pause, resume or terminate (raises StateConflict or
+    QuotaExceeded as each does), audited with who asked in the same transaction."""
+    done = CONTROLS[action](instance)
+    audit(
+        f"instance.{CONTROLLED[action]}",
+        tenant=instance.tenant,
+        target=done,
+        instance=done.key,
+        **actor,
+    )
+    return done

@@ -29,6 +29,14 @@ def default_var_dir(checkout_var: Path, environ: Mapping[str, str], home: Path) 
     return Path(state_home) / "stepwell"
 
 
+def var_dir(checkout: Path) -> Path:
+    """The state directory: STEPWELL_VAR_DIR, else default_var_dir."""
+    return Path(
+        env_str("STEPWELL_VAR_DIR", "")
+        or default_var_dir(checkout / "var", os.environ, Path.home())
+    )
+
+
 def env_str(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
@@ -43,6 +51,16 @@ def env_bool(name: str, default: bool) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name}={raw!r} is not a boolean (use true/false, 1/0, yes/no, on/off)")
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name}={raw!r} is not one of {', '.join(choices)}")
+    return value
 
 
 def env_int(name: str, default: int, *, minimum: int | None = None) -> int:

@@ -11,6 +11,9 @@ source scripts/services.sh
 
 dev_env
 mkdir -p "$STEPWELL_VAR_DIR"
+# Prometheus multiprocess files of an earlier run: wiped before any process starts, as
+# prometheus-client asks (honcho supervises every process that writes them).
+rm -rf "${PROMETHEUS_MULTIPROC_DIR:-$STEPWELL_VAR_DIR/metrics}"
 # The Procfile's commands (uvicorn, celery, python) come from the venv.
 export PATH="$PWD/.venv/bin:$PATH"
 trap stop_started_services EXIT

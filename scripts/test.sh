@@ -46,7 +46,7 @@ fi
 # The engine's tests that mean something without PostgreSQL (the twins' own are skipped).
 SQLITE_TESTS=(tests/execution/test_engine.py tests/execution/test_dispatch.py
     tests/execution/test_moderation.py tests/execution/test_history_quota.py
-    tests/execution/test_lifecycle.py)
+    tests/execution/test_lifecycle.py tests/execution/test_runs.py)
 echo "==> pytest $*"
 status=0
 .venv/bin/pytest "$@" </dev/null || status=$?

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+from datetime import datetime
 
 from django import forms
 from django.contrib import admin
@@ -74,20 +75,55 @@ def has_model_perm(modeladmin, request, action: str) -> bool:
     return request.user.has_perm(f"{modeladmin.opts.app_label}.{codename}")
 
 
-def audit_quota_form(form, actor) -> None:
-    """Write one `quota.changed` row listing each changed field as [old, new].
-
-    A new quota row starts from the plan defaults, so those are its old values.
-    """
+def changed_fields(form) -> dict[str, list]:
+    """Each changed field of a model form as [old, new]; a new row's old values are the
+    field defaults (a new quota starts from the plan's)."""
     changes = {}
     for name in form.changed_data:
-        field = Quota._meta.get_field(name)
+        field = form.instance._meta.get_field(name)
         if field.concrete and name not in ("id", "tenant"):
-            old = form.initial.get(name, field.get_default())
-            changes[name] = [old, form.cleaned_data[name]]
+            old, new = form.initial.get(name, field.get_default()), form.cleaned_data[name]
+            if not same_to_the_second(old, new):
+                changes[name] = [plain(old), plain(new)]
+    return changes
+
+
+def same_to_the_second(old, new) -> bool:
+    """The admin's date inputs drop microseconds: a date saved as it was shown is no edit."""
+    if isinstance(old, datetime) and isinstance(new, datetime):
+        return old.replace(microsecond=0) == new.replace(microsecond=0)
+    return old == new
+
+
+def plain(value):
+    """A value the JSON of the details can hold (a date becomes its text)."""
+    return value if value is None or isinstance(value, str | int | float | bool) else str(value)
+
+
+def audit_quota_form(form, actor) -> None:
+    """Write one `quota.changed` row listing each changed field as [old, new]."""
+    changes = changed_fields(form)
     if changes:
         quota = form.instance
         audit("quota.changed", actor=actor, tenant=quota.tenant, target=quota, **changes)
+
+
+def audit_tenant_form(form, actor, *, change: bool) -> None:
+    """`tenant.created`, or `tenant.changed` with each changed field (its review policy,
+    its name) as [old, new]."""
+    tenant = form.instance
+    changes = changed_fields(form)
+    if change and changes:
+        audit("tenant.changed", actor=actor, tenant=tenant, target=tenant, **changes)
+    elif not change:
+        audit(
+            "tenant.created",
+            actor=actor,
+            tenant=tenant,
+            target=tenant,
+            slug=tenant.slug,
+            review_policy=tenant.review_policy,
+        )
 
 
 def stored_memberships(pks) -> dict[int, Membership]:
@@ -153,6 +189,7 @@ class QuotaAdmin(PlanDefaults, admin.ModelAdmin):
         "running_instances",
         "network",
         "sandbox_mode",
+        "retention_days",
     ]
     search_fields = ["tenant__slug"]
 
@@ -260,7 +297,8 @@ class AuditLogAdmin(ReadOnly, admin.ModelAdmin):
         if entry.actor is not None:
             return entry.actor.get_username()
         if entry.actor_token is not None:
-            return f"token {entry.actor_token.prefix}…"
+            token = entry.actor_token
+            return f"token {token.name} (#{token.pk}, {token.prefix}…)"
         return "—"
 
     @admin.display(description="target")

@@ -19,8 +19,9 @@ from ninja.errors import HttpError
 from pydantic import AwareDatetime, Field, field_validator
 
 from lib.api_errors import AUTH_ERRORS, WRITE_ERRORS, Detail
+from tenants.audit import audit_token
 from tenants.auth import require_write
-from tenants.models import ApiToken, AuditLog
+from tenants.models import ApiToken
 from tenants.tokens import TokenQuotaExceeded, create_token
 
 router = Router(tags=["tokens"])
@@ -94,7 +95,7 @@ def issue_token(actor: ApiToken, data: TokenIn) -> tuple[ApiToken, str]:
         )
     except TokenQuotaExceeded as exc:
         raise HttpError(429, str(exc)) from exc
-    audit(actor, "token.created", token)
+    audit_token("token.created", token, actor_token=actor)
     return token, raw
 
 
@@ -105,20 +106,9 @@ def revoke(actor: ApiToken, token: ApiToken) -> ApiToken:
         revoked_at=timezone.now()
     )
     if revoked == 1:
-        audit(actor, "token.revoked", token)
+        audit_token("token.revoked", token, actor_token=actor)
     token.refresh_from_db()
     return token
-
-
-def audit(actor: ApiToken, action: str, token: ApiToken) -> None:
-    AuditLog.objects.create(
-        tenant=actor.tenant,
-        actor_token=actor,
-        action=action,
-        target_type="api_token",
-        target_id=str(token.pk),
-        details={"name": token.name, "prefix": token.prefix, "read_only": token.read_only},
-    )
 
 
 def get_token(request: HttpRequest, pk: int) -> ApiToken:

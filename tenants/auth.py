@@ -6,6 +6,7 @@ from django.http import HttpRequest
 from ninja.errors import HttpError
 from ninja.security import HttpBearer
 
+from lib import logs
 from tenants.models import ApiToken
 from tenants.tokens import authenticate_token
 
@@ -17,6 +18,7 @@ class TokenAuth(HttpBearer):
         api_token = authenticate_token(token)
         if api_token is not None:
             request.tenant = api_token.tenant
+            logs.bind(tenant=api_token.tenant_id)
         return api_token
 
 

@@ -131,6 +131,15 @@ class Quota(models.Model):
     schedules = models.PositiveIntegerField(default=100)
     # Each trigger is one more start for every event of its type.
     triggers = models.PositiveIntegerField(default=100)
+    # Finished instances older than this are deleted with their history
+    # (execution.retention). Empty: kept for ever, what tenants made before retention
+    # existed have, so that no upgrade deletes history; staff set one in the admin.
+    retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        default=30,
+        help_text="Days a finished instance is kept; empty keeps every instance for ever.",
+    )
 
     class SandboxMode(models.TextChoices):
         FRESH = "fresh", "A fresh jail per step"
@@ -196,6 +205,10 @@ class AuditLog(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # A tenant's page of its log, newest first (console/audit/), among every start's.
+        indexes = [
+            models.Index(fields=["tenant", "-created_at", "-id"], name="audit_log_of_tenant")
+        ]
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.target_type} {self.target_id}"

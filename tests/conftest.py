@@ -6,11 +6,16 @@ Whether a test runs in a transaction of its own is the test's to say, with
 fixture that does (`driver`); these fixtures only ask for a database.
 """
 
+import io
+import json
+import logging
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from execution import dispatch, engine
+from lib import logs
 from tests.driver import Driver
 from tests.execution.inprocess import run_in_process
 from tests.factories import WAITER, make_tenant, make_token, upload
@@ -72,3 +77,27 @@ def driver(monkeypatch, in_process, transactional_db):
     d = Driver()
     monkeypatch.setattr(dispatch, "enqueue", d.enqueue)
     return d
+
+
+@pytest.fixture
+def json_log():
+    """`json_log(name)`: the lines logger `name` writes from now on at DEBUG, through a
+    handler set up as LOG_FORMAT=json's, read back as dicts by calling the result."""
+    attached = []
+
+    def attach(name: str):
+        stream = io.StringIO()
+        handler = logging.StreamHandler(stream)
+        handler.addFilter(logs.ContextFilter())
+        handler.setFormatter(logs.JsonFormatter())
+        logger = logging.getLogger(name)
+        attached.append((logger, handler, logger.level, logger.propagate))
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+        return lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+
+    yield attach
+    for logger, handler, level, propagate in attached:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate

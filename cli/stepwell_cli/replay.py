@@ -29,7 +29,8 @@ if str(RUNTIME) not in sys.path:
 from stepwell import _engine, _step  # noqa: E402
 from stepwell._durations import format_instant, parse_duration, parse_instant  # noqa: E402
 from stepwell._protocol import parse_activation  # noqa: E402
-from stepwell._replay_check import describe, difference  # noqa: E402
+from stepwell._secrets import Secrets  # noqa: E402
+from stepwell.replay import compare, describe  # noqa: E402
 
 FORMAT = "stepwell.history/1"
 SETTLED = ("complete", "errored", "timed_out")
@@ -137,7 +138,8 @@ class Replay:
         for _ in range(MAX_ACTIVATIONS):
             activation = parse_activation(self.activation_input())
             step = ReplayStep(activation, self)
-            outcome = _engine._activate(self.module, activation, step)
+            # No secrets here: a history holds their [secret:NAME] placeholders only.
+            outcome = _engine._activate(self.module, activation, step, Secrets())
             code = self.settle(outcome)
             if code is not None:
                 return code
@@ -271,7 +273,7 @@ class Replay:
 
 class ReplayStep(_step.Step):
     """The runtime's Step, telling the replay which step run() reached, and comparing the
-    shape of each call with the record's (stepwell._replay_check)."""
+    shape of each call with the record's (stepwell.replay)."""
 
     def __init__(self, activation: Any, replay: Replay) -> None:
         super().__init__(activation)
@@ -306,7 +308,7 @@ class ReplayStep(_step.Step):
         if record is not None:
             recorded = self._replay.records[index]
             new = {"name": name, "kind": kind, "shape": shape}
-            if difference(recorded, new) is not None:
+            if compare(recorded, new) is not None:
                 self._finish(diverged(recorded, new, frame))
         self._replay.reach(index, name, kind, record, frame)
         return index, record

@@ -53,5 +53,6 @@ and restarted Redis and PostgreSQL):
 Import order, lowest first (no module imports one to its right):
 lib <- models <- twins, dispatch, activation, errors, progress <- lifecycle (due <-
 states <- leases <- records) <- quotas <- workflows <- kinds <- fast_records
-<- outcomes, redaction <- engine <- tasks.
+<- outcomes, redaction <- engine <- tasks; schemas <- history <- runs (restart and rerun,
+above kinds).
 """

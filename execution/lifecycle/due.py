@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from execution import dispatch, twins
 from execution.models import Instance
-from lib import rows
+from lib import logs, rows
 from tenants.models import Quota
 
 
@@ -129,7 +129,8 @@ def fill(tenant_id: int, now: datetime | None = None) -> int:
     now = now or timezone.now()
     pks = pick_in_one_statement(tenant_id, now) if twins.hand_written() else pick(tenant_id, now)
     for pk in pks:
-        dispatch.enqueue(pk)
+        with logs.bound(tenant=tenant_id, instance=pk):
+            dispatch.enqueue(pk)
     return len(pks)
 
 

@@ -21,7 +21,7 @@ from django.utils import timezone
 from execution import twins
 from execution.lifecycle import due, states
 from execution.models import CodeVersion, Instance, Step
-from lib import rows
+from lib import metrics, rows
 from tenants.models import Quota, Tenant
 
 
@@ -75,6 +75,7 @@ def take_lease(instance_pk: int, token: str) -> bool:
         states.hold(instance_pk)  # if its version is not approved
         return False
     free = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
+    lapsed = Instance.objects.filter(pk=instance_pk, lease_expires_at__lt=now).exists()
     claimed = (
         Instance.objects.filter(pk=instance_pk, status__in=Instance.ACTIVE_STATUSES)
         .filter(free, version__status=CodeVersion.Status.APPROVED)
@@ -87,6 +88,8 @@ def take_lease(instance_pk: int, token: str) -> bool:
     )
     if not claimed:
         states.hold(instance_pk)  # if its version is not approved
+    elif lapsed:
+        metrics.LEASE_RECOVERIES.inc()
     return claimed == 1
 
 
@@ -149,9 +152,11 @@ def claim_statement() -> str:
     version is approved, in one snapshot taken after the tenant's lock; over the cap, the
     instance is made due again instead. Returns the status of the instance's version and
     the claimed instance with its code version, those NULL if it was not claimed; no row
-    if the instance is gone."""
+    if the instance is gone; its last column says whether the lease it took had lapsed
+    (every statement of a WITH reads the rows as they were before the UPDATE)."""
     qn = connection.ops.quote_name
     instance, version = (qn(m._meta.db_table) for m in (Instance, CodeVersion))
+    prior = f"SELECT lease_expires_at IS NOT NULL AS lapsed FROM {instance} WHERE id = %(pk)s"
     held = (
         f"SELECT count(*) AS n FROM {instance} WHERE tenant_id = %(tenant)s "
         "AND lease_expires_at >= %(now)s AND lease_owner <> '' AND id <> %(pk)s"
@@ -178,12 +183,13 @@ def claim_statement() -> str:
         "verdict.status",
         *(f"claimed.{qn(Instance._meta.get_field(n).column)}" for n in instance_fields()),
         *rows.columns(CodeVersion, "v", VERSION_FIELDS),
+        "prior.lapsed",
     ]
     return (
         f"WITH held AS ({held}), verdict AS ({verdict}), claimed AS ({claimed}), "
-        f"refused AS ({refused}) "
+        f"refused AS ({refused}), prior AS ({prior}) "
         f"SELECT {', '.join(select)} FROM verdict LEFT JOIN claimed ON true "
-        f"LEFT JOIN {version} v ON v.id = claimed.version_id"
+        f"LEFT JOIN {version} v ON v.id = claimed.version_id LEFT JOIN prior ON true"
     )
 
 
@@ -234,7 +240,9 @@ def claim_in_three_statements(
             if verdict != CodeVersion.Status.APPROVED:
                 states.hold(instance_pk)
             return None
-        values = iter(row[1:])
+        if row[-1]:
+            metrics.LEASE_RECOVERIES.inc()
+        values = iter(row[1:-1])
         instance = rows.loaded(Instance, instance_fields(), values)
         instance.version = rows.loaded(CodeVersion, VERSION_FIELDS, values)
         instance.tenant = tenant

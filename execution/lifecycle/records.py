@@ -18,7 +18,7 @@ from execution.lifecycle import due, states
 from execution.lifecycle.leases import lease_duration
 from execution.models import Instance, ProgressEvent
 from execution.progress import event_message, send
-from lib import rows
+from lib import metrics, rows
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,12 @@ def lease_update_params(
 def finish_leased(activation: Activation, output: Any) -> bool:
     """Complete the instance with `output` if the activation's lease still holds it, and
     give the lease back; False if the lease is gone (the outcome is stale)."""
-    if twins.hand_written():
-        return finish_in_one_statement(activation, output)
-    return finish_portably(activation, output)
+    if not twins.hand_written():
+        return finish_portably(activation, output)  # counted by states.set_status
+    finished = finish_in_one_statement(activation, output)
+    if finished:
+        metrics.INSTANCES_FINISHED.labels(Instance.Status.COMPLETE).inc()
+    return finished
 
 
 def finish_portably(activation: Activation, output: Any) -> bool:

@@ -11,6 +11,7 @@ from django.utils import timezone
 from execution.lifecycle import due
 from execution.models import CodeVersion, Instance, Step
 from execution.progress import record_event, reserve_and_store
+from lib import metrics
 from tenants.models import Tenant
 
 
@@ -30,6 +31,7 @@ def set_status(instance: Instance, status: str, **fields) -> None:
         data["error"] = update.get("error")  # why, so a live client needs no second request
     reserve_and_store(instance, [("instance.status", data)], **update)
     if status in Instance.TERMINAL_STATUSES:
+        metrics.INSTANCES_FINISHED.labels(status).inc()
         wake_waiting_parents(instance)
 
 
@@ -68,14 +70,15 @@ def suspension(tenant: Tenant) -> str:
     return f"tenant {tenant.slug!r} is suspended"
 
 
-def hold_of(instance: Instance) -> Hold | None:
+def hold_of(instance: Instance, version_id: int | None = None) -> Hold | None:
     """What keeps the instance from running now, if anything: its tenant suspended, or its
-    version not approved (awaiting review, rejected, quarantined). Read afresh."""
+    version (or the one given, that it is about to run) not approved (awaiting review,
+    rejected, quarantined). Read afresh."""
     tenant = Tenant.objects.only("slug", "suspended_at").get(pk=instance.tenant_id)
     if tenant.suspended_at is not None:
         return Hold(Instance.PauseReason.SUSPENSION, suspension(tenant))
     version = CodeVersion.objects.only("sha256", "status", "status_reason").get(
-        pk=instance.version_id
+        pk=version_id or instance.version_id
     )
     if not version.may_run:
         return Hold(version.pause_reason(), version.refusal())
@@ -140,8 +143,10 @@ def terminate(instance: Instance) -> None:
     )
 
 
-def restart(instance: Instance) -> None:
-    """The locked instance, its steps deleted, runs again from the start, due now."""
+def restart(instance: Instance, *, version: CodeVersion, history_bytes: int) -> None:
+    """The locked instance begins its next run on `version`, due now; its earlier run is
+    archived and its discarded steps deleted already (runs.restart), and what the steps
+    it kept hold is `history_bytes`. A new generation drops what a step in flight reports."""
     set_status(
         instance,
         Instance.Status.QUEUED,
@@ -153,7 +158,11 @@ def restart(instance: Instance) -> None:
         lease_owner="",
         lease_expires_at=None,
         generation=instance.generation + 1,
-        history_bytes=0,  # its steps are gone
+        history_bytes=history_bytes,
         sandbox_failures=0,
+        run=instance.run + 1,
+        run_started_at=timezone.now(),
+        version_id=version.pk,
     )
+    instance.version = version
     due.make_due(instance)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from execution.sandbox.config import SandboxSetupError
+from lib.processes import pid_alive
 
 PARENT = "NSJAIL"
 V1_CONTROLLERS = ("memory", "pids", "cpu")
@@ -140,7 +141,7 @@ class Layout:
 
     def sweep(self, is_alive=None) -> int:
         """Remove job and NSJAIL.<pid> cgroups whose owner is gone; returns how many."""
-        is_alive = is_alive or _pid_alive
+        is_alive = is_alive or pid_alive
         removed = 0
         for parent in self.parents():
             for child in _subdirs(parent):
@@ -316,16 +317,6 @@ def _owner_pid(name: str) -> int | None:
     else:
         return None
     return int(digits) if digits.isdigit() else None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove_tree(path: Path) -> int:

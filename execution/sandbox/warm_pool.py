@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from execution.sandbox.limits import Limits
 from execution.sandbox.warm_jail import WarmJail
+from lib import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -79,11 +80,13 @@ class JailPool:
                 jail = start()
             finally:
                 self._started(key, jail)
+                self._report()
         try:
             yield jail
         finally:
             if jail is not None:
                 self._give_back(key, jail)
+                self._report()
 
     def _take(self, key: JailKey) -> tuple[WarmJail | None, bool, list[WarmJail]]:
         """(an idle healthy jail of this key, or room reserved to start one, or neither;
@@ -130,6 +133,10 @@ class JailPool:
             self._stop_in_background([jail])
         else:
             jail.stop()  # killed already: only its bookkeeping is left
+
+    def _report(self) -> None:
+        """The jails in service to /metrics (a gauge per process, summed over live ones)."""
+        metrics.warm_jails_alive(len(self._idle) + len(self._busy))
 
     def _worn_out(self, jail: WarmJail, now: float) -> bool:
         return jail.steps >= self.max_steps or now - jail.started >= self.max_seconds
@@ -202,6 +209,8 @@ class JailPool:
             if os.getpid() != self._owner_pid:
                 return 0
             expired = self._expired(time.monotonic(), check=WarmJail.fault)
+        if expired:
+            self._report()
         for jail in expired:
             jail.stop()
         return len(expired)
@@ -212,6 +221,7 @@ class JailPool:
             if not self._idle or os.getpid() != self._owner_pid:
                 return False
             oldest, _ = self._idle.popitem(last=False)
+        self._report()
         oldest.stop()
         return True
 
@@ -233,6 +243,7 @@ class JailPool:
             self._closed = True
             idle = list(self._idle) if os.getpid() == self._owner_pid else []
             self._idle.clear()
+        self._report()
         self._wake.set()
         for jail in idle:
             jail.stop()

@@ -155,9 +155,51 @@
       if (s.wake_at && (s.status === "sleeping" || s.status === "failed")) {
         item.appendChild(h("div", "muted small", (s.status === "failed" ? "Retries at " : "Wakes at ") + new Date(s.wake_at).toLocaleString()));
       }
+      item.appendChild(restartHere(s));
       box.appendChild(item);
     });
     if (!(state.steps || []).length) box.appendChild(h("p", "muted", "The instance has not run a step yet."));
+  }
+
+  /* "Restart from here": the API's restart from this step, on a version chosen from the
+     workflow's approved ones (the instance's own by default). */
+  var versions = JSON.parse(el("approved-versions").textContent);
+  var restartForm = el("restart-form");
+  var canWrite = !restartForm.querySelector("button").hasAttribute("disabled");
+  var chosen = {};  // the version picked on each step's row survives re-rendering
+  function restartHere(s) {
+    var form = h("form", "restart-here");
+    form.method = "post";
+    form.action = restartForm.action;
+    form.dataset.step = s.index;
+    form.appendChild(restartForm.querySelector("input[name=csrfmiddlewaretoken]").cloneNode());
+    var from = h("input");
+    from.type = "hidden"; from.name = "from_step"; from.value = s.index;
+    form.appendChild(from);
+    var pick = h("select");
+    pick.name = "version";
+    pick.title = "the version the new run runs on";
+    var own = h("option", null, "this version (" + state.version.slice(0, 12) + ")");
+    own.value = "";
+    pick.appendChild(own);
+    versions.forEach(function (v) {
+      if (v.sha256 === state.version) return;
+      var option = h("option", null, v.sha256.slice(0, 12));
+      option.value = v.sha256;
+      pick.appendChild(option);
+    });
+    pick.value = chosen[s.index] || "";
+    pick.addEventListener("change", function () { chosen[s.index] = pick.value; });
+    form.appendChild(pick);
+    var go = h("button", null, "Restart from here");
+    go.disabled = !canWrite;
+    form.appendChild(go);
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      if (!window.confirm("Keep the steps before #" + s.index + " and run the rest again?")) return;
+      post(form);
+    });
+    return form;
   }
 
   function render() {
@@ -250,20 +292,25 @@
     flash.textContent = text;
   }
 
+  function post(form) {
+    fetch(form.action, {
+      method: "POST", body: new FormData(form), credentials: "same-origin",
+      headers: { "X-Requested-With": "fetch" },
+    }).then(function (r) { return r.json().then(function (b) { return [r.ok, b]; }); })
+      .then(function (res) {
+        if (res[0] && res[1].url) { location.href = res[1].url; return; }  // a rerun's new instance
+        say(res[0], res[1].detail);
+        if (res[0] && form.id === "event-form") { S.events += 1; }
+        refreshSoon();
+      })
+      .catch(function () { say(false, "The server did not answer; try again."); });
+  }
+
   document.querySelectorAll("form[data-fetch]").forEach(function (form) {
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
       if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
-      fetch(form.action, {
-        method: "POST", body: new FormData(form), credentials: "same-origin",
-        headers: { "X-Requested-With": "fetch" },
-      }).then(function (r) { return r.json().then(function (b) { return [r.ok, b]; }); })
-        .then(function (res) {
-          say(res[0], res[1].detail);
-          if (res[0] && form.id === "event-form") { S.events += 1; }
-          refreshSoon();
-        })
-        .catch(function () { say(false, "The server did not answer; try again."); });
+      post(form);
     });
   });
 

@@ -61,12 +61,14 @@ schema.config.generation.update(
 )
 # Schema-valid requests these operations refuse, with 422, for reasons a schema
 # cannot say: code without a run(), an expiry in the past, a secret over its size in bytes,
+# a restart from a step the instance does not have or on a version of another workflow,
 # a schedule's cron or every that never fires or fires too often for the tenant's quota.
 SEMANTIC_422 = {
     ("PUT", "/api/v1/workflows/{name}"),
     ("POST", "/api/v1/tokens"),
     ("PUT", "/api/v1/secrets/{name}"),
     ("PUT", "/api/v1/workflows/{name}/schedules/{schedule}"),
+    ("POST", "/api/v1/instances/{id}/restart"),
 }
 
 

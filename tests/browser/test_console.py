@@ -111,6 +111,16 @@ def test_alice_writes_runs_and_watches_a_workflow_and_bob_cannot_see_it(
     assert page.evaluate("window.__sameDocument") is True
     assert page.evaluate("window.Stepwell.live.connects") >= 2
 
+    # "Restart from here" on the wait: the steps before it are kept, the event it consumed
+    # is consumed again, and the earlier run stays listed.
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator('details[data-step="2"] form.restart-here button').click()
+    expect(page.locator("#flash")).to_have_text("Restarted.")
+    expect(page.locator("#status")).to_have_text("complete", timeout=LIVE)
+    page.reload()
+    expect(page.locator('#runs tr[data-run="2"]')).to_contain_text("current")
+    expect(page.locator('#runs tr[data-run="1"]')).to_contain_text("complete")
+
     expect(listing.locator('tr[data-instance="ada-1"] .badge')).to_have_text("complete")
     listing.close()
     a_failing_step_shows_its_error_traceback_and_logs_for_every_attempt(page, stack, acme)

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from execution import engine, watch, workflows
+from execution import engine, runs, watch, workflows
 from execution.kinds import retry_delay
 from execution.models import Instance, ProgressEvent, Step
 from tests.factories import upload
@@ -354,7 +354,7 @@ def test_pause_resume_terminate_and_restart(driver, acme):
     assert instance.status == "terminated"
     with pytest.raises(workflows.StateConflict):
         workflows.terminate(instance)
-    workflows.restart(instance)
+    runs.restart(instance)
     instance = driver.run(instance)
     assert instance.status == "sleeping"
     assert list(instance.steps.values_list("name", flat=True)) == ["one", "nap"]

@@ -5,7 +5,7 @@ import importlib
 import pytest
 from django.db import connection
 
-from execution import twins, workflows
+from execution import runs, twins, workflows
 from execution.kinds import history_size
 from execution.models import Instance
 from tests.driver import activate_once
@@ -110,7 +110,7 @@ def test_a_restart_starts_the_count_again(driver, acme):
     instance = driver.run(start(acme, STEPS, steps=2))
     assert instance.history_bytes > 0
 
-    workflows.restart(instance)
+    runs.restart(instance)
     instance.refresh_from_db()
 
     assert instance.history_bytes == 0

@@ -149,6 +149,14 @@ def test_a_malformed_step_outcome_errors_the_instance_clearly(monkeypatch, insta
     [
         ({"kind": "sleep", "until": "0001-01-01T00:00:00+01:00"}, "wake time is out of range"),
         ({"kind": "sleep", "until": "soon"}, "not an ISO 8601 time"),
+        (
+            {"kind": "sleep", "until": "2030-01-01T00:00:00+00:00", "duration_seconds": "1"},
+            "sleep's duration is not a number",
+        ),
+        (
+            {"kind": "sleep", "until": "2030-01-01T00:00:00+00:00", "duration_seconds": 1e400},
+            "sleep's duration is not a finite number",
+        ),
         ({"kind": "wait", "event_type": "paid\x00", "timeout_seconds": 5}, "holds a NUL"),
         ({"kind": "wait", "event_type": "paid", "timeout_seconds": -1}, "out of range"),
         ({"kind": "wait_workflow", "instance_id": "\ud800", "timeout_seconds": 5}, "surrogate"),

@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 
-from execution import moderation, workflows
+from execution import moderation, runs, workflows
 from execution.lifecycle import due, leases
 from execution.models import CodeVersion, Instance
 from tenants.models import AuditLog, Tenant
@@ -244,7 +244,7 @@ def test_a_finished_instance_of_a_version_that_is_not_approved_cannot_restart(
     assert instance.status == "complete"
     moderation.review(version, verdict, actor=staff, reason="calls out to the network")
     with pytest.raises(workflows.StateConflict, match=f"{verdict}: calls out to the network"):
-        workflows.restart(instance)
+        runs.restart(instance)
     instance.refresh_from_db()
     assert (instance.status, instance.output, instance.steps.count()) == ("complete", 1, 1)
 
@@ -252,7 +252,7 @@ def test_a_finished_instance_of_a_version_that_is_not_approved_cannot_restart(
 def test_a_restart_clears_the_tenants_pause(driver, acme):
     instance = driver.run(workflows.start_instance(upload(acme, "p", SLEEPER).workflow)[0])
     workflows.pause(instance)
-    workflows.restart(instance)
+    runs.restart(instance)
     instance.refresh_from_db()
     assert (instance.status, instance.paused_reason) == ("queued", "")
 

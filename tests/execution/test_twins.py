@@ -14,7 +14,7 @@ from execution.fast_records import plain_completion_growth, record_completed_ste
 from execution.lifecycle import leases
 from execution.models import Instance, ProgressEvent
 from execution.progress import record_event, reserve_and_store, store_events
-from tenants.models import QuotaUsage
+from tenants.models import ApiToken, AuditLog, QuotaUsage
 from tests.execution.inprocess import run_in_process
 from tests.factories import make_tenant, upload
 
@@ -70,6 +70,10 @@ def workflow(transactional_db):
     return lambda code: upload(acme, "wf", code).workflow
 
 
+def make_token_row(tenant) -> ApiToken:
+    return ApiToken.objects.create(tenant=tenant, name="ci", prefix="sw_ci", token_hash="ci")
+
+
 def started(wf):
     return lambda: workflows.start_instance(wf, payload={"n": 7})[0]
 
@@ -121,6 +125,32 @@ def test_both_ways_of_starting_leave_the_same_rows_and_take_the_same_allowance(w
     assert hand == orm
     assert hand["events"] == [(1, "instance.status", {"status": "queued"})] and hand["due"]
     assert left() == before - 2
+
+
+def test_both_ways_of_an_audited_start_leave_the_same_audit_entry(workflow):
+    wf = workflow(NO_STEPS)
+    token = make_token_row(wf.tenant)
+
+    def audited_start():
+        return workflows.start_instance(wf, key=None, actor={"actor": None, "actor_token": token})[
+            0
+        ]
+
+    def entry_of(instance):
+        entry = AuditLog.objects.values().get(target_id=str(instance.pk))
+        assert entry["created_at"] == instance.created_at
+        return {k: v for k, v in entry.items() if k not in ("id", "created_at", "target_id")}
+
+    hand = audited_start()
+    with twins.portable():
+        orm = audited_start()
+    assert rows_of(hand) == rows_of(orm)
+    hand_entry, orm_entry = entry_of(hand), entry_of(orm)
+    assert hand_entry["details"].pop("instance") == hand.key
+    assert orm_entry["details"].pop("instance") == orm.key
+    assert hand_entry == orm_entry
+    assert hand_entry["action"] == "instance.started" and hand_entry["actor_token_id"] == token.pk
+    assert hand_entry["target_type"] == "instance" and hand_entry["details"] == {"workflow": "wf"}
 
 
 def test_both_ways_of_storing_events_leave_the_same_rows(workflow):

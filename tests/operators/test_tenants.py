@@ -71,6 +71,16 @@ def test_a_quota_edit_is_audited_with_old_and_new_values(staff_client, operator,
     assert entry.details == {"step_memory_mb": [256, 512], "network": [False, True]}
 
 
+def test_staff_may_change_the_retention_and_the_change_is_audited(staff_client, acme):
+    quota = acme.quota_row
+    url = reverse("admin:tenants_quota_change", args=[quota.pk])
+    assert staff_client.post(url, quota_form(quota, retention_days="")).status_code == 302
+    quota.refresh_from_db()
+    assert quota.retention_days is None  # kept for ever
+    entry = AuditLog.objects.get(action="quota.changed")
+    assert entry.details == {"retention_days": [30, None]}
+
+
 def test_an_unchanged_quota_save_writes_nothing(staff_client, acme):
     quota = acme.quota_row
     url = reverse("admin:tenants_quota_change", args=[quota.pk])
@@ -96,14 +106,14 @@ def membership_row(membership: Membership | None = None, **fields) -> dict:
     return {**fields, **split("created_at", when)}
 
 
-def tenant_page(tenant, rows: list[dict], **quota_changes) -> dict:
+def tenant_page(tenant, rows: list[dict], review_policy=None, **quota_changes) -> dict:
     """The tenant's change page as a browser posts it: its fields, the quota inline, and
     `rows` as the membership inline (rows with an id first, as the page lists them)."""
     quota = tenant.quota_row
     data = {
         "slug": tenant.slug,
         "name": tenant.name,
-        "review_policy": "manual",
+        "review_policy": review_policy or tenant.review_policy,
         **split("created_at", tenant.created_at),
         "quota_row-TOTAL_FORMS": "1",
         "quota_row-INITIAL_FORMS": "1",
@@ -121,13 +131,16 @@ def tenant_page(tenant, rows: list[dict], **quota_changes) -> dict:
 
 def test_a_quota_edit_on_the_tenant_page_is_audited_too(staff_client, operator, acme):
     rows = [membership_row(Membership.objects.get(tenant=acme))]
-    data = tenant_page(acme, rows, running_instances=5)
+    data = tenant_page(acme, rows, review_policy="manual", running_instances=5)
     response = staff_client.post(reverse("admin:tenants_tenant_change", args=[acme.pk]), data)
     assert response.status_code == 302, response.context["errors"]
     acme.refresh_from_db()
     assert acme.review_policy == "manual"
     entry = AuditLog.objects.get(action="quota.changed")
     assert (entry.actor, entry.details) == (operator, {"running_instances": [1000, 5]})
+    policy = AuditLog.objects.get(action="tenant.changed")
+    assert (policy.actor, policy.tenant, policy.target_type) == (operator, acme, "tenant")
+    assert policy.details == {"review_policy": ["automatic", "manual"]}
 
 
 def user(username: str):
@@ -210,7 +223,7 @@ def test_revoking_a_token_in_the_admin_stops_it_and_is_audited(staff_client, ope
     assert authenticate_token(raw) is None
     entry = AuditLog.objects.get(action="token.revoked")
     assert (entry.actor, entry.tenant, entry.target_id) == (operator, acme, str(token.pk))
-    assert entry.details == {"name": "ci", "prefix": token.prefix}
+    assert entry.details == {"name": "ci", "prefix": token.prefix, "read_only": False}
     # Revoking again changes nothing and records nothing.
     post_action(staff_client, TOKENS, "revoke", [token.pk])
     assert AuditLog.objects.filter(action="token.revoked").count() == 1

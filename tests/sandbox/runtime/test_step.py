@@ -159,6 +159,7 @@ def test_sleep_asks_to_suspend_until_now_plus_the_duration():
         "name": "cool-off",
         "step_kind": "sleep",
         "until": "2025-03-01T13:30:00+00:00",
+        "duration_seconds": 5400.0,
     }
 
 
@@ -341,10 +342,15 @@ def test_a_different_name_at_a_recorded_position_is_non_determinism():
         "index": 3,
         "recorded": {"name": "charge", "kind": "do"},
         "new": {"name": "refund", "kind": "do"},
+        "line": 6,
         "error": {
             "type": "NonDeterminismError",
-            "message": "step 3 was 'charge' (do) when recorded but is 'refund' (do) now: "
-            "the workflow must call steps in the same order on every replay",
+            "message": "step 3 was 'charge' (do) when recorded but is 'refund' (do) now "
+            "(called at line 6): the workflow must call steps in the same order on every replay",
+            "index": 3,
+            "recorded": {"name": "charge", "kind": "do"},
+            "new": {"name": "refund", "kind": "do"},
+            "line": 6,
         },
     }
 
@@ -358,8 +364,11 @@ def test_a_different_kind_under_the_same_name_is_non_determinism():
     outcome = run(module, [rec("pause", "do", output=1)])
 
     assert outcome["kind"] == "nondeterminism"
-    assert outcome["new"] == {"name": "pause", "kind": "sleep"}
-    assert "'pause' (do) when recorded but is 'pause' (sleep) now" in outcome["error"]["message"]
+    assert outcome["new"] == {"name": "pause", "kind": "sleep", "shape": {"duration_seconds": 5.0}}
+    assert (
+        "'pause' (do) when recorded but is 'pause' (sleep, duration_seconds 5.0) now"
+        in outcome["error"]["message"]
+    )
 
 
 def test_returning_before_a_recorded_step_is_non_determinism():

@@ -33,7 +33,7 @@ class Limits:
 class Record:
     """One recorded step of the instance's history."""
 
-    __slots__ = ("attempts", "error", "index", "kind", "name", "output", "status")
+    __slots__ = ("attempts", "error", "index", "kind", "name", "output", "shape", "status")
 
     def __init__(
         self,
@@ -45,6 +45,7 @@ class Record:
         attempts: int,
         output: Any,
         error: dict | None,
+        shape: dict | None = None,
     ) -> None:
         self.index = index
         self.name = name
@@ -53,6 +54,11 @@ class Record:
         self.attempts = attempts
         self.output = output
         self.error = error
+        self.shape = shape
+
+    def as_step(self) -> dict[str, Any]:
+        """What stepwell.replay.compare reads of it."""
+        return {"name": self.name, "kind": self.kind, "shape": self.shape}
 
 
 class ActivationInput:
@@ -102,6 +108,9 @@ def _record(position: int, entry: Any) -> Record:
     error = entry.get("error")
     if error is not None and not isinstance(error, dict):
         raise ProtocolError(f"{where} 'error' must be an object or null, not {error!r}")
+    shape = entry.get("shape")
+    if shape is not None and not isinstance(shape, dict):
+        raise ProtocolError(f"{where} 'shape' must be an object or null, not {shape!r:.200}")
     return Record(
         index=position,
         name=_field(entry, "name", where, str),
@@ -110,6 +119,7 @@ def _record(position: int, entry: Any) -> Record:
         attempts=entry.get("attempts", 0),
         output=entry.get("output"),
         error=error,
+        shape=shape,
     )
 
 

@@ -10,11 +10,11 @@ from ._progress import announce
 from ._protocol import ActivationInput, Record
 from ._results import ResultError, as_json
 from ._secrets import Secrets
+from .replay import caller_line, compare, message
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from datetime import datetime
     from typing import Any, NoReturn
 
 WAITS = ("wait_for_event", "wait_for_workflow")
@@ -95,7 +95,7 @@ class Step:
             raise TypeError(f"step.do({name!r}, fn): fn must be callable, not {fn!r}")
         policy = parse_retries(retries)
         seconds = attempt_timeout(timeout, self._activation.limits.step_timeout_seconds)
-        index, record = self._claim(name, "do")
+        index, record = self._claim(name, "do", {})
         if record is not None and record.status not in ("failed", "running"):
             return _replay(record)
         self._finish(self._execute(index, name, fn, policy, seconds))
@@ -105,13 +105,15 @@ class Step:
         self._enter("sleep", name)
         name = check_text(name, "step name")
         seconds = parse_duration(duration, "sleep duration")
-        self._sleep(name, after(self._activation.now, seconds, "sleep duration"))
+        until = after(self._activation.now, seconds, "sleep duration")
+        self._sleep(name, format_instant(until), seconds)
 
     def sleep_until(self, name: str, when: Any) -> None:
         """Suspend the instance until `when` (aware datetime, ISO string or Unix timestamp)."""
         self._enter("sleep_until", name)
         name = check_text(name, "step name")
-        self._sleep(name, parse_instant(when, "sleep_until time"))
+        until = format_instant(parse_instant(when, "sleep_until time"))
+        self._sleep(name, until, None)
 
     def wait_for_event(self, name: str, event_type: str, *, timeout: Any = DEFAULT_WAIT) -> Any:
         """Suspend until an event of `event_type` arrives; return its payload."""
@@ -170,31 +172,43 @@ class Step:
                 f"{self._running!r}: call step methods from run(), not from a step function"
             )
 
-    def _claim(self, name: str, kind: str) -> tuple[int, Record | None]:
+    def _claim(self, name: str, kind: str, shape: dict[str, Any]) -> tuple[int, Record | None]:
         """The next index, and its record if there is one; stop on non-determinism."""
         index = self._next_index
         self._next_index += 1
         history = self._activation.history
         record = history[index] if index < len(history) else None
-        if record is not None and (record.name, record.kind) != (name, kind):
-            # A name that held a secret was stored with [secret:NAME] in its place.
-            same_name = self._secrets.expand(record.name) == name
-            if not same_name or record.kind != kind:
-                self._finish(nondeterminism(record, {"name": name, "kind": kind}))
+        if record is not None:
+            new = {"name": name, "kind": kind, "shape": shape}
+            if compare(self._as_called(record), new) is not None:
+                self._finish(nondeterminism(record, new, line=caller_line(self)))
         return index, record
+
+    def _as_called(self, record: Record) -> dict[str, Any]:
+        """The recorded step as its call was made: a name or shape that held a secret was
+        stored with [secret:NAME] in its place."""
+        step = record.as_step()
+        step["name"] = self._secrets.expand(record.name)
+        if step["shape"]:
+            step["shape"] = {
+                field: self._secrets.expand(value) if isinstance(value, str) else value
+                for field, value in step["shape"].items()
+            }
+        return step
 
     def _suspend_or_replay(
         self, name: str, kind: str, outcome_kind: str, request: dict[str, Any]
     ) -> Any:
-        index, record = self._claim(name, kind)
+        index, record = self._claim(name, kind, shape_of(kind, request))
         if record is not None and record.status in ("complete", "errored", "timed_out"):
             return _replay(record)
         self._finish(
             {"kind": outcome_kind, "index": index, "name": name, "step_kind": kind, **request}
         )
 
-    def _sleep(self, name: str, until: datetime) -> None:
-        self._suspend_or_replay(name, "sleep", "sleep", {"until": format_instant(until)})
+    def _sleep(self, name: str, until: str, seconds: float | None) -> None:
+        request = {"until": until, "duration_seconds": seconds}
+        self._suspend_or_replay(name, "sleep", "sleep", request)
 
     def _execute(
         self, index: int, name: str, fn: Callable[[], Any], retries: dict, timeout: float
@@ -262,17 +276,43 @@ def _replay(record: Record) -> Any:
     )
 
 
-def nondeterminism(recorded: Record, new: dict[str, Any], why: str = "") -> dict[str, Any]:
-    """The outcome for a replay that called steps in a different order than recorded."""
-    now = why or f"is {new['name']!r} ({new['kind']}) now"
-    message = (
-        f"step {recorded.index} was {recorded.name!r} ({recorded.kind}) when recorded but {now}: "
-        "the workflow must call steps in the same order on every replay"
-    )
+def shape_of(kind: str, request: dict[str, Any]) -> dict[str, Any]:
+    """What shapes a suspending call besides its name (see stepwell.replay)."""
+    if kind == "wait_for_event":
+        return {"event_type": request["event_type"]}
+    if kind == "start_workflow":
+        return {"workflow": request["workflow"], "instance_id": request["instance_id"]}
+    if kind == "wait_for_workflow":
+        return {"instance_id": request["instance_id"]}
+    if kind == "sleep" and request["duration_seconds"] is not None:
+        return {"duration_seconds": request["duration_seconds"]}
+    if kind == "sleep":
+        return {"until": request["until"]}
+    return {}
+
+
+def nondeterminism(
+    recorded: Record, new: dict[str, Any], why: str = "", *, line: int | None = None
+) -> dict[str, Any]:
+    """The outcome for a replay whose call at a recorded step's position is another step
+    (or none: `why` says what happened instead)."""
+    before = recorded.as_step()
+    text = message(recorded.index, before, new, line, instead=why or None)
+    error = {"type": "NonDeterminismError", "message": text, "index": recorded.index}
+    error.update(recorded=_shown(before), new=_shown(new), line=line)
     return {
         "kind": "nondeterminism",
         "index": recorded.index,
-        "recorded": {"name": recorded.name, "kind": recorded.kind},
-        "new": new,
-        "error": {"type": "NonDeterminismError", "message": message},
+        "recorded": _shown(before),
+        "new": _shown(new),
+        "line": line,
+        "error": error,
     }
+
+
+def _shown(step: dict[str, Any]) -> dict[str, Any]:
+    """A step as an error shows it: its shape only if it has one."""
+    shown = {"name": step.get("name"), "kind": step.get("kind")}
+    if step.get("shape"):
+        shown["shape"] = step["shape"]
+    return shown

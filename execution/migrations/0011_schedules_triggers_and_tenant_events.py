@@ -9,8 +9,8 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('execution', '0008_step_attempts_and_cancelled'),
-        ('tenants', '0007_quota_schedules_and_triggers'),
+        ('execution', '0010_instance_retention_index'),
+        ('tenants', '0009_quota_schedules_and_triggers'),
     ]
 
     operations = [

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tenants', '0006_secrets'),
+        ('tenants', '0008_audit_log_immutable_and_indexed'),
     ]
 
     operations = [
