@@ -23,6 +23,7 @@ from execution.quotas import QuotaExceeded
 from execution.storable import json_problem
 from tenants.api import router as tokens_router
 from tenants.auth import TokenAuth
+from webhooks.api import router as webhooks_router
 
 logger = logging.getLogger("stepwell.api")
 
@@ -86,6 +87,7 @@ api = NinjaAPI(
 )
 api.add_router("", execution_router)
 api.add_router("", tokens_router)
+api.add_router("", webhooks_router)
 
 
 def detail(request, status: int, message):

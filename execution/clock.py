@@ -11,6 +11,7 @@ from django.db import close_old_connections
 
 from execution.clock_mark import SweepMark, bounded_redis
 from execution.lifecycle import due
+from webhooks import deliveries
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ def run_forever(interval: float | None = None, *, stop=lambda: False) -> None:
             close_old_connections()
         else:
             record_sweep(mark)
+        sweep_deliveries()
         time.sleep(max(0.0, interval - (time.monotonic() - started)))
 
 
@@ -40,3 +42,13 @@ def record_sweep(mark: SweepMark) -> None:
         mark.record()
     except (redis.RedisError, OSError) as exc:
         log.debug("could not record the clock's sweep: %s", exc)
+
+
+def sweep_deliveries() -> None:
+    """Send due webhook deliveries to the webhooks queue; apart from the instances'
+    sweep, so that a failure of one never stops the other."""
+    try:
+        deliveries.sweep()
+    except Exception:
+        log.exception("webhook sweep failed")
+        close_old_connections()

@@ -8,7 +8,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from execution.lifecycle import due
+from execution.lifecycle import due, notices
 from execution.models import CodeVersion, Instance, Step
 from execution.progress import record_event, reserve_and_store
 from tenants.models import Tenant
@@ -26,6 +26,7 @@ def set_status(instance: Instance, status: str, **fields) -> None:
     for name, value in update.items():
         setattr(instance, name, value)
     reserve_and_store(instance, [("instance.status", {"status": status})], **update)
+    notices.announce(instance.pk, instance.tenant_id, status)
     if status in Instance.TERMINAL_STATUSES:
         wake_waiting_parents(instance)
 

@@ -215,6 +215,9 @@ class Stack:
             STEPWELL_REDISPATCH_SECONDS="3",
             STEPWELL_CLOCK_INTERVAL="0.1",
             STEPWELL_VAR_DIR=str(self.dir / "var"),
+            # Webhooks reach loopback receivers only (as scripts/test.sh says).
+            STEPWELL_WEBHOOK_HOSTS="127.0.0.1,localhost",
+            STEPWELL_WEBHOOK_ALLOW_PRIVATE="true",
         )
         env.update(self.extra_env)
         return env
