@@ -19,6 +19,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from execution.workflows import start_instance
 from tenants.models import ApiToken
 from tests.factories import make_token, upload
+from webhooks import deliveries
+from webhooks.models import Webhook
 
 EXAMPLES_PER_OPERATION = 25
 
@@ -57,8 +59,14 @@ schema.config.generation.update(
     with_security_parameters=False,
 )
 # Schema-valid requests these operations refuse, with 422, for reasons a schema
-# cannot say: code without a run(), an expiry in the past.
-SEMANTIC_422 = {("PUT", "/api/v1/workflows/{name}"), ("POST", "/api/v1/tokens")}
+# cannot say: code without a run(), an expiry in the past, a webhook URL whose host is
+# not on the test's STEPWELL_WEBHOOK_HOSTS (127.0.0.1 and localhost: so no generated
+# URL is ever resolved or called; nothing is sent here, as no sweep runs).
+SEMANTIC_422 = {
+    ("PUT", "/api/v1/workflows/{name}"),
+    ("POST", "/api/v1/tokens"),
+    ("POST", "/api/v1/webhooks"),
+}
 
 
 def holds_nul(value) -> bool:
@@ -84,7 +92,17 @@ def real_objects(acme):
     workflow = upload(acme, "adder", CODE).workflow
     instance, _ = start_instance(workflow, payload={"x": 1}, key="job-1")
     spare = ApiToken.objects.get(prefix=make_token(acme, "spare")[:10])
-    return {"name": workflow.name, "instance": instance.key, "token": spare.pk}
+    webhook = Webhook.objects.create(
+        tenant=acme, url="http://127.0.0.1:9/hook", events=["instance.complete"]
+    )
+    deliveries.record([webhook.pk], "instance.complete", instance.pk, instance.key, "{}")
+    return {
+        "name": workflow.name,
+        "instance": instance.key,
+        "token": spare.pk,
+        "webhook": webhook.pk,
+        "delivery": webhook.deliveries.get().pk,
+    }
 
 
 def point_at_real_objects(case, real: dict) -> None:
@@ -97,8 +115,11 @@ def point_at_real_objects(case, real: dict) -> None:
             continue
         if key == "name":
             params[key] = real["name"]
+        elif key == "delivery":
+            params[key] = real["delivery"]
         elif key == "id":
-            params[key] = real["token" if "/tokens/" in case.path else "instance"]
+            owner = {"/tokens/": "token", "/webhooks/": "webhook"}
+            params[key] = real[next((v for k, v in owner.items() if k in case.path), "instance")]
     if params:
         case.path_parameters = params
 

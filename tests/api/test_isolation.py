@@ -16,11 +16,16 @@ from tenants.models import ApiToken
 from tenants.tokens import create_token, revoke_token
 from tests.api.conftest import Api
 from tests.factories import make_token, upload
+from webhooks import deliveries
+from webhooks.models import Delivery, Webhook
 
 CODE = """
 def run(event, step):
     return step.wait_for_event("go", "go")
 """
+
+HOOK_URL = "http://127.0.0.1:9/hook"
+HOOK_EVENTS = ["instance.complete"]
 
 # Each route, with a request for acme's objects: (method, path, body).
 REQUESTS = {
@@ -39,6 +44,15 @@ REQUESTS = {
     ("GET", "/tokens"): ("get", "/tokens", None),
     ("POST", "/tokens"): ("post", "/tokens", {"name": "mine"}),
     ("DELETE", "/tokens/{id}"): ("delete", "/tokens/{acme_token}", None),
+    ("GET", "/webhooks"): ("get", "/webhooks", None),
+    ("POST", "/webhooks"): ("post", "/webhooks", {"url": HOOK_URL, "events": HOOK_EVENTS}),
+    ("DELETE", "/webhooks/{id}"): ("delete", "/webhooks/{acme_webhook}", None),
+    ("GET", "/webhooks/{id}/deliveries"): ("get", "/webhooks/{acme_webhook}/deliveries", None),
+    ("POST", "/webhooks/{id}/deliveries/{delivery}/resend"): (
+        "post",
+        "/webhooks/{acme_webhook}/deliveries/{acme_delivery}/resend",
+        None,
+    ),
 }
 # Routes that name one object of acme: bob gets 404.
 NOT_FOUND_FOR_BOB = {
@@ -51,6 +65,9 @@ NOT_FOUND_FOR_BOB = {
     ("POST", "/instances/{id}/terminate"),
     ("POST", "/instances/{id}/restart"),
     ("DELETE", "/tokens/{id}"),
+    ("DELETE", "/webhooks/{id}"),
+    ("GET", "/webhooks/{id}/deliveries"),
+    ("POST", "/webhooks/{id}/deliveries/{delivery}/resend"),
 }
 WRITES = {
     ("PUT", "/workflows/{name}"),
@@ -62,6 +79,9 @@ WRITES = {
     ("POST", "/instances/{id}/restart"),
     ("POST", "/tokens"),
     ("DELETE", "/tokens/{id}"),
+    ("POST", "/webhooks"),
+    ("DELETE", "/webhooks/{id}"),
+    ("POST", "/webhooks/{id}/deliveries/{delivery}/resend"),
 }
 
 
@@ -75,13 +95,26 @@ def acme_objects(acme):
     workflow = upload(acme, "adder", CODE).workflow
     instance, _ = start_instance(workflow, payload={"secret": "acme's"}, key="secret")
     token, _ = create_token(acme, "acme's deploy key")
-    return {"workflow": workflow, "instance": instance, "token": token}
+    webhook = Webhook.objects.create(tenant=acme, url=HOOK_URL, events=HOOK_EVENTS)
+    deliveries.record([webhook.pk], "instance.complete", instance.pk, instance.key, "{}")
+    return {
+        "workflow": workflow,
+        "instance": instance,
+        "token": token,
+        "webhook": webhook,
+        "delivery": webhook.deliveries.get(),
+    }
+
+
+def placed(path: str, objects: dict | None) -> str:
+    """The route's path with the ids of acme's objects (any id without them)."""
+    ids = ("token", "webhook", "delivery")
+    return path.format(**{f"acme_{n}": objects[n].pk if objects else 1 for n in ids})
 
 
 def send(api_client: Api, route, acme_objects):
     method, path, body = REQUESTS[route]
-    path = path.format(acme_token=acme_objects["token"].pk)
-    return api_client.request(method, path, body)
+    return api_client.request(method, placed(path, acme_objects), body)
 
 
 def test_every_route_has_an_isolation_test():
@@ -98,6 +131,9 @@ def test_bob_gets_404_for_each_object_of_acme(bob, acme_objects, route):
     instance.refresh_from_db()
     assert instance.status == "queued" and not instance.events.exists()
     assert ApiToken.objects.get(pk=acme_objects["token"].pk).revoked_at is None
+    assert Webhook.objects.filter(pk=acme_objects["webhook"].pk).exists()
+    delivery = acme_objects["delivery"]
+    assert Delivery.objects.get(pk=delivery.pk).next_attempt_at == delivery.next_attempt_at
 
 
 def test_bob_sees_none_of_acme_in_any_list(bob, acme_objects):
@@ -106,6 +142,7 @@ def test_bob_sees_none_of_acme_in_any_list(bob, acme_objects):
     assert bob.call("get", "/instances?workflow=adder") == (200, {"items": [], "next_cursor": None})
     names = {t["name"] for t in bob.call("get", "/tokens")[1]}
     assert names == {"bob's"}
+    assert bob.call("get", "/webhooks") == (200, {"items": [], "next_cursor": None})
 
 
 def test_bobs_writes_under_acmes_names_touch_only_globex(bob, globex, acme_objects):
@@ -149,7 +186,7 @@ def test_revoked_expired_and_malformed_tokens_get_401_on_every_route(
         assert (kind, response.status_code) == (kind, 401)
         assert response.json() == {"detail": "Unauthorized"}
     method, path, _ = REQUESTS[route]
-    anonymous = getattr(client, method)("/api/v1" + path.format(acme_token=1))
+    anonymous = getattr(client, method)("/api/v1" + placed(path, None))
     assert anonymous.status_code == 401
 
 
