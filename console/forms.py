@@ -1,4 +1,4 @@
-"""Console forms: code uploads, starts, events and tokens."""
+"""Console forms: code uploads, starts, events, tokens and webhooks."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from execution.models import NAME_PATTERN
 from execution.storable import json_problem
+from webhooks.models import EVENTS
 
 JSON_HELP = "A JSON object."
 
@@ -109,3 +110,10 @@ def check_size(value, limit: int, what: str) -> None:
     size = len(json.dumps(value))
     if size > limit:
         raise forms.ValidationError(f"{what} is {size} bytes; the limit is {limit} bytes")
+
+
+class WebhookForm(forms.Form):
+    url = forms.CharField(max_length=2000, label="URL", help_text="http:// or https://")
+    events = forms.MultipleChoiceField(
+        choices=[(e, e) for e in EVENTS], widget=forms.CheckboxSelectMultiple
+    )
