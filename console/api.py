@@ -39,7 +39,7 @@ it; 413 a request body over the size limit, or a payload or event payload over
 the tenant's payload quota; 422 malformed JSON or a field of the wrong type or
 value (each problem with its `loc` and `field`), or invalid workflow code (each
 problem with its `line` and `column`); 429 over a tenant quota (running
-instances, instance starts per minute, events per minute, active tokens), with
+instances, instance starts per minute, events per minute, active tokens, webhooks), with
 `detail` naming it.
 
 A step result over the tenant's result size quota is refused by the engine: the

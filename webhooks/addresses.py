@@ -92,6 +92,8 @@ def check(url: str) -> Target:
 def parse(url: str) -> SplitResult:
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
         raise Refused("the URL holds whitespace or control characters")
+    if not url.isascii():
+        raise Refused("the URL must be ASCII: percent-encode the path, punycode the host")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 -- raises ValueError for a bad port

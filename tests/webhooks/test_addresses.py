@@ -50,6 +50,8 @@ def test_a_public_host_is_checked_and_connected_to_by_its_address(public):
         "http://hooks.example.com/a b",
         "http://hooks.example.com/\r\nX-Injected: 1",
         "http://hooks.example.com/#frag",
+        "http://hooks.example.com/caf\u00e9",
+        "http://b\u00fccher.example/",
     ],
 )
 def test_only_plain_http_and_https_urls_are_taken(public, url):
