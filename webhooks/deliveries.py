@@ -34,7 +34,6 @@ DELIVER = "stepwell.deliver_webhook"
 FIRST_RETRY_SECONDS = 5
 RETRY_FACTOR = 3
 LONGEST_RETRY_SECONDS = 6 * 3600
-MAX_ATTEMPTS = 13
 # How long a claimed attempt may take before the sweep sends it again: the attempt's
 # deadline and room for the queue and the recording.
 ATTEMPT_LEASE = timedelta(seconds=60)
@@ -74,7 +73,6 @@ def record(webhook_ids: list[int], event: str, instance_id: int, key: str, body:
             instance_id=instance_id,
             instance_key=key,
             body=body,
-            max_attempts=MAX_ATTEMPTS,
             next_attempt_at=now,
             created_at=now,
         )

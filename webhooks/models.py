@@ -24,6 +24,8 @@ INSTANCE_STATUSES = (
     "terminated",
 )
 EVENTS = tuple(f"instance.{status}" for status in INSTANCE_STATUSES)
+# Attempts of a delivery before it gives up (webhooks.deliveries.retry_delay: 28.5 hours).
+MAX_ATTEMPTS = 13
 
 
 def new_secret() -> str:
@@ -78,7 +80,7 @@ class Delivery(models.Model):
     body = models.TextField()
     attempts = models.PositiveIntegerField(default=0)
     # No attempt is made past this many; a resend of a finished delivery allows one more.
-    max_attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=MAX_ATTEMPTS)
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
     delivered_at = models.DateTimeField(null=True, blank=True)

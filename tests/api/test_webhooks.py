@@ -9,7 +9,7 @@ from tenants.models import AuditLog
 from tests.api.conftest import Api
 from tests.factories import make_token
 from webhooks import deliveries
-from webhooks.models import Delivery, Webhook
+from webhooks.models import MAX_ATTEMPTS, Delivery, Webhook
 
 URL = "http://127.0.0.1:9/hook"
 EVENTS = ["instance.complete", "instance.errored"]
@@ -146,7 +146,7 @@ def test_bob_cannot_see_delete_or_resend_what_is_acmes(alice, bob):
     his = create(bob)[1]
     assert bob.request("post", f"/webhooks/{his['id']}/deliveries/{pk}/resend").status_code == 404
     assert Webhook.objects.filter(pk=made["id"]).exists()
-    assert Delivery.objects.get(pk=pk).max_attempts == deliveries.MAX_ATTEMPTS
+    assert Delivery.objects.get(pk=pk).max_attempts == MAX_ATTEMPTS
 
 
 def test_a_read_only_token_may_list_but_not_change(client, acme, alice):

@@ -12,9 +12,9 @@ from django.utils import timezone
 from standardwebhooks import Webhook as Verifier
 
 from tests.webhooks.receiver import receiving, reply, statuses
-from webhooks import deliveries
-from webhooks.models import Delivery, Webhook
-from webhooks.subscriptions import resend_delivery
+from webhooks import addresses, client, deliveries
+from webhooks.models import MAX_ATTEMPTS, Delivery, Webhook
+from webhooks.subscriptions import create_webhook, resend_delivery
 
 BODY = json.dumps({"type": "instance.complete", "instance": {"id": "job-1"}})
 
@@ -115,7 +115,7 @@ def test_a_failed_attempt_is_due_again_after_the_backoff_kept_in_the_database(
 
 
 def test_the_backoff_starts_within_ten_seconds_and_goes_on_for_more_than_a_day():
-    delays = [deliveries.retry_delay(n) for n in range(1, deliveries.MAX_ATTEMPTS)]
+    delays = [deliveries.retry_delay(n) for n in range(1, MAX_ATTEMPTS)]
     assert delays[0] == timedelta(seconds=5)
     assert [d.total_seconds() for d in delays[:4]] == [5, 15, 45, 135]
     assert all(b >= a for a, b in itertools.pairwise(delays))
@@ -128,16 +128,16 @@ def test_it_gives_up_after_the_last_attempt_and_a_resend_makes_exactly_one_more(
     acme, sent, django_capture_on_commit_callbacks
 ):
     with receiving(lambda h: reply(h, 500)) as receiver:
-        delivery = delivery_to(acme, receiver.url, attempts=deliveries.MAX_ATTEMPTS - 1)
+        delivery = delivery_to(acme, receiver.url, attempts=MAX_ATTEMPTS - 1)
         run_due(sent, django_capture_on_commit_callbacks)
         delivery.refresh_from_db()
         assert delivery.state == "failed" and delivery.next_attempt_at is None
-        assert f"gave up after {deliveries.MAX_ATTEMPTS} attempts" in delivery.error
+        assert f"gave up after {MAX_ATTEMPTS} attempts" in delivery.error
 
         resend_delivery(delivery, actor=None)
         run_due(sent, django_capture_on_commit_callbacks)
         delivery.refresh_from_db()
-        assert delivery.attempts == deliveries.MAX_ATTEMPTS + 1
+        assert delivery.attempts == MAX_ATTEMPTS + 1
         assert delivery.state == "failed"  # one more attempt, not a new schedule
     assert len(receiver.received) == 2
 
@@ -212,3 +212,57 @@ def test_enqueue_names_the_webhooks_queue(monkeypatch):
     lease = timezone.now()
     deliveries.enqueue([7], lease)
     assert calls == [{"args": [7, lease.isoformat()], "queue": "webhooks"}]
+
+
+@pytest.fixture
+def hooks_test_resolves(settings, monkeypatch):
+    """`hooks.test` is a listed host; what it resolves to is up to the test, in turn."""
+    settings.STEPWELL_WEBHOOK_HOSTS = ["hooks.test"]
+    answers, asked = [], []
+
+    def resolve(host, port):
+        assert host == "hooks.test"
+        asked.append(host)
+        return answers.pop(0)
+
+    monkeypatch.setattr(addresses, "resolve", resolve)
+    return answers, asked
+
+
+def test_a_name_that_resolves_elsewhere_at_delivery_time_is_refused_then(
+    acme, sent, django_capture_on_commit_callbacks, hooks_test_resolves
+):
+    answers, _ = hooks_test_resolves
+    answers += [["127.0.0.1"], ["169.254.169.254"]]  # rebound to the metadata service
+    with receiving() as receiver:
+        url = f"http://hooks.test:{receiver.port}/hook"
+        webhook = create_webhook(acme, url, ["instance.complete"], actor=None)
+        deliveries.record([webhook.pk], "instance.complete", 1, "job-1", BODY)
+        run_due(sent, django_capture_on_commit_callbacks)
+    assert receiver.received == []
+    delivery = Delivery.objects.get()
+    assert "169.254.169.254" in delivery.error and delivery.state == "pending"
+
+
+def test_an_attempt_connects_to_the_address_it_checked_and_resolves_once(
+    acme, sent, django_capture_on_commit_callbacks, hooks_test_resolves, monkeypatch
+):
+    answers, asked = hooks_test_resolves
+    answers += [["127.0.0.1"]]
+    connected = []
+    create_connection = client.socket.create_connection
+
+    def recording(address, *args, **kwargs):
+        connected.append(address)
+        return create_connection(address, *args, **kwargs)
+
+    monkeypatch.setattr(client.socket, "create_connection", recording)
+    with receiving() as receiver:
+        webhook = Webhook.objects.create(
+            tenant=acme, url=f"http://hooks.test:{receiver.port}/in", events=["x"]
+        )
+        deliveries.record([webhook.pk], "instance.complete", 1, "job-1", BODY)
+        run_due(sent, django_capture_on_commit_callbacks)
+    (got,) = receiver.received
+    assert connected == [("127.0.0.1", receiver.port)] and asked == ["hooks.test"]
+    assert got.headers["Host"] == f"hooks.test:{receiver.port}" and got.path == "/in"
