@@ -1,4 +1,4 @@
-"""Console forms: code uploads, starts, events, tokens and webhooks."""
+"""Console forms: code uploads, starts, events, tokens, secrets and webhooks."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import json
 from datetime import timedelta
 
 from django import forms
+from django.conf import settings
 from django.core.validators import RegexValidator
 from django.utils import timezone
 
 from execution.models import NAME_PATTERN
 from execution.storable import json_problem
+from tenants.models import Secret
+from tenants.secrets import MIN_VALUE_CHARS
 from webhooks.models import EVENTS
 
 JSON_HELP = "A JSON object."
@@ -117,3 +120,28 @@ class WebhookForm(forms.Form):
     events = forms.MultipleChoiceField(
         choices=[(e, e) for e in EVENTS], widget=forms.CheckboxSelectMultiple
     )
+
+
+class SecretForm(forms.Form):
+    """A secret's name and value; the value is write-only: never rendered back."""
+
+    name = forms.CharField(
+        max_length=64,
+        validators=[
+            RegexValidator(Secret.NAME_PATTERN, "Capital letters, digits and _; not a digit first.")
+        ],
+    )
+    value = forms.CharField(
+        min_length=MIN_VALUE_CHARS,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+    )
+
+    def clean_value(self) -> str:
+        value = self.cleaned_data["value"]
+        limit = settings.STEPWELL_MAX_SECRET_BYTES
+        if len(value.encode("utf-8", "surrogatepass")) > limit:
+            raise forms.ValidationError(f"The value is over the limit of {limit} bytes.")
+        if "\x00" in value:
+            raise forms.ValidationError("The value holds a NUL character.")
+        return value

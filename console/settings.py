@@ -10,11 +10,13 @@ from lib.env import (
     database_from_url,
     default_var_dir,
     env_bool,
+    env_fernet_keys,
     env_float,
     env_int,
     env_ip_list,
     env_list,
     env_str,
+    new_fernet_key,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -43,6 +45,26 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
+
+
+def _secret_keys() -> list[str]:
+    """The Fernet keys tenants' secrets are encrypted with (API.md, Secrets): the first
+    encrypts, all decrypt. Unset with DEBUG off, secrets cannot be set (the API says so)
+    rather than start-up failing for deployments that use none."""
+    keys = env_fernet_keys("STEPWELL_SECRET_KEYS")
+    if keys or not DEBUG:
+        return keys
+    # Local development only, as SECRET_KEY: one key made per var dir, never committed.
+    path = VAR_DIR / "secret_keys"
+    if not path.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(new_fernet_key())
+    return [path.read_text().strip()]
+
+
+STEPWELL_SECRET_KEYS = _secret_keys()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -63,6 +85,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost, so that it sees the 500 that Django makes of a failure in any other.
+    "console.api_answers.JSONErrorsUnderAPI",
     "django.middleware.security.SecurityMiddleware",
     # Static files with DEBUG off too: hashed names and compressed copies made by
     # collectstatic, served with a year's cache (the names change with the content).
@@ -106,10 +130,19 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 
+# Each WebSocket consumer waits on its channel with a BZPOPMIN that blocks for 5 s
+# (channels_redis's brpop_timeout), and redis-py's default socket timeout is also 5 s:
+# the read lost that race, the consumer died of the TimeoutError, and uvicorn dropped
+# every idle connection after about 5 s with no close frame. The read must outlast
+# the blocking command, with room for a busy Redis.
+CHANNELS_REDIS_SOCKET_TIMEOUT = env_float("STEPWELL_CHANNELS_SOCKET_TIMEOUT", 20.0, minimum=10.0)
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("STEPWELL_CHANNELS_PREFIX", "stepwell")},
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "socket_timeout": CHANNELS_REDIS_SOCKET_TIMEOUT}],
+            "prefix": env_str("STEPWELL_CHANNELS_PREFIX", "stepwell"),
+        },
     }
 }
 
@@ -223,6 +256,9 @@ STEPWELL_MAX_BODY_BYTES = env_int(
 )
 # How many live (unrevoked, unexpired) API tokens a tenant may hold.
 STEPWELL_MAX_TOKENS_PER_TENANT = env_int("STEPWELL_MAX_TOKENS_PER_TENANT", 100, minimum=1)
+# How many secrets a tenant may hold, and the largest value (API.md, Secrets).
+STEPWELL_MAX_SECRETS_PER_TENANT = env_int("STEPWELL_MAX_SECRETS_PER_TENANT", 100, minimum=1)
+STEPWELL_MAX_SECRET_BYTES = env_int("STEPWELL_MAX_SECRET_BYTES", 4096, minimum=8)
 # How long a dispatched instance may wait for a worker before the clock sends it again.
 STEPWELL_REDISPATCH_SECONDS = env_float("STEPWELL_REDISPATCH_SECONDS", 15.0, minimum=0.5)
 # The longest a step may run, whatever a quota says (execution.step_limits clamps to it).

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from console import staff, views, webhook_views
+from console import secret_pages, staff, views, webhook_views
 from console.api import api
 
 handler404 = "console.views.not_found"
@@ -36,6 +36,8 @@ urlpatterns = [
         name="instance_control",
     ),
     path("tokens/", views.token_list, name="tokens"),
+    path("secrets/", secret_pages.secret_list, name="secrets"),
+    path("secrets/<str:name>/delete/", secret_pages.secret_delete, name="secret_delete"),
     path("audit/", views.audit_log, name="audit_log"),
     path("tokens/<int:pk>/revoke/", views.token_revoke, name="token_revoke"),
     path("webhooks/", webhook_views.webhook_list, name="webhooks"),

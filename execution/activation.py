@@ -30,6 +30,9 @@ class Activation:
     # The do step's row as it is now written, if this activation showed it as running.
     marked: Step | None = None
     on_progress: Callable[[dict], None] | None = None
+    # The tenant's secrets, decrypted when the activation was claimed: handed to its jail
+    # alone, and redacted from all it sends back (execution.redaction); never stored.
+    secrets: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
 
     def next_index(self) -> int:
         """The index of the step this activation is expected to run."""

@@ -11,16 +11,20 @@ from ninja.errors import HttpError
 from execution import quotas, workflows
 from execution.models import Instance, Workflow
 from execution.schemas import (
-    AcceptedOut,
     CodeErrorsOut,
+    EventAcceptedOut,
     EventIn,
+    EventPageOut,
     InstanceOut,
     InstancePageOut,
     InstancePath,
     ListFilters,
+    PageIn,
     StartIn,
     ValidateIn,
     ValidateOut,
+    VersionCodeOut,
+    VersionPath,
     WorkflowDetailOut,
     WorkflowIn,
     WorkflowOut,
@@ -101,6 +105,31 @@ def instance_page(request: HttpRequest, filters: ListFilters) -> dict:
     }
 
 
+def events_page(instance: Instance, page: PageIn) -> dict:
+    """One page of the events sent to the instance, oldest first, by keyset on id."""
+    qs = instance.events.order_by("id")
+    if page.cursor:
+        qs = qs.filter(pk__gt=int(page.cursor))
+    rows = list(
+        qs.values("id", "type", "payload", "created_at", "consumed_by__index")[: page.limit + 1]
+    )
+    more = len(rows) > page.limit
+    rows = rows[: page.limit]
+    return {
+        "items": [
+            {
+                "id": row["id"],
+                "type": row["type"],
+                "payload": row["payload"],
+                "sent_at": row["created_at"],
+                "consumed_by": row["consumed_by__index"],
+            }
+            for row in rows
+        ],
+        "next_cursor": str(rows[-1]["id"]) if more else None,
+    }
+
+
 @router.get("/workflows", response={200: list[WorkflowOut], **AUTH_ERRORS})
 def list_workflows(request):
     """The tenant's workflows, by name, each with its current version."""
@@ -137,6 +166,19 @@ def get_workflow_detail(request, path: Path[WorkflowPath]):
     """The workflow with all its versions, newest first."""
     workflow = get_workflow(request, path.name)
     return {**workflow_out(workflow), "versions": [version_out(v) for v in workflow.versions.all()]}
+
+
+@router.get(
+    "/workflows/{name}/versions/{sha256}",
+    response={200: VersionCodeOut, **AUTH_ERRORS, **NOT_FOUND},
+)
+def get_version(request, path: Path[VersionPath]):
+    """One version of the workflow, with its code."""
+    workflow = get_workflow(request, path.name)
+    version = workflow.versions.filter(sha256=path.sha256).first()
+    if version is None:
+        raise Http404(f"workflow {path.name!r} has no version {path.sha256}")
+    return {**version_out(version), "code": version.code}
 
 
 @router.post("/workflows/{name}/validate", response={200: ValidateOut, **AUTH_ERRORS, 413: Detail})
@@ -214,21 +256,31 @@ def get_instance_detail(request, path: Path[InstancePath]):
     return instance_out(get_instance(request, path.id))
 
 
+@router.get("/instances/{id}/events", response={200: EventPageOut, **AUTH_ERRORS, **NOT_FOUND})
+def list_events(request, path: Path[InstancePath], page: Query[PageIn]):
+    """The events sent to the instance, oldest first, each with the index of the step
+    that received it (`consumed_by`, null while none has). Pass `next_cursor` as
+    `cursor` for the next page."""
+    return events_page(get_instance(request, path.id), page)
+
+
 @router.post(
     "/instances/{id}/events",
-    response={202: AcceptedOut, **WRITE_ERRORS, **NOT_FOUND, **QUOTA},
+    response={202: EventAcceptedOut, **WRITE_ERRORS, **NOT_FOUND, **QUOTA},
 )
 def send_event(request, path: Path[InstancePath], body: EventIn):
     """Send an event; a step waiting for its `type` receives its `payload`.
 
-    413 when the payload is over the tenant's payload size; 429 over the events
-    per minute quota.
+    `matched` says whether a step was waiting for that type; an event sent before the
+    wait is stored, and the first wait for its type receives it. To an ended instance
+    the event is stored, `matched` false and `detail` says that it has ended. 413 when
+    the payload is over the tenant's payload size; 429 over the events per minute quota.
     """
     require_write(request)
     instance = get_instance(request, path.id)
     check_size(body.payload, instance.tenant.quota.payload_bytes, "the event payload")
-    event = workflows.send_event(instance, body.type, body.payload, rate=True)
-    return Status(202, {"detail": "accepted", "id": event.pk})
+    sent = workflows.send_event(instance, body.type, body.payload, rate=True)
+    return Status(202, {"detail": sent.detail(), "id": sent.event.pk, "matched": sent.matched})
 
 
 def control(request, key: str, action) -> Status:
@@ -262,7 +314,7 @@ def resume_instance(request, path: Path[InstancePath]):
 
 @router.post("/instances/{id}/terminate", response=CONTROL_RESPONSES)
 def terminate_instance(request, path: Path[InstancePath]):
-    """Stop an instance for good: 409 when it has already finished."""
+    """Stop an instance for good, its unfinished step `cancelled`: 409 when it has ended."""
     return control(request, path.id, workflows.terminate)
 
 

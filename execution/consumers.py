@@ -6,10 +6,12 @@ joins a Channels group, sends a snapshot, and forwards what the engine publishes
 
 from __future__ import annotations
 
+import contextlib
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.db import connection, transaction
 
 from execution.models import Instance, ProgressEvent
 from execution.progress import event_message, instance_group, tenant_group
@@ -57,26 +59,44 @@ def instance_pk(tenant: Tenant, key: str) -> int | None:
     return Instance.objects.for_tenant(tenant).filter(key=key).values_list("pk", flat=True).first()
 
 
+@contextlib.contextmanager
+def one_snapshot():
+    """A transaction whose reads all see the database at one moment, so that a snapshot's
+    seq is exactly the last event it includes. PostgreSQL's default (read committed)
+    would let a step recorded between two reads into the snapshot with an older seq,
+    and `?after=<seq>` would then replay it; SQLite's transactions are serial anyway."""
+    outermost = not connection.in_atomic_block  # (a test's transaction has begun already)
+    with transaction.atomic():
+        if connection.vendor == "postgresql" and outermost:
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield
+
+
 def instance_snapshot(pk: int, after: int | None) -> tuple[dict, list[dict]]:
     """The instance's snapshot, and the stored events after `after` when asked for."""
-    instance = Instance.objects.select_related("workflow", "version", "parent").get(pk=pk)
-    # The seq is read before the steps: an event that lands in between is then sent
-    # again rather than lost.
-    data = InstanceOut.model_validate(instance_out(instance)).model_dump(mode="json")
-    snapshot = {"type": "snapshot", "seq": instance.last_seq, "instance": data}
-    replay = []
-    if after is not None:
-        events = ProgressEvent.objects.filter(instance=instance, seq__gt=after).order_by("seq")
-        replay = [event_message(e, instance.key) for e in events]
-    return snapshot, replay
+    with one_snapshot():
+        instance = Instance.objects.select_related("workflow", "version", "parent").get(pk=pk)
+        data = InstanceOut.model_validate(instance_out(instance)).model_dump(mode="json")
+        replay = []
+        if after is not None:
+            events = ProgressEvent.objects.filter(
+                instance=instance, seq__gt=after, seq__lte=instance.last_seq
+            ).order_by("seq")
+            replay = [event_message(e, instance.key) for e in events]
+    return {"type": "snapshot", "seq": instance.last_seq, "instance": data}, replay
 
 
 def tenant_snapshot(tenant: Tenant) -> dict:
+    """Recent instances, each with its own `seq` (events are numbered per instance)."""
     recent = Instance.objects.for_tenant(tenant).select_related("workflow", "version")
     return {
         "type": "snapshot",
         "instances": [
-            InstanceSummaryOut.model_validate(instance_summary(i)).model_dump(mode="json")
+            {
+                **InstanceSummaryOut.model_validate(instance_summary(i)).model_dump(mode="json"),
+                "seq": i.last_seq,
+            }
             for i in recent[:SNAPSHOT_INSTANCES]
         ],
     }
@@ -148,11 +168,22 @@ class InstanceConsumer(ProgressConsumer):
 class TenantConsumer(ProgressConsumer):
     """`/ws/tenant/`: recent instances, then every event of every instance of the tenant."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Each snapshotted instance's seq: what the snapshot already shows is not sent.
+        self.seen: dict[str, int] = {}
+
     async def connect(self):
         tenant = await database_sync_to_async(tenant_for_scope)(self.scope)
         if not isinstance(tenant, Tenant):
             return await self.refuse(tenant)
         await self.join(tenant_group(tenant.pk))
         snapshot = await database_sync_to_async(tenant_snapshot)(tenant)
+        self.seen = {i["id"]: i["seq"] for i in snapshot["instances"]}
         await self.accept()
         await self.send_json(snapshot)
+
+    async def forward(self, event: dict) -> None:
+        if event["seq"] <= self.seen.get(event["instance"], 0):
+            return
+        await self.send_json(event)

@@ -27,10 +27,12 @@ from execution.kinds import history_error, history_size
 from execution.lifecycle import due, leases, states
 from execution.models import Instance, Step
 from execution.outcome_checks import DEFAULT_RETRIES, InvalidOutcome, check_outcome
-from execution.progress import record_event, step_summary
+from execution.progress import record_event, started, step_summary
+from execution.redaction import Redactor
 from execution.sandbox import SandboxRequest, SandboxResult, get_sandbox
 from execution.step_limits import limits_for
 from execution.watch import Watch
+from tenants.secrets import values_for
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,10 @@ def begin(instance_pk: int, *, was_kept: bool = False) -> Activation | None:
         activation = prepare_activation(*claimed, token) if claimed else None
     if claimed is None and was_kept:
         due.send_kept(instance_pk)
+    if activation is not None:
+        # After the claim's transaction, which holds the instance row; read per claim, so
+        # a secret set or deleted meanwhile counts from the next one.
+        activation.secrets = values_for(activation.tenant_id)
     return activation
 
 
@@ -79,9 +85,11 @@ def execute(activation: Activation, *, keep: bool) -> Activation | Next:
         if activation.history_bytes > limit:  # recorded before the quota, or lowered since
             outcomes.record_error(activation, history_error(limit))
             return Next.DONE
+        redactor = Redactor(activation.secrets)
         with watch(activation) as watching:
-            activation.on_progress = announced(watching)
-            result = run_sandbox(activation)
+            activation.on_progress = announced(watching, redactor)
+            # The one door by which a jail's answer enters the engine: redacted here.
+            result = redactor.result(run_sandbox(activation))
         activation.marked = watching.marked
         return outcomes.record(activation, result, keep=keep)
     except Exception as exc:
@@ -180,6 +188,7 @@ def settle_event_wait(instance: Instance, step: Step) -> datetime | None:
         return step.wake_at
     error = {"type": "WaitTimeout", "message": f"no {step.event_type!r} event arrived in time"}
     finish_step(instance, step, Step.Status.TIMED_OUT, error=error)
+    record_event(instance, "step.timed_out", step=step_summary(step), error=error)
     return None
 
 
@@ -207,6 +216,7 @@ def settle_child_wait(instance: Instance, step: Step) -> datetime | None:
         return step.wake_at
     error = {"type": "WaitTimeout", "message": f"instance {child.key} did not end in time"}
     finish_step(instance, step, Step.Status.TIMED_OUT, error=error)
+    record_event(instance, "step.timed_out", step=step_summary(step), error=error)
     return None
 
 
@@ -234,6 +244,7 @@ def run_sandbox(activation: Activation) -> SandboxResult:
         limits=limits_for(quota),
         mode="workflow",
         on_progress=activation.on_progress,
+        secrets=activation.secrets,
     )
     # Benchmarks only; get_sandbox refuses "unsandboxed" without STEPWELL_BENCH_UNSANDBOXED=1.
     mode = settings.STEPWELL_BENCH_SANDBOX_MODE or quota.sandbox_mode
@@ -255,6 +266,8 @@ def mark_running(activation: Activation, intent: dict, started_at: datetime) -> 
             return None
         if step is None:
             step = Step(instance=instance, index=intent["index"], kind=Step.Kind.DO)
+        before = history_size(step)
+        step.begin_attempt()  # a retry: the failed attempt is kept before it is overwritten
         step.name = intent["name"]
         step.status = Step.Status.RUNNING
         step.started_at = started_at
@@ -264,7 +277,11 @@ def mark_running(activation: Activation, intent: dict, started_at: datetime) -> 
             "timeout_seconds": intent.get("timeout_seconds"),
         }
         step.save()
-        record_event(instance, "step.started", step=step_summary(step))
+        grown = history_size(step) - before
+        if grown:
+            Instance.objects.filter(pk=instance.pk).update(history_bytes=F("history_bytes") + grown)
+            activation.history_bytes += grown
+        record_event(instance, "step.started", **started(step))
         return step
 
 
@@ -277,14 +294,15 @@ def watch(activation: Activation) -> Watch:
     )
 
 
-def announced(watch: Watch) -> Callable[[dict], None]:
-    """The sandbox's progress callback: a valid do-step intent goes to the watch."""
+def announced(watch: Watch, redactor: Redactor) -> Callable[[dict], None]:
+    """The sandbox's progress callback: a valid do-step intent, its secrets redacted (the
+    step's name is shown), goes to the watch."""
 
     def on_progress(note: dict) -> None:
         if note.get("kind") != "intent":
             return
         try:
-            intent = check_outcome({**note, "kind": "step"})
+            intent = check_outcome({**redactor.value(note), "kind": "step"})
         except InvalidOutcome:
             return
         watch.announce(intent)

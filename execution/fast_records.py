@@ -21,7 +21,14 @@ from execution.kinds import history_size, log_lines, step_config
 from execution.lifecycle import due, records
 from execution.models import ProgressEvent, Step
 from execution.outcome_checks import duration, json_size
-from execution.progress import event_message, numbered, send, step_summary, store_events
+from execution.progress import (
+    event_message,
+    numbered,
+    send,
+    started,
+    step_summary,
+    store_events,
+)
 from lib import rows
 
 log = logging.getLogger(__name__)
@@ -43,7 +50,10 @@ def plain_completion_growth(activation: Activation, outcome: dict) -> int | None
     size = json_size(outcome["output"])
     if size > quota.step_result_bytes:
         return None
-    grown = size + len(outcome["logs"][: quota.step_output_bytes]) - history_size(row)
+    size += len(outcome["logs"][: quota.step_output_bytes])
+    if row is not None and (kept := row.attempts_kept()):  # only for a retried step
+        size += json_size(kept)
+    grown = size - history_size(row)
     if activation.history_bytes + grown > quota.history_bytes:
         return None  # record_any records it and errors the instance
     return grown
@@ -90,6 +100,7 @@ def completed_step(activation: Activation, outcome: dict) -> tuple[Step, list[tu
     if step is None:
         step = Step(instance_id=activation.instance_pk, index=outcome["index"], kind=Step.Kind.DO)
     announced = step.status == Step.Status.RUNNING
+    step.begin_attempt()
     if not announced:
         step.started_at = now - duration(outcome)
     step.name = outcome["name"]
@@ -99,7 +110,7 @@ def completed_step(activation: Activation, outcome: dict) -> tuple[Step, list[tu
     step.status, step.output, step.error = Step.Status.COMPLETE, outcome["output"], None
     step.finished_at, step.wake_at = now, None
     summary = step_summary(step)
-    events = [("step.started", {"step": summary})] if step.pk is None and not announced else []
+    events = [] if announced else [("step.started", started(step))]
     events += [("step.log", {"step": summary, "line": line}) for line in log_lines(step)]
     events.append(("step.completed", {"step": summary}))
     return step, events

@@ -19,7 +19,7 @@ from execution.errors import StartError
 from execution.lifecycle import due, states
 from execution.models import Instance, Step, Workflow
 from execution.outcome_checks import child_key, clean_error, duration, json_size, stored_retries
-from execution.progress import record_event, step_summary
+from execution.progress import record_event, started, step_summary
 from execution.workflows import start_instance
 
 log = logging.getLogger(__name__)
@@ -34,12 +34,13 @@ def history_error(limit: int) -> dict:
 
 
 def history_size(step: Step | None) -> int:
-    """What a step row adds to its instance's history: the JSON size of its result and
-    error, and the length of its logs."""
+    """What a step row adds to its instance's history: the JSON size of its result,
+    error and earlier attempts, and the length of its logs."""
     if step is None:
         return 0
     size = 0 if step.output is None else json_size(step.output)
     size += 0 if step.error is None else json_size(step.error)
+    size += json_size(step.earlier_attempts) if step.earlier_attempts else 0
     return size + len(step.logs)
 
 
@@ -106,6 +107,7 @@ def step_config(outcome: dict) -> dict:
 def record_do(instance: Instance, existing: Step | None, outcome: dict) -> Step:
     step = new_step(instance, existing, outcome, Step.Kind.DO)
     now = timezone.now()
+    step.begin_attempt()
     step.attempts += 1
     step.logs = outcome["logs"][: instance.tenant.quota.step_output_bytes]
     step.config = step_config(outcome)
@@ -118,10 +120,9 @@ def record_do(instance: Instance, existing: Step | None, outcome: dict) -> Step:
         if not too_big:
             step.status, step.output, step.error, step.finished_at = "complete", output, None, now
             step.wake_at = None
-            is_new = step.pk is None
             step.save()
-            if is_new and not announced:
-                record_event(instance, "step.started", step=step_summary(step))
+            if not announced:
+                record_event(instance, "step.started", **started(step))
             publish_logs(instance, step)
             record_event(instance, "step.completed", step=step_summary(step))
             due.make_due(instance)
@@ -135,23 +136,25 @@ def record_do(instance: Instance, existing: Step | None, outcome: dict) -> Step:
                 f"{instance.tenant.quota.step_result_bytes} bytes",
             },
         }
-    fail_attempt(instance, step, outcome["error"], outcome["retryable"])
+    fail_attempt(instance, step, outcome["error"], outcome["retryable"], announced=announced)
     return step
 
 
-def fail_attempt(instance: Instance, step: Step, error: dict, retryable: bool) -> None:
-    """One attempt of a do step failed: retry after its backoff, or give up."""
+def fail_attempt(
+    instance: Instance, step: Step, error: dict, retryable: bool, *, announced: bool
+) -> None:
+    """One attempt of a do step failed: retry after its backoff, or give up. `announced`:
+    its step.started went out when the attempt was shown running."""
     now = timezone.now()
     retries = stored_retries(step.config)
     step.error = error
     step.finished_at = now
-    is_new = step.pk is None
     if retryable and step.attempts <= retries["limit"]:
         step.status = Step.Status.FAILED
         step.wake_at = now + retry_delay(retries, step.attempts)
         step.save()
-        if is_new:
-            record_event(instance, "step.started", step=step_summary(step))
+        if not announced:
+            record_event(instance, "step.started", **started(step))
         publish_logs(instance, step)
         record_event(instance, "step.failed", step=step_summary(step), error=error)
         record_event(
@@ -165,8 +168,8 @@ def fail_attempt(instance: Instance, step: Step, error: dict, retryable: bool) -
     step.status = Step.Status.ERRORED
     step.wake_at = None
     step.save()
-    if is_new:
-        record_event(instance, "step.started", step=step_summary(step))
+    if not announced:
+        record_event(instance, "step.started", **started(step))
     publish_logs(instance, step)
     record_event(instance, "step.failed", step=step_summary(step), error=error)
     # The next activation replays this step as a StepError raised inside run().
@@ -250,7 +253,7 @@ def record_start_workflow(instance: Instance, existing: Step | None, outcome: di
         step.status = Step.Status.ERRORED
         step.error = {"type": "StartWorkflowError", "message": str(exc)}
     step.save()
-    record_event(instance, "step.started", step=step_summary(step))
+    record_event(instance, "step.started", **started(step))
     kind = "step.completed" if step.status == Step.Status.COMPLETE else "step.failed"
     record_event(instance, kind, step=step_summary(step))
     due.make_due(instance)

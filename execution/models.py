@@ -231,6 +231,7 @@ class Step(models.Model):
         SLEEPING = "sleeping"
         WAITING = "waiting"
         TIMED_OUT = "timed_out"
+        CANCELLED = "cancelled"  # unfinished when its instance was terminated
 
     RESOLVED_STATUSES = (Status.COMPLETE, Status.ERRORED, Status.TIMED_OUT)
 
@@ -243,6 +244,11 @@ class Step(models.Model):
     output = models.JSONField(null=True, blank=True)
     error = models.JSONField(null=True, blank=True)
     logs = models.TextField(blank=True, default="")
+    # A retried do step's attempts before the one the row describes, oldest first, as
+    # attempts_detail shows them. Bounded by the retry limit (each entry's logs capped as
+    # the row's are) and counted in the instance's history_bytes; an activation never
+    # reads it (lifecycle.leases defers it with the logs).
+    earlier_attempts = models.JSONField(default=list, blank=True)
     # sleep: when to wake; retry: when to try again; waits: the deadline.
     wake_at = models.DateTimeField(null=True, blank=True)
     event_type = models.CharField(max_length=200, blank=True, default="")
@@ -262,6 +268,45 @@ class Step(models.Model):
 
     def __str__(self) -> str:
         return f"{self.instance} step {self.index} {self.name!r}"
+
+    def attempt_entry(self) -> dict:
+        """The attempt the row itself describes, as attempts_detail shows it."""
+        return {
+            "attempt": len(self.earlier_attempts) + 1,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            # A do step errors when its last attempt failed.
+            "status": "failed"
+            if self.kind == self.Kind.DO and self.status == self.Status.ERRORED
+            else self.status,
+            "error": self.error,
+            "logs": self.logs,
+        }
+
+    def attempts_kept(self) -> list[dict]:
+        """earlier_attempts once a new attempt begins: a failed attempt joins them."""
+        if self.kind != self.Kind.DO or self.status != self.Status.FAILED:
+            return self.earlier_attempts
+        return [*self.earlier_attempts, self.attempt_entry()]
+
+    def begin_attempt(self) -> None:
+        """Keep the last attempt, if it failed, before a new one overwrites its times,
+        error and logs (at the running mark, or when the new attempt is recorded)."""
+        if self.kind == self.Kind.DO and self.status == self.Status.FAILED:
+            self.earlier_attempts = self.attempts_kept()
+            self.error, self.logs, self.finished_at = None, "", None
+
+    def attempts_detail(self) -> list[dict]:
+        """Every attempt, oldest first: what API.md's `attempts_detail` lists."""
+        return [*self.earlier_attempts, self.attempt_entry()]
+
+    def waiting_for(self) -> dict | None:
+        """What a waiting step expects: an event type, or a child instance."""
+        if self.status != self.Status.WAITING:
+            return None
+        if self.kind == self.Kind.WAIT_FOR_EVENT:
+            return {"event_type": self.event_type}
+        return {"instance": self.target.key if self.target_id else None}
 
     def as_history(self) -> dict:
         """What the sandbox runtime replays from."""

@@ -180,12 +180,14 @@ def record_sandbox_violation(
         error_instance(instance, error)
         return
     before = history_size(step)  # as stored: a row read in full, or a new one
+    announced = step.status == Step.Status.RUNNING
+    step.begin_attempt()
     step.attempts += 1
     step.started_at = timezone.now() - timedelta(seconds=result.wall_seconds)
     limit = instance.tenant.quota.step_output_bytes
     step.logs = escaped((result.stdout + result.stderr)[-limit:])[-limit:]
     retryable = result.status != Status.OUTPUT_TOO_LARGE
-    fail_attempt(instance, step, error, retryable)
+    fail_attempt(instance, step, error, retryable, announced=announced)
     grow_history(instance, step, before)
 
 

@@ -32,6 +32,13 @@ def step_summary(step: Step) -> dict:
     }
 
 
+def started(step: Step) -> dict:
+    """A step.started event's data: the step as it runs (any attempt, retries included)."""
+    attempt = len(step.earlier_attempts) + 1  # the attempt that starts, not those done
+    summary = {**step_summary(step), "status": Step.Status.RUNNING, "attempts": attempt}
+    return {"step": summary, "status": Step.Status.RUNNING}
+
+
 def record_event(instance: Instance, type_: str, **data) -> ProgressEvent:
     """Store one event in the caller's transaction and send it once that commits.
 

@@ -98,6 +98,15 @@ class EventIn(Schema):
     payload: Any = None
 
 
+class AttemptOut(Schema):
+    attempt: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    status: str = Field(description="running, complete or failed (cancelled: terminated)")
+    error: dict | None = None
+    logs: str = ""
+
+
 class StepOut(Schema):
     index: int
     name: str
@@ -110,6 +119,13 @@ class StepOut(Schema):
     started_at: datetime | None
     finished_at: datetime | None
     wake_at: datetime | None = None
+    attempts_detail: list[AttemptOut] = Field(
+        default_factory=list, description="every attempt, oldest first"
+    )
+    waiting_for: dict[str, str | None] | None = Field(
+        default=None,
+        description='a waiting step\'s {"event_type"} (an event) or {"instance"} (a child)',
+    )
 
 
 class InstanceOut(Schema):
@@ -173,6 +189,40 @@ class AcceptedOut(Schema):
     id: int
 
 
+class EventAcceptedOut(AcceptedOut):
+    matched: bool = Field(
+        description="whether a step of the instance was waiting for an event of this type"
+    )
+
+
+class VersionPath(WorkflowPath):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="the version's sha256")
+
+
+class VersionCodeOut(VersionOut):
+    code: str
+
+
+class EventOut(Schema):
+    id: int
+    type: str
+    payload: Any = None
+    sent_at: datetime
+    consumed_by: int | None = Field(description="the index of the step that received it")
+
+
+class EventPageOut(Schema):
+    items: list[EventOut]
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next page; null at the end"
+    )
+
+
+class PageIn(Schema):
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = Field(default=None, pattern=r"^[0-9]{1,18}$", description="a next_cursor")
+
+
 def version_out(version: CodeVersion | None) -> dict | None:
     if version is None:
         return None
@@ -205,6 +255,8 @@ def step_out(step: Step) -> dict:
         "started_at": step.started_at,
         "finished_at": step.finished_at,
         "wake_at": step.wake_at,
+        "attempts_detail": step.attempts_detail(),
+        "waiting_for": step.waiting_for(),
     }
 
 

@@ -1,7 +1,8 @@
 """Checks of tenant code at upload: it parses, defines run(event, step), fits the limits.
 
-Risky imports and calls are flagged for review, found in the syntax tree, never by
-searching the text.
+Risky imports and calls are flagged for review, and so are calls that make run
+non-deterministic outside a step (execution.nondeterminism), found in the syntax tree,
+never by searching the text.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import ast
 import io
 import tokenize
 from dataclasses import dataclass, field
+
+from execution.nondeterminism import nondeterministic_calls
 
 RISKY_MODULES = {
     "socket": "opens network connections",
@@ -94,6 +97,9 @@ def validate_code(code: str, *, max_bytes: int) -> ValidationReport:
     _check_run(tree, report)
     try:
         report.flags.extend(_risky_uses(tree))
+        report.flags.extend(
+            CodeProblem(f.line, f.column, f.message) for f in nondeterministic_calls(tree)
+        )
     except RecursionError:
         report.errors.append(CodeProblem(1, 0, "the code is nested too deeply to check"))
     return report

@@ -7,6 +7,7 @@ import functools
 import threading
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -47,7 +48,8 @@ def upload_version(tenant: Tenant, name: str, code: str, description: str | None
     if not report.ok:
         raise CodeRejected(report)
     workflow, _ = Workflow.objects.select_for_update().get_or_create(tenant=tenant, name=name)
-    if description is not None and description != workflow.description:
+    described = description is not None and description != workflow.description
+    if described:
         workflow.description = description
     sha = CodeVersion.hash_code(code)
     version = workflow.versions.filter(sha256=sha).first()
@@ -66,9 +68,10 @@ def upload_version(tenant: Tenant, name: str, code: str, description: str | None
             flags=[f.as_dict() for f in report.flags],
         )
     created = created or workflow.current_version_id != version.pk
-    workflow.current_version = version
-    workflow.updated_at = timezone.now()
-    workflow.save()
+    if created or described:  # the current code again, and no new description: nothing
+        workflow.current_version = version
+        workflow.updated_at = timezone.now()
+        workflow.save()
     return Upload(workflow=workflow, version=version, created=created)
 
 
@@ -279,23 +282,39 @@ def pick_version(
     return version
 
 
+class Sent(NamedTuple):
+    event: Event
+    matched: bool  # a step of the instance was waiting for its type
+    ended: str  # the ended instance's status, else ""
+
+    def detail(self) -> str:
+        type_ = self.event.type
+        if self.ended:
+            return f"the instance has ended ({self.ended}): nothing will consume the event"
+        if self.matched:
+            return f"the step waiting for {type_!r} receives it"
+        return f"stored: no step waits for {type_!r} now; the next wait for it receives it"
+
+
 @transaction.atomic
-def send_event(instance: Instance, type_: str, payload=None, *, rate: bool = False) -> Event:
+def send_event(instance: Instance, type_: str, payload=None, *, rate: bool = False) -> Sent:
     """Store an event for the instance; a step waiting for its type is run now.
     `rate`: hold it to the tenant's events per minute quota (raises QuotaExceeded)."""
     tenant = instance.tenant
     instance = Instance.objects.select_for_update().get(pk=instance.pk)
     event = Event.objects.create(instance=instance, type=type_, payload=payload)
-    waiting = instance.steps.filter(
-        status=Step.Status.WAITING, kind=Step.Kind.WAIT_FOR_EVENT, event_type=type_
-    ).exists()
+    waiting = not instance.is_terminal and (
+        instance.steps.filter(
+            status=Step.Status.WAITING, kind=Step.Kind.WAIT_FOR_EVENT, event_type=type_
+        ).exists()
+    )
     if waiting and instance.status in Instance.ACTIVE_STATUSES:
         # due.make_due, with the fill after the commit skipped while the tenant is full.
         due.make_due_at(instance, timezone.now())
         tenant_id = instance.tenant_id
         transaction.on_commit(lambda: send_due(tenant_id))
     quotas.take_event(tenant, rate=rate)
-    return event
+    return Sent(event, waiting, instance.status if instance.is_terminal else "")
 
 
 def _locked(instance: Instance) -> Instance:

@@ -1,5 +1,6 @@
 """Strict readers of settings from the environment: a bad value stops start-up."""
 
+import base64
 import ipaddress
 import os
 from collections.abc import Callable, Mapping
@@ -137,3 +138,29 @@ def database_from_url(url: str, base_dir: Path) -> dict:
     raise ConfigError(
         f"DATABASE_URL scheme {parsed.scheme!r} is not supported (postgres://, postgresql://, sqlite:///)"
     )
+
+
+FERNET_KEY_BYTES = 32
+
+
+def env_fernet_keys(name: str) -> list[str]:
+    """Comma-separated Fernet keys (url-safe base64 of 32 bytes), first the one that
+    encrypts; empty when unset. A key that is not one stops start-up, naming its place,
+    never its value."""
+    keys = env_list(name, [])
+    for position, key in enumerate(keys, start=1):
+        try:
+            raw = base64.urlsafe_b64decode(key.encode("ascii"))
+        except (ValueError, UnicodeEncodeError):
+            raw = b""
+        if len(raw) != FERNET_KEY_BYTES or len(key) != 44:
+            raise ConfigError(
+                f"{name}: key {position} is not a Fernet key (url-safe base64 of 32 bytes; "
+                f"make one with: python -c 'import base64, os; "
+                f"print(base64.urlsafe_b64encode(os.urandom(32)).decode())')"
+            )
+    return keys
+
+
+def new_fernet_key() -> str:
+    return base64.urlsafe_b64encode(os.urandom(FERNET_KEY_BYTES)).decode("ascii")

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite against PostgreSQL and Redis (`make test`, `make test ARGS=-x`).
 # The tests get their own database (pytest-django makes and drops test_stepwell),
-# their own Redis db number, a fresh SECRET_KEY and a throwaway var dir; never the
-# data of `make run`. Extra arguments go to pytest; its exit code is ours.
+# their own Redis db number, a fresh SECRET_KEY and STEPWELL_SECRET_KEYS, and a
+# throwaway var dir; never the data of `make run`. Extra arguments go to pytest; its
+# exit code is ours.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/services.sh
@@ -18,6 +19,10 @@ unset CELERY_BROKER_URL STEPWELL_CHANNELS_PREFIX STEPWELL_CELERY_EAGER
 export STEPWELL_WEBHOOK_HOSTS=127.0.0.1,localhost STEPWELL_WEBHOOK_ALLOW_PRIVATE=true
 SECRET_KEY=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(50))')
 export SECRET_KEY DEBUG=false
+# Tenants' secrets are encrypted with it (API.md, Secrets): a fresh key per run too.
+STEPWELL_SECRET_KEYS=$(.venv/bin/python -c 'import base64, os
+print(base64.urlsafe_b64encode(os.urandom(32)).decode())')
+export STEPWELL_SECRET_KEYS
 STEPWELL_VAR_DIR=$(mktemp -d /tmp/stepwell-test.XXXXXX)
 # Sandboxed steps run as an unprivileged uid and may need to reach their state dir.
 chmod 755 "$STEPWELL_VAR_DIR"

@@ -193,3 +193,35 @@ class AuditLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.target_type} {self.target_id}"
+
+
+class SecretQuerySet(models.QuerySet):
+    def for_tenant(self, tenant: Tenant | int) -> SecretQuerySet:
+        return self.filter(tenant=tenant)
+
+
+class Secret(models.Model):
+    """A tenant's named credential for its workflow code (API.md, Secrets).
+
+    Only the Fernet token of the value is stored (tenants.secrets encrypts and decrypts);
+    the value is never shown again, in the API, the console or the admin.
+    """
+
+    NAME_PATTERN = r"^[A-Z_][A-Z0-9_]{0,63}$"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="secrets")
+    name = models.CharField(max_length=64)
+    ciphertext = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = SecretQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "name"], name="one_secret_per_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"secret {self.name} of {self.tenant_id}"

@@ -55,5 +55,5 @@ and restarted Redis and PostgreSQL):
 Import order, lowest first (no module imports one to its right):
 lib <- webhooks <- models <- twins, dispatch, activation, errors, progress <- schemas
 <- lifecycle (notices <- due <- states <- leases <- records) <- quotas <- workflows
-<- kinds <- fast_records <- outcomes <- engine <- tasks.
+<- kinds <- fast_records <- outcomes, redaction <- engine <- tasks.
 """

@@ -103,9 +103,12 @@ def load_claimed(instance_pk: int, token: str) -> tuple[Instance, list[Step]] | 
 
 TENANT_FIELDS = ("id", "slug", "suspended_at")
 VERSION_FIELDS = ("id", "code", "sha256")
-# Every step column but the logs, which an activation never reads and may be large; a
-# step that is saved again sets them (a deferred field is not written back unless set).
-HISTORY_FIELDS = tuple(f.attname for f in Step._meta.concrete_fields if f.attname not in ("logs",))
+# Every step column but the logs and earlier attempts, which an activation never reads
+# and may be large; a step that is saved again sets them (Step.begin_attempt reads them
+# first: a deferred field is loaded when read).
+HISTORY_FIELDS = tuple(
+    f.attname for f in Step._meta.concrete_fields if f.attname not in ("logs", "earlier_attempts")
+)
 
 
 @functools.cache

@@ -25,7 +25,10 @@ def set_status(instance: Instance, status: str, **fields) -> None:
         update.update(finished_at=now, next_run_at=None, lease_owner="", lease_expires_at=None)
     for name, value in update.items():
         setattr(instance, name, value)
-    reserve_and_store(instance, [("instance.status", {"status": status})], **update)
+    data = {"status": status}
+    if status == Instance.Status.ERRORED:
+        data["error"] = update.get("error")  # why, so a live client needs no second request
+    reserve_and_store(instance, [("instance.status", data)], **update)
     notices.announce(instance.pk, instance.tenant_id, status)
     if status in Instance.TERMINAL_STATUSES:
         wake_waiting_parents(instance)
@@ -126,7 +129,10 @@ def unpause(instance: Instance) -> None:
 
 
 def terminate(instance: Instance) -> None:
-    """End the locked instance; a new generation drops what a step in flight reports."""
+    """End the locked instance; a new generation drops what a step in flight reports,
+    and its unfinished step (running, awaiting a retry, sleeping, waiting) is cancelled."""
+    unfinished = instance.steps.exclude(status__in=[*Step.RESOLVED_STATUSES, Step.Status.CANCELLED])
+    unfinished.update(status=Step.Status.CANCELLED, wake_at=None, finished_at=timezone.now())
     finish(
         instance,
         Instance.Status.TERMINATED,

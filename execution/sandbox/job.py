@@ -24,14 +24,18 @@ class Refused(Exception):
         self.result = result
 
 
-def open_job(request: SandboxRequest, prepare) -> tuple[bytes, float]:
-    """Ready the sandbox and encode the job: (job bytes, start time), or Refused."""
+def open_job(request: SandboxRequest, prepare, *, secrets: bool = True) -> tuple[bytes, float]:
+    """Ready the sandbox and encode the job: (job bytes, start time), or Refused.
+
+    The job holds the request's secrets unless `secrets` is False: a warm jail's zygote
+    reads the job, and must never hold them (its child gets them apart, warm_step)."""
     if not isinstance(request, SandboxRequest):
         raise TypeError("run() takes a SandboxRequest")
     started = time.monotonic()
     try:
         prepare()
-        return dumps_job(request.mode, request.input), started
+        held = request.secrets if secrets else None
+        return dumps_job(request.mode, request.input, held), started
     except (TypeError, ValueError) as exc:
         raise Refused(
             failure(Status.ERROR, "BadInput", f"the input is not JSON: {exc}", started)

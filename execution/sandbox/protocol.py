@@ -6,6 +6,7 @@ anything there, so nothing here trusts it beyond that schema. Never pickle.
 """
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 MAX_DEPTH = 100
@@ -62,9 +63,17 @@ def loads(data: bytes, max_depth: int = MAX_DEPTH) -> Any:
     return value
 
 
-def dumps_job(mode: str, value: Any) -> bytes:
-    """The job document written to the jail's stdin."""
-    return json.dumps({"mode": mode, "input": value}, allow_nan=False).encode()
+def dumps_job(mode: str, value: Any, secrets: Mapping[str, str] | None = None) -> bytes:
+    """The job document written to the jail's stdin, with the secrets if any are given."""
+    job = {"mode": mode, "input": value}
+    if secrets:
+        job["secrets"] = dict(secrets)
+    return json.dumps(job, allow_nan=False).encode()
+
+
+def dumps_secrets(secrets: Mapping[str, str]) -> bytes:
+    """The secrets as a warm jail's child reads them from their own descriptor."""
+    return json.dumps(dict(secrets)).encode()
 
 
 MAX_PROGRESS_NOTES = 16

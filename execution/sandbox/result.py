@@ -2,7 +2,7 @@
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -36,6 +36,9 @@ class SandboxRequest:
     # Called with each progress note (e.g. the do step about to run) while the jail
     # still runs, so the engine can show a step as started. Never sees the outcome.
     on_progress: Callable[[dict], None] | None = field(default=None, compare=False, repr=False)
+    # The tenant's secrets, name to value, for this activation alone (`event.secrets`):
+    # never printed, never in a warm jail's zygote, never in the code cache.
+    secrets: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -23,6 +23,7 @@ from execution.sandbox.config import SandboxConfig
 from execution.sandbox.fresh import FreshSandbox
 from execution.sandbox.job import Refused, open_job, watch_notes
 from execution.sandbox.outcome import JailExit, classify
+from execution.sandbox.protocol import dumps_secrets
 from execution.sandbox.result import SandboxRequest, SandboxResult, Status, failure
 from execution.sandbox.warm_jail import NoFreeSlot, WarmJail, WarmStartError
 from execution.sandbox.warm_pool import JailKey, JailPool
@@ -86,7 +87,7 @@ class WarmSandbox:
 
     def run(self, request: SandboxRequest) -> SandboxResult:
         try:
-            job_bytes, started = open_job(request, self.prepare)
+            job_bytes, started = open_job(request, self.prepare, secrets=False)
         except Refused as refused:
             return refused.result
         try:
@@ -119,7 +120,8 @@ class WarmSandbox:
         with self.pool.lease(key, lambda: self._start_jail_in_a_slot(request)) as jail:
             if jail is None:
                 return None
-            return jail.activate(job_bytes, watch_notes(request.on_progress))
+            secrets = dumps_secrets(request.secrets) if request.secrets else None
+            return jail.activate(job_bytes, watch_notes(request.on_progress), secrets)
 
     def _start_jail_in_a_slot(self, request: SandboxRequest) -> WarmJail:
         """Idle warm jails hold slots that fresh jails would wait for: give one back first."""

@@ -315,13 +315,17 @@ class WarmJail:
     # One activation
 
     def activate(
-        self, job_bytes: bytes, on_result: Callable[[bytearray], None] | None = None
+        self,
+        job_bytes: bytes,
+        on_result: Callable[[bytearray], None] | None = None,
+        secrets: bytes | None = None,
     ) -> StepRun:
         """Run one step; the jail is lost (alive False) if anything went wrong with it.
 
-        `on_result` sees the result channel's bytes so far each time more arrive.
+        `on_result` sees the result channel's bytes so far each time more arrive;
+        `secrets` (JSON) reach the step's child alone, never the zygote.
         """
-        step = WarmStep(self, job_bytes, on_result).run()
+        step = WarmStep(self, job_bytes, on_result, secrets).run()
         self.steps += 1
         if step.lost:
             logger.warning("warm jail %s lost: %s", self.name, step.lost)

@@ -8,6 +8,7 @@ another's, and the progress notes survive a jail that dies mid-step.
 from __future__ import annotations
 
 import array
+import fcntl
 import os
 import secrets
 import selectors
@@ -48,9 +49,11 @@ class WarmStep:
         warm: WarmJail,
         job_bytes: bytes,
         on_result: Callable[[bytearray], None] | None = None,
+        secrets_json: bytes | None = None,
     ) -> None:
         self.warm = warm
         self.on_result = on_result  # sees the result channel's bytes so far, as they come
+        self.secrets_json = secrets_json
         self.limits = warm.limits
         self.job_bytes = job_bytes
         self.id = secrets.randbits(63)
@@ -102,11 +105,17 @@ class WarmStep:
         header = request_header(
             self.id, len(self.job_bytes), limits.cpu_seconds, limits.wall_seconds
         )
-        fds = array.array("i", write_ends)
-        # MSG_NOSIGNAL: a dead zygote must be an EPIPE here, whatever SIGPIPE's disposition.
-        self.warm.control.sendmsg(
-            [header], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)], socket.MSG_NOSIGNAL
-        )
+        secrets_fd = secrets_memfd(self.secrets_json) if self.secrets_json else None
+        try:
+            fds = array.array("i", [*write_ends, *([secrets_fd] if secrets_fd else [])])
+            # MSG_NOSIGNAL: a dead zygote must be an EPIPE here, whatever SIGPIPE's
+            # disposition.
+            self.warm.control.sendmsg(
+                [header], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)], socket.MSG_NOSIGNAL
+            )
+        finally:
+            if secrets_fd is not None:
+                os.close(secrets_fd)  # the zygote holds its copy until it forks
 
     def _pump(self, readers: dict[int, tuple[str, Capture]], started: float) -> None:
         warm, out = self.warm, self.out
@@ -185,3 +194,22 @@ class WarmStep:
             control.sendall(cancel_frame(self.id), socket.MSG_NOSIGNAL)
         except OSError as exc:
             self.lost = f"the cancel could not be sent: {exc}"
+
+
+def secrets_memfd(data: bytes) -> int:
+    """A memory file holding `data` (the secrets' JSON), read from its start: the step's
+    child reads it through the descriptor the zygote passes on unread. Sealed, so nothing
+    in the jail can change what the host wrote; it is in no file system, and goes with
+    its last descriptor."""
+    fd = os.memfd_create("stepwell-secrets", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+        seals = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

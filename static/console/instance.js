@@ -98,6 +98,23 @@
   }
 
   var openSteps = {};  // what the reader opened or closed survives re-rendering
+  var openAttempts = {};
+
+  function errorText(error) {
+    return (error.type || "Error") + ": " + (error.message || "") + (error.traceback ? "\n\n" + error.traceback : "");
+  }
+
+  /* A step's (or one attempt's) error, with the tenant code's traceback, and its logs. */
+  function renderAttempt(box, a) {
+    if (a.error) {
+      box.appendChild(h("div", "k", "Error"));
+      box.appendChild(h("pre", "error-box", errorText(a.error)));
+    }
+    if (a.logs) {
+      box.appendChild(h("div", "k", "Logs"));
+      box.appendChild(h("pre", "logs", a.logs));
+    }
+  }
 
   function renderSteps() {
     var box = el("steps");
@@ -119,13 +136,21 @@
         item.appendChild(h("div", "k", "Output"));
         item.appendChild(h("pre", "json", json(s.output)));
       }
-      if (s.error) {
-        item.appendChild(h("div", "k", "Error"));
-        item.appendChild(h("pre", "error-box", (s.error.type || "Error") + ": " + (s.error.message || "") + (s.error.traceback ? "\n\n" + s.error.traceback : "")));
-      }
-      if (s.logs) {
-        item.appendChild(h("div", "k", "Logs"));
-        item.appendChild(h("pre", "logs", s.logs));
+      renderAttempt(item, s);
+      var earlier = (s.attempts_detail || []).slice(0, -1);
+      if (earlier.length) {
+        var list = h("details", "attempts");
+        list.open = openAttempts.hasOwnProperty(s.index) ? openAttempts[s.index] : true;
+        list.addEventListener("toggle", function () { openAttempts[s.index] = list.open; });
+        list.appendChild(h("summary", "muted", "Earlier attempts (" + earlier.length + ")"));
+        earlier.forEach(function (a) {
+          var box = h("div", "attempt");
+          box.dataset.attempt = a.attempt;
+          box.appendChild(h("div", "k", "Attempt " + a.attempt + " · " + a.status + " · " + duration(ms(a.finished_at) - ms(a.started_at))));
+          renderAttempt(box, a);
+          list.appendChild(box);
+        });
+        item.appendChild(list);
       }
       if (s.wake_at && (s.status === "sleeping" || s.status === "failed")) {
         item.appendChild(h("div", "muted small", (s.status === "failed" ? "Retries at " : "Wakes at ") + new Date(s.wake_at).toLocaleString()));
@@ -149,7 +174,7 @@
     err.innerHTML = "";
     if (state.error) {
       err.appendChild(h("h3", null, "Error"));
-      err.appendChild(h("pre", "error-box", (state.error.type || "Error") + ": " + (state.error.message || "") + (state.error.traceback ? "\n\n" + state.error.traceback : "")));
+      err.appendChild(h("pre", "error-box", errorText(state.error)));
     }
     renderTimeline(now);
     renderSteps();

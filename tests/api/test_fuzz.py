@@ -18,6 +18,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from execution.workflows import start_instance
 from tenants.models import ApiToken
+from tenants.secrets import set_secret
 from tests.factories import make_token, upload
 from webhooks import deliveries
 from webhooks.models import Webhook
@@ -59,12 +60,14 @@ schema.config.generation.update(
     with_security_parameters=False,
 )
 # Schema-valid requests these operations refuse, with 422, for reasons a schema
-# cannot say: code without a run(), an expiry in the past, a webhook URL whose host is
-# not on the test's STEPWELL_WEBHOOK_HOSTS (127.0.0.1 and localhost: so no generated
-# URL is ever resolved or called; nothing is sent here, as no sweep runs).
+# cannot say: code without a run(), an expiry in the past, a secret over its size in bytes,
+# a webhook URL whose host is not on the test's STEPWELL_WEBHOOK_HOSTS (127.0.0.1 and
+# localhost: so no generated URL is ever resolved or called; nothing is sent here, as no
+# sweep runs).
 SEMANTIC_422 = {
     ("PUT", "/api/v1/workflows/{name}"),
     ("POST", "/api/v1/tokens"),
+    ("PUT", "/api/v1/secrets/{name}"),
     ("POST", "/api/v1/webhooks"),
 }
 
@@ -92,6 +95,7 @@ def real_objects(acme):
     workflow = upload(acme, "adder", CODE).workflow
     instance, _ = start_instance(workflow, payload={"x": 1}, key="job-1")
     spare = ApiToken.objects.get(prefix=make_token(acme, "spare")[:10])
+    set_secret(acme, "FUZZ_KEY", "a-real-secret-value")
     webhook = Webhook.objects.create(
         tenant=acme, url="http://127.0.0.1:9/hook", events=["instance.complete"]
     )
@@ -100,6 +104,8 @@ def real_objects(acme):
         "name": workflow.name,
         "instance": instance.key,
         "token": spare.pk,
+        "secret": "FUZZ_KEY",
+        "sha256": workflow.current_version.sha256,
         "webhook": webhook.pk,
         "delivery": webhook.deliveries.get().pk,
     }
@@ -114,12 +120,14 @@ def point_at_real_objects(case, real: dict) -> None:
         if zlib.crc32(repr(value).encode()) % 2:
             continue
         if key == "name":
-            params[key] = real["name"]
+            params[key] = real["secret" if "/secrets/" in case.path else "name"]
         elif key == "delivery":
             params[key] = real["delivery"]
         elif key == "id":
             owner = {"/tokens/": "token", "/webhooks/": "webhook"}
             params[key] = real[next((v for k, v in owner.items() if k in case.path), "instance")]
+        elif key == "sha256":
+            params[key] = real["sha256"]
     if params:
         case.path_parameters = params
 

@@ -13,12 +13,14 @@ from django.utils import timezone
 from console.api import api
 from execution.workflows import start_instance
 from tenants.models import ApiToken
+from tenants.secrets import set_secret, values_for
 from tenants.tokens import create_token, revoke_token
 from tests.api.conftest import Api
 from tests.factories import make_token, upload
 from webhooks import deliveries
 from webhooks.models import Delivery, Webhook
 
+ACME_SECRET = "acme-secret-value"
 CODE = """
 def run(event, step):
     return step.wait_for_event("go", "go")
@@ -32,11 +34,17 @@ REQUESTS = {
     ("GET", "/workflows"): ("get", "/workflows", None),
     ("PUT", "/workflows/{name}"): ("put", "/workflows/adder", {"code": CODE}),
     ("GET", "/workflows/{name}"): ("get", "/workflows/adder", None),
+    ("GET", "/workflows/{name}/versions/{sha256}"): (
+        "get",
+        "/workflows/adder/versions/{acme_sha}",
+        None,
+    ),
     ("POST", "/workflows/{name}/validate"): ("post", "/workflows/adder/validate", {"code": CODE}),
     ("POST", "/workflows/{name}/instances"): ("post", "/workflows/adder/instances", {}),
     ("GET", "/instances"): ("get", "/instances", None),
     ("GET", "/instances/{id}"): ("get", "/instances/secret", None),
     ("POST", "/instances/{id}/events"): ("post", "/instances/secret/events", {"type": "go"}),
+    ("GET", "/instances/{id}/events"): ("get", "/instances/secret/events", None),
     ("POST", "/instances/{id}/pause"): ("post", "/instances/secret/pause", None),
     ("POST", "/instances/{id}/resume"): ("post", "/instances/secret/resume", None),
     ("POST", "/instances/{id}/terminate"): ("post", "/instances/secret/terminate", None),
@@ -44,6 +52,9 @@ REQUESTS = {
     ("GET", "/tokens"): ("get", "/tokens", None),
     ("POST", "/tokens"): ("post", "/tokens", {"name": "mine"}),
     ("DELETE", "/tokens/{id}"): ("delete", "/tokens/{acme_token}", None),
+    ("GET", "/secrets"): ("get", "/secrets", None),
+    ("PUT", "/secrets/{name}"): ("put", "/secrets/ACME_KEY", {"value": "bobs-value-1"}),
+    ("DELETE", "/secrets/{name}"): ("delete", "/secrets/ACME_KEY", None),
     ("GET", "/webhooks"): ("get", "/webhooks", None),
     ("POST", "/webhooks"): ("post", "/webhooks", {"url": HOOK_URL, "events": HOOK_EVENTS}),
     ("DELETE", "/webhooks/{id}"): ("delete", "/webhooks/{acme_webhook}", None),
@@ -57,6 +68,8 @@ REQUESTS = {
 # Routes that name one object of acme: bob gets 404.
 NOT_FOUND_FOR_BOB = {
     ("GET", "/workflows/{name}"),
+    ("GET", "/workflows/{name}/versions/{sha256}"),
+    ("GET", "/instances/{id}/events"),
     ("POST", "/workflows/{name}/instances"),
     ("GET", "/instances/{id}"),
     ("POST", "/instances/{id}/events"),
@@ -65,6 +78,7 @@ NOT_FOUND_FOR_BOB = {
     ("POST", "/instances/{id}/terminate"),
     ("POST", "/instances/{id}/restart"),
     ("DELETE", "/tokens/{id}"),
+    ("DELETE", "/secrets/{name}"),
     ("DELETE", "/webhooks/{id}"),
     ("GET", "/webhooks/{id}/deliveries"),
     ("POST", "/webhooks/{id}/deliveries/{delivery}/resend"),
@@ -79,6 +93,8 @@ WRITES = {
     ("POST", "/instances/{id}/restart"),
     ("POST", "/tokens"),
     ("DELETE", "/tokens/{id}"),
+    ("PUT", "/secrets/{name}"),
+    ("DELETE", "/secrets/{name}"),
     ("POST", "/webhooks"),
     ("DELETE", "/webhooks/{id}"),
     ("POST", "/webhooks/{id}/deliveries/{delivery}/resend"),
@@ -95,6 +111,7 @@ def acme_objects(acme):
     workflow = upload(acme, "adder", CODE).workflow
     instance, _ = start_instance(workflow, payload={"secret": "acme's"}, key="secret")
     token, _ = create_token(acme, "acme's deploy key")
+    set_secret(acme, "ACME_KEY", ACME_SECRET)
     webhook = Webhook.objects.create(tenant=acme, url=HOOK_URL, events=HOOK_EVENTS)
     deliveries.record([webhook.pk], "instance.complete", instance.pk, instance.key, "{}")
     return {
@@ -106,15 +123,19 @@ def acme_objects(acme):
     }
 
 
-def placed(path: str, objects: dict | None) -> str:
-    """The route's path with the ids of acme's objects (any id without them)."""
-    ids = ("token", "webhook", "delivery")
-    return path.format(**{f"acme_{n}": objects[n].pk if objects else 1 for n in ids})
-
-
 def send(api_client: Api, route, acme_objects):
     method, path, body = REQUESTS[route]
-    return api_client.request(method, placed(path, acme_objects), body)
+    return api_client.request(method, acme_path(path, acme_objects), body)
+
+
+def acme_path(path: str, acme_objects) -> str:
+    sha = acme_objects["workflow"].current_version.sha256
+    return path.format(
+        acme_token=acme_objects["token"].pk,
+        acme_sha=sha,
+        acme_webhook=acme_objects["webhook"].pk,
+        acme_delivery=acme_objects["delivery"].pk,
+    )
 
 
 def test_every_route_has_an_isolation_test():
@@ -123,7 +144,7 @@ def test_every_route_has_an_isolation_test():
 
 
 @pytest.mark.parametrize("route", sorted(NOT_FOUND_FOR_BOB))
-def test_bob_gets_404_for_each_object_of_acme(bob, acme_objects, route):
+def test_bob_gets_404_for_each_object_of_acme(bob, acme, acme_objects, route):
     response = send(bob, route, acme_objects)
     assert response.status_code == 404
     assert "acme" not in response.content.decode()
@@ -131,6 +152,7 @@ def test_bob_gets_404_for_each_object_of_acme(bob, acme_objects, route):
     instance.refresh_from_db()
     assert instance.status == "queued" and not instance.events.exists()
     assert ApiToken.objects.get(pk=acme_objects["token"].pk).revoked_at is None
+    assert values_for(acme.pk) == {"ACME_KEY": ACME_SECRET}
     assert Webhook.objects.filter(pk=acme_objects["webhook"].pk).exists()
     delivery = acme_objects["delivery"]
     assert Delivery.objects.get(pk=delivery.pk).next_attempt_at == delivery.next_attempt_at
@@ -142,6 +164,7 @@ def test_bob_sees_none_of_acme_in_any_list(bob, acme_objects):
     assert bob.call("get", "/instances?workflow=adder") == (200, {"items": [], "next_cursor": None})
     names = {t["name"] for t in bob.call("get", "/tokens")[1]}
     assert names == {"bob's"}
+    assert bob.call("get", "/secrets") == (200, {"items": [], "next_cursor": None})
     assert bob.call("get", "/webhooks") == (200, {"items": [], "next_cursor": None})
 
 
@@ -156,6 +179,9 @@ def test_bobs_writes_under_acmes_names_touch_only_globex(bob, globex, acme_objec
     assert status == 201 and inst["payload"] == {}
     made = bob.call("post", "/tokens", {"name": "mine"})[1]
     assert ApiToken.objects.get(pk=made["id"]).tenant == globex
+    assert bob.call("put", "/secrets/ACME_KEY", {"value": "bobs-value-1"})[0] == 201
+    assert values_for(globex.pk) == {"ACME_KEY": "bobs-value-1"}
+    assert values_for(acme_objects["workflow"].tenant_id) == {"ACME_KEY": ACME_SECRET}
 
 
 def test_validate_answers_the_same_whether_or_not_acme_has_the_workflow(bob, acme_objects):
@@ -186,7 +212,7 @@ def test_revoked_expired_and_malformed_tokens_get_401_on_every_route(
         assert (kind, response.status_code) == (kind, 401)
         assert response.json() == {"detail": "Unauthorized"}
     method, path, _ = REQUESTS[route]
-    anonymous = getattr(client, method)("/api/v1" + placed(path, None))
+    anonymous = getattr(client, method)("/api/v1" + acme_path(path, acme_objects))
     assert anonymous.status_code == 401
 
 

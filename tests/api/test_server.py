@@ -12,6 +12,7 @@ import pytest
 from django.conf import settings
 from websockets.sync.client import connect
 
+from tests.browser.wsclient import WebSocket
 from tests.factories import make_token, upload
 from tests.integration.stack import ROOT, VENV_BIN, current_database_url, free_port, wait_until
 
@@ -82,3 +83,41 @@ def test_the_procfile_web_serves_the_api_and_live_websockets(acme, web):
         snapshot = json.loads(ws.recv(timeout=10))
     assert snapshot["type"] == "snapshot" and snapshot["instance"]["id"] == "w1"
     assert snapshot["seq"] == 1
+
+
+def call(port: int, method: str, path: str, token: str, body: dict | None = None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    conn.request(method, path, json.dumps(body or {}), headers)
+    answer = conn.getresponse()
+    return answer.status, json.loads(answer.read())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_idle_websockets_stay_open_a_minute_on_pings_then_carry_the_next_event(acme, web):
+    """Both streams, idle for 60 s with the Procfile's uvicorn: the server pings (a client
+    that answers stays), and nothing drops the connection (it used to go at about 5 s,
+    when the channel layer's blocking read hit redis-py's socket timeout)."""
+    token = make_token(acme)
+    upload(acme, "waiter", CODE)
+    assert call(web, "POST", "/api/v1/workflows/waiter/instances", token, {"id": "idle"})[0] == 201
+    headers = {"Authorization": f"Bearer {token}"}
+    streams = [
+        WebSocket(f"ws://127.0.0.1:{web}/ws/tenant/", headers),
+        WebSocket(f"ws://127.0.0.1:{web}/ws/instances/idle/", headers),
+    ]
+    assert [ws.recv()["type"] for ws in streams] == ["snapshot", "snapshot"]
+    for _ in range(60):
+        for ws in streams:
+            ws.idle(0.5)  # raises Closed if the server hangs up
+    assert all(ws.pings >= 2 for ws in streams), [ws.pings for ws in streams]
+
+    assert call(web, "POST", "/api/v1/instances/idle/terminate", token)[0] == 200
+    for ws in streams:
+        event = ws.recv()
+        assert (event["type"], event["instance"], event["status"]) == (
+            "instance.status",
+            "idle",
+            "terminated",
+        )
+        ws.close()

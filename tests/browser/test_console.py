@@ -113,6 +113,7 @@ def test_alice_writes_runs_and_watches_a_workflow_and_bob_cannot_see_it(
 
     expect(listing.locator('tr[data-instance="ada-1"] .badge')).to_have_text("complete")
     listing.close()
+    a_failing_step_shows_its_error_traceback_and_logs_for_every_attempt(page, stack, acme)
 
     # Screenshots only on request (README's docs/instance-page.png came from here): a
     # test run leaves the checkout as it found it.
@@ -126,6 +127,33 @@ def test_alice_writes_runs_and_watches_a_workflow_and_bob_cannot_see_it(
     assert response.status == 404
     assert "hello, ada" not in bob.content()
     assert "instance-data" not in bob.content()
+
+
+RETRIED = """\
+def run(event, step):
+    def charge():
+        print("charging the card")
+        return 1 / 0
+
+    return step.do("charge", charge, retries={"limit": 1, "delay": 0})
+"""
+
+
+def a_failing_step_shows_its_error_traceback_and_logs_for_every_attempt(page, stack, acme):
+    workflow = upload(acme, "retried", RETRIED).workflow
+    start_instance(workflow, key="retried-1")
+    page.goto(stack.web.url + "/instances/retried-1/")
+    expect(page.locator("#status")).to_have_text("errored", timeout=LIVE)
+    step = page.locator('#steps .step[data-step="0"]')
+    # The step's last attempt: the error, the tenant code's traceback, what it printed.
+    expect(step.locator(":scope > pre.error-box")).to_contain_text("ZeroDivisionError")
+    expect(step.locator(":scope > pre.error-box")).to_contain_text("in charge")
+    expect(step.locator(":scope > pre.logs")).to_contain_text("charging the card")
+    # The attempt before it, with its own.
+    first = step.locator('.attempt[data-attempt="1"]')
+    expect(first).to_contain_text("Attempt 1 · failed")
+    expect(first.locator("pre.error-box")).to_contain_text("in charge")
+    expect(first.locator("pre.logs")).to_contain_text("charging the card")
 
 
 FAILING = """\

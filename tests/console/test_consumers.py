@@ -1,13 +1,14 @@
 """The WebSocket contract of API.md, through channels' WebsocketCommunicator."""
 
 import json
+import threading
 
 import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
-from django.db import transaction
+from django.db import connection, transaction
 
 from console.asgi import application as full_application
 from console.origins import BrowserOriginValidator
@@ -263,3 +264,59 @@ def test_an_authorization_header_that_is_not_a_bearer_token_still_needs_an_origi
     cookie = [*session_headers("alice"), (b"authorization", value)]
     assert async_to_sync(refused)(path, cookie)
     assert async_to_sync(refused)(path, [*cookie, (b"origin", b"https://evil.example")])
+
+
+def test_the_snapshot_seq_is_the_last_event_it_includes(instance, monkeypatch):
+    """A step recorded while the snapshot is read is in neither the snapshot nor its seq,
+    so `?after=<seq>` sends it exactly once."""
+    from execution import consumers
+
+    real_instance_out = consumers.instance_out
+
+    def instance_out_with_a_step_recorded_meanwhile(row):
+        # Another connection commits a step and its event between the snapshot's reads.
+        worker = threading.Thread(target=step_recorded_elsewhere, args=(instance,))
+        worker.start()
+        worker.join()
+        return real_instance_out(row)
+
+    monkeypatch.setattr(consumers, "instance_out", instance_out_with_a_step_recorded_meanwhile)
+    snapshot, _ = consumers.instance_snapshot(instance.pk, None)
+    monkeypatch.setattr(consumers, "instance_out", real_instance_out)
+    assert (snapshot["seq"], snapshot["instance"]["steps"]) == (1, [])
+    _, replay = consumers.instance_snapshot(instance.pk, snapshot["seq"])
+    assert [(e["seq"], e["type"]) for e in replay] == [(2, "step.started")]
+
+
+def step_recorded_elsewhere(instance) -> None:
+    try:
+        step_started(instance, 0, "price")
+    finally:
+        connection.close()
+
+
+def test_the_tenant_snapshot_gives_each_instance_its_seq_and_sends_nothing_twice(instance):
+    step_started(instance, 0, "price")
+    headers = session_headers("alice")
+
+    async def scenario():
+        ws = await connect("/ws/tenant/", headers)
+        snapshot = await ws.receive_json_from(TIMEOUT)
+        from channels.layers import get_channel_layer
+
+        from execution.progress import tenant_group
+
+        stale = {"seq": 2, "type": "step.started", "instance": instance.key, "step": {}}
+        await get_channel_layer().group_send(
+            tenant_group(instance.tenant_id), {"type": "progress.event", "event": stale}
+        )
+        nothing = await ws.receive_nothing(0.5)
+        await database_sync_to_async(step_started)(instance, 1, "ship")
+        event = await ws.receive_json_from(TIMEOUT)
+        await ws.disconnect()
+        return snapshot, nothing, event
+
+    snapshot, nothing, event = async_to_sync(scenario)()
+    assert [(i["id"], i["seq"]) for i in snapshot["instances"]] == [(instance.key, 2)]
+    assert nothing
+    assert (event["seq"], event["step"]["name"]) == (3, "ship")

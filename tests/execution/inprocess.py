@@ -24,7 +24,7 @@ def run_in_process(activation) -> SandboxResult:
     module.__file__ = "/code/tenant.py"
     started = time.monotonic()
     exec(compile(activation.code, "/code/tenant.py", "exec"), module.__dict__)
-    outcome = activate(module, activation.input)
+    outcome = activate(module, activation.input, activation.secrets)
     return SandboxResult(
         status=Status.OK,
         result=outcome,

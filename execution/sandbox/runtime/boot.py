@@ -1,7 +1,9 @@
 """The sandbox's entry point: runs inside nsjail on the sandbox interpreter (3.11+, stdlib only).
 
 Protocol (the host depends on it):
-- stdin holds one JSON job, ``{"mode": "call" | "workflow", "input": <json>}``;
+- stdin holds one JSON job, ``{"mode": "call" | "workflow", "input": <json>}``, and in a
+  fresh jail the tenant's secrets as ``"secrets": {name: value}`` (a warm jail's child
+  gets them through a file descriptor of its own instead: see zygote.py);
 - ``/code/tenant.py`` is imported as the module ``tenant``;
 - mode "call" returns ``tenant.main(input)``; mode "workflow" returns
   ``stepwell._engine.activate(tenant, input)``;
@@ -79,7 +81,7 @@ def send_progress(channel):
     return sink
 
 
-def run_job(job, channel=None, tenant=None):
+def run_job(job, channel=None, tenant=None, secrets=None):
     # A warm jail's zygote imported the tenant module once, before forking this process.
     if tenant is None:
         tenant = load_tenant()
@@ -88,7 +90,7 @@ def run_job(job, channel=None, tenant=None):
         from stepwell._engine import activate
 
         _progress.set_sink(send_progress(channel))
-        return activate(tenant, job["input"])
+        return activate(tenant, job["input"], secrets)
     main = getattr(tenant, "main", None)
     if not callable(main):
         raise AttributeError("the tenant module defines no main(input) function")
@@ -101,14 +103,17 @@ def encode(doc):
     return dumps(doc).encode()
 
 
-def outcome(job_bytes, channel=None, tenant=None):
+def outcome(job_bytes, channel=None, tenant=None, secrets_bytes=None):
     from json_codec import loads
 
     try:
         job = loads(job_bytes)
         if not isinstance(job, dict) or job.get("mode") not in ("call", "workflow"):
             raise ValueError("bad job document")
-        value = run_job(job, channel, tenant)
+        secrets = loads(secrets_bytes) if secrets_bytes else job.pop("secrets", None)
+        if secrets is not None and not isinstance(secrets, dict):
+            raise ValueError("bad secrets document")
+        value = run_job(job, channel, tenant, secrets)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt are step errors too
         return encode(error_doc(exc))
     try:
@@ -127,14 +132,15 @@ def flush_std_streams():
             pass
 
 
-def main(job_bytes=None, tenant=None):
-    """Answer one job; a warm jail's child passes the job and the tenant module it inherited."""
+def main(job_bytes=None, tenant=None, secrets_bytes=None):
+    """Answer one job; a warm jail's child passes the job, the tenant module it inherited
+    and the secrets it read from its own descriptor."""
     channel = take_channel()
     if RUNTIME_DIR not in sys.path:
         sys.path.insert(0, RUNTIME_DIR)
     if job_bytes is None:
         job_bytes = sys.stdin.buffer.read()
-    doc = outcome(job_bytes, channel, tenant)
+    doc = outcome(job_bytes, channel, tenant, secrets_bytes)
     flush_std_streams()
     if channel is not None:
         try:  # noqa: SIM105 - the host reports a missing result

@@ -8,13 +8,18 @@ to it from inside the jail, and it kills every other process in the jail after e
 Control channel (fd 3, a unix stream socket to the host):
 - host to zygote, a request: ``b"R"`` + struct ``>QIdd`` (activation id, job length,
   CPU seconds, wall seconds), carrying the write ends of the step's stdout, stderr and
-  result pipes as SCM_RIGHTS, then the job bytes; a cancel: ``b"C"`` + ``>Q`` (id).
+  result pipes as SCM_RIGHTS (and, when the tenant has secrets, a fourth descriptor: a
+  memfd holding them as JSON), then the job bytes; a cancel: ``b"C"`` + ``>Q`` (id).
 - zygote to host: ``>I`` length + JSON: first ``{"measure": true}`` once the runtime is
   loaded, before any tenant code runs (the host takes the memory baseline and answers
   ``b"G"``), then ``{"ready": true}``, then per request ``{"id", "exit_code", "signal",
   "timed_out", "cancelled", "retire", "cpu_seconds", "maxrss_bytes"}``; ``retire`` says
   the zygote could not clean up and is ending.
 Anything unexpected on the channel ends the zygote; the host then replaces the jail.
+
+The zygote never reads the secrets' descriptor: only the forked child does, so no value
+ever lies in the zygote's heap, which outlives the step and is inherited by every later
+child (SANDBOX.md).
 
 The tenant module runs in this interpreter, so it can patch anything here: the host
 trusts none of it, and decides from the jail's cgroups whether the jail is clean.
@@ -40,6 +45,8 @@ CANCEL = struct.Struct(">Q")
 GO = b"G"  # the host's answer to "measure": the baseline is taken, import the tenant
 FRAME_LENGTH = struct.Struct(">I")
 PIPES_PER_STEP = 3
+MAX_FDS_PER_STEP = PIPES_PER_STEP + 1  # the pipes, and the secrets if the step has any
+MAX_SECRETS_BYTES = 8 << 20
 SCRATCH_DIRS = ("/tmp", "/work", "/dev/shm")
 WORK_DIR = "/work"
 PR_SET_DUMPABLE = 4
@@ -82,7 +89,7 @@ def recv_into_exact(control, buffer):
 
 def recv_kind(control):
     """One frame's type byte, and the fds sent with it (only a request carries any)."""
-    kind, fds, _, _ = socket.recv_fds(control, 1, PIPES_PER_STEP)
+    kind, fds, _, _ = socket.recv_fds(control, 1, MAX_FDS_PER_STEP)
     if not kind:
         raise ChannelClosed("the host closed the control channel")
     if (kind == b"C" and fds) or kind not in (b"R", b"C"):
@@ -138,11 +145,29 @@ def wipe_scratch():
             raise RuntimeError(f"{top} is not empty after the wipe")
 
 
+def read_secrets(fd):
+    """The secrets' JSON from their memfd, read in the child alone."""
+    chunks, size = [], 0
+    while size <= MAX_SECRETS_BYTES:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+    raise ValueError("the secrets are over their size limit")
+
+
 def run_child(boot, preloaded, job, fds, cpu_seconds):
     """In the forked child: a clean process for one step; never returns."""
     tenant, import_stdout, import_stderr = preloaded
     try:
         job_bytes = bytes(job)
+        secrets_bytes = None
+        if len(fds) > PIPES_PER_STEP:
+            # Before the dup2s below, which may land on its number.
+            secrets_bytes = read_secrets(fds[PIPES_PER_STEP])
+            os.close(fds[PIPES_PER_STEP])
+            fds = fds[:PIPES_PER_STEP]
         signal.signal(signal.SIGINT, signal.default_int_handler)
         set_dumpable(1)  # its own /proc files belong to it again
         # SIGXCPU at the limit says "CPU time" for sure; the hard limit a second later
@@ -157,7 +182,7 @@ def run_child(boot, preloaded, job, fds, cpu_seconds):
         # In a fresh jail each step prints what the module prints at import; so here.
         boot.write_all(1, import_stdout)
         boot.write_all(2, import_stderr)
-        boot.main(job_bytes, tenant)
+        boot.main(job_bytes, tenant, secrets_bytes)
     except BaseException as exc:  # only the set-up can get here: boot.main() never returns
         os.write(2, f"the step could not be set up: {exc!r}\n".encode())
     finally:
@@ -204,7 +229,7 @@ def serve_one(control, boot, preloaded):
         request_id, job_length, cpu_seconds, wall_seconds = REQUEST.unpack(
             recv_exact(control, REQUEST.size)
         )
-        if len(fds) != PIPES_PER_STEP:
+        if len(fds) not in (PIPES_PER_STEP, MAX_FDS_PER_STEP):
             raise ChannelClosed("a request without its three pipes")
         # Straight from the socket into one buffer, zeroed once the child has its copy:
         # freed heap keeps its bytes, and every later child of this zygote inherits them.

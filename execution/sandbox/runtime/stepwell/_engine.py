@@ -9,6 +9,7 @@ from __future__ import annotations
 from ._capture import CappedLog, capture_output, stop_for_output
 from ._protocol import ActivationInput, ProtocolError, parse_activation
 from ._results import ResultError, as_json
+from ._secrets import Secrets
 from ._step import Event, Step, Suspend, nondeterminism
 from ._tracebacks import describe, message_of
 
@@ -18,15 +19,19 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def activate(tenant_module: ModuleType, data: Any) -> dict[str, Any]:
-    """Run one activation of `tenant_module` on the host's input `data`."""
+def activate(
+    tenant_module: ModuleType, data: Any, secrets: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run one activation of `tenant_module` on the host's input `data`, with the
+    tenant's `secrets` (name to value) as `event.secrets`."""
     try:
         activation = parse_activation(data)
     except ProtocolError as exc:
         return _error({"type": "ProtocolError", "message": str(exc), "traceback": ""})
-    step = Step(activation)
+    known = Secrets(secrets)
+    step = Step(activation, known)
     try:
-        return _activate(tenant_module, activation, step)
+        return _activate(tenant_module, activation, step, known)
     except BaseException as exc:  # a runtime bug must still produce an answer
         import traceback
 
@@ -39,12 +44,14 @@ def activate(tenant_module: ModuleType, data: Any) -> dict[str, Any]:
         )
 
 
-def _activate(tenant_module: ModuleType, activation: ActivationInput, step: Step) -> dict[str, Any]:
+def _activate(
+    tenant_module: ModuleType, activation: ActivationInput, step: Step, secrets: Secrets
+) -> dict[str, Any]:
     run = getattr(tenant_module, "run", None)
     if not callable(run):
         message = "the workflow module defines no run(event, step) function"
         return _error({"type": "TypeError", "message": message, "traceback": ""})
-    event = Event(activation.payload, activation.instance_id, activation.timestamp)
+    event = Event(activation.payload, activation.instance_id, activation.timestamp, secrets)
     # run() is replayed on every activation, so what it prints outside steps is
     # noise; it must not reach the process's own stdout either.
     discarded = CappedLog(activation.limits.log_bytes, stop_for_output)

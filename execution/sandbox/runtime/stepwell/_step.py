@@ -9,6 +9,7 @@ from ._errors import NestedStepError, StepError, WaitTimeout
 from ._progress import announce
 from ._protocol import ActivationInput, Record
 from ._results import ResultError, as_json
+from ._secrets import Secrets
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -21,19 +22,23 @@ DEFAULT_WAIT = "24 hours"
 
 
 class Event:
-    """What the instance was started with.
+    """What the instance was started with, and the tenant's secrets for this activation.
 
     Immutable, compared and printed like the frozen dataclass it was; a plain class
-    because dataclasses imports inspect, ast and re.
+    because dataclasses imports inspect, ast and re. `secrets` takes no part in
+    comparing or printing: it is read when the activation starts, never recorded.
     """
 
-    __slots__ = ("instance_id", "payload", "timestamp")
+    __slots__ = ("instance_id", "payload", "secrets", "timestamp")
     __match_args__ = ("payload", "instance_id", "timestamp")
 
-    def __init__(self, payload: Any, instance_id: str, timestamp: str) -> None:
+    def __init__(
+        self, payload: Any, instance_id: str, timestamp: str, secrets: Secrets | None = None
+    ) -> None:
         object.__setattr__(self, "payload", payload)
         object.__setattr__(self, "instance_id", instance_id)
         object.__setattr__(self, "timestamp", timestamp)
+        object.__setattr__(self, "secrets", secrets if secrets is not None else Secrets())
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"cannot assign to field {name!r}: the event is read-only")
@@ -72,8 +77,9 @@ class Suspend(BaseException):
 class Step:
     """Replays recorded steps and turns the first new one into the activation's outcome."""
 
-    def __init__(self, activation: ActivationInput) -> None:
+    def __init__(self, activation: ActivationInput, secrets: Secrets | None = None) -> None:
         self._activation = activation
+        self._secrets = secrets if secrets is not None else Secrets()
         self._next_index = 0
         self._outcome: dict[str, Any] | None = None
         self._running: str | None = None  # the step whose function is running now
@@ -171,7 +177,10 @@ class Step:
         history = self._activation.history
         record = history[index] if index < len(history) else None
         if record is not None and (record.name, record.kind) != (name, kind):
-            self._finish(nondeterminism(record, {"name": name, "kind": kind}))
+            # A name that held a secret was stored with [secret:NAME] in its place.
+            same_name = self._secrets.expand(record.name) == name
+            if not same_name or record.kind != kind:
+                self._finish(nondeterminism(record, {"name": name, "kind": kind}))
         return index, record
 
     def _suspend_or_replay(

@@ -1,0 +1,3 @@
+from stepwell_cli.main import main
+
+raise SystemExit(main())
