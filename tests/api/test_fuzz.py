@@ -20,6 +20,8 @@ from execution.workflows import start_instance
 from tenants.models import ApiToken
 from tenants.secrets import set_secret
 from tests.factories import make_token, upload
+from webhooks import deliveries
+from webhooks.models import Webhook
 
 EXAMPLES_PER_OPERATION = 25
 
@@ -59,12 +61,16 @@ schema.config.generation.update(
 )
 # Schema-valid requests these operations refuse, with 422, for reasons a schema
 # cannot say: code without a run(), an expiry in the past, a secret over its size in bytes,
-# a restart from a step the instance does not have or on a version of another workflow.
+# a restart from a step the instance does not have or on a version of another workflow,
+# a webhook URL whose host is not on the test's STEPWELL_WEBHOOK_HOSTS (127.0.0.1 and
+# localhost: so no generated URL is ever resolved or called; nothing is sent here, as no
+# sweep runs).
 SEMANTIC_422 = {
     ("PUT", "/api/v1/workflows/{name}"),
     ("POST", "/api/v1/tokens"),
     ("PUT", "/api/v1/secrets/{name}"),
     ("POST", "/api/v1/instances/{id}/restart"),
+    ("POST", "/api/v1/webhooks"),
 }
 
 
@@ -92,12 +98,18 @@ def real_objects(acme):
     instance, _ = start_instance(workflow, payload={"x": 1}, key="job-1")
     spare = ApiToken.objects.get(prefix=make_token(acme, "spare")[:10])
     set_secret(acme, "FUZZ_KEY", "a-real-secret-value")
+    webhook = Webhook.objects.create(
+        tenant=acme, url="http://127.0.0.1:9/hook", events=["instance.complete"]
+    )
+    deliveries.record([webhook.pk], "instance.complete", instance.pk, instance.key, "{}")
     return {
         "name": workflow.name,
         "instance": instance.key,
         "token": spare.pk,
         "secret": "FUZZ_KEY",
         "sha256": workflow.current_version.sha256,
+        "webhook": webhook.pk,
+        "delivery": webhook.deliveries.get().pk,
     }
 
 
@@ -111,8 +123,11 @@ def point_at_real_objects(case, real: dict) -> None:
             continue
         if key == "name":
             params[key] = real["secret" if "/secrets/" in case.path else "name"]
+        elif key == "delivery":
+            params[key] = real["delivery"]
         elif key == "id":
-            params[key] = real["token" if "/tokens/" in case.path else "instance"]
+            owner = {"/tokens/": "token", "/webhooks/": "webhook"}
+            params[key] = real[next((v for k, v in owner.items() if k in case.path), "instance")]
         elif key == "sha256":
             params[key] = real["sha256"]
     if params:
