@@ -26,6 +26,7 @@ from execution.storable import json_problem
 from tenants.api import router as tokens_router
 from tenants.auth import TokenAuth
 from tenants.secrets_api import router as secrets_router
+from webhooks.api import router as webhooks_router
 
 logger = logging.getLogger("stepwell.api")
 
@@ -41,7 +42,8 @@ it; 413 a request body over the size limit, or a payload or event payload over
 the tenant's payload quota; 422 malformed JSON or a field of the wrong type or
 value (each problem with its `loc` and `field`), or invalid workflow code (each
 problem with its `line` and `column`); 429 over a tenant quota (running
-instances, instance starts per minute, events per minute, active tokens, secrets), with
+instances, instance starts per minute, events per minute, active tokens, secrets,
+webhooks), with
 `detail` naming it.
 
 A step result over the tenant's result size quota is refused by the engine: the
@@ -100,6 +102,7 @@ api.add_router("", schedule_router)
 api.add_router("", event_router)
 api.add_router("", tokens_router)
 api.add_router("", secrets_router)
+api.add_router("", webhooks_router)
 
 
 def detail(request, status: int, message):

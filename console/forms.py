@@ -1,4 +1,5 @@
-"""Console forms: code uploads, starts, events, schedules, triggers, tokens and secrets."""
+"""Console forms: code uploads, starts, events, schedules, triggers, tokens, secrets and
+webhooks."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from execution.schedules import Spec
 from execution.storable import json_problem
 from tenants.models import Secret
 from tenants.secrets import MIN_VALUE_CHARS
+from webhooks.models import EVENTS
 
 JSON_HELP = "A JSON object."
 NAME_VALIDATOR = RegexValidator(NAME_PATTERN, "letters, digits, '_', '.', '-'")
@@ -181,6 +183,13 @@ def check_size(value, limit: int, what: str) -> None:
     size = len(json.dumps(value))
     if size > limit:
         raise forms.ValidationError(f"{what} is {size} bytes; the limit is {limit} bytes")
+
+
+class WebhookForm(forms.Form):
+    url = forms.CharField(max_length=2000, label="URL", help_text="http:// or https://")
+    events = forms.MultipleChoiceField(
+        choices=[(e, e) for e in EVENTS], widget=forms.CheckboxSelectMultiple
+    )
 
 
 class SecretForm(forms.Form):

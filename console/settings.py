@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "channels",
     "tenants",
     "execution",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -181,6 +182,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "ack_emulation": False}
 CELERY_TASK_ALWAYS_EAGER = env_bool("STEPWELL_CELERY_EAGER", False)
 CELERY_TASK_DEFAULT_QUEUE = env_str("STEPWELL_QUEUE", "stepwell")
+# Webhook deliveries have a queue of their own (the Procfile's `webhooks`), so that a
+# slow receiver never holds a worker that runs steps.
+STEPWELL_WEBHOOK_QUEUE = env_str("STEPWELL_WEBHOOK_QUEUE", "webhooks")
+CELERY_TASK_ROUTES = {"stepwell.deliver_webhook": {"queue": STEPWELL_WEBHOOK_QUEUE}}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -293,3 +298,15 @@ CELERY_TASK_TIME_LIMIT = env_int(
     ),
     minimum=1,  # below the default only for tests: a long step then dies with its worker
 )
+
+# Webhooks (webhooks/addresses.py): where they may point, and what one attempt may cost.
+# Host names and CIDRs; when set, any other host is refused without being resolved.
+STEPWELL_WEBHOOK_HOSTS = env_list("STEPWELL_WEBHOOK_HOSTS", [])
+STEPWELL_WEBHOOK_ALLOW_PRIVATE = env_bool("STEPWELL_WEBHOOK_ALLOW_PRIVATE", False)
+STEPWELL_WEBHOOK_DEADLINE_SECONDS = env_float(
+    "STEPWELL_WEBHOOK_DEADLINE_SECONDS", 10.0, minimum=0.1
+)
+STEPWELL_WEBHOOK_MAX_READ_BYTES = env_int(
+    "STEPWELL_WEBHOOK_MAX_READ_BYTES", 64 * 1024, minimum=1024
+)
+STEPWELL_MAX_WEBHOOKS_PER_TENANT = env_int("STEPWELL_MAX_WEBHOOKS_PER_TENANT", 20, minimum=1)

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from console import automation, secret_pages, staff, views
+from console import automation, secret_pages, staff, views, webhook_views
 from console.api import api
 from console.metrics import metrics_view
 
@@ -68,4 +68,12 @@ urlpatterns = [
     path("secrets/<str:name>/delete/", secret_pages.secret_delete, name="secret_delete"),
     path("audit/", views.audit_log, name="audit_log"),
     path("tokens/<int:pk>/revoke/", views.token_revoke, name="token_revoke"),
+    path("webhooks/", webhook_views.webhook_list, name="webhooks"),
+    path("webhooks/<int:pk>/", webhook_views.webhook_detail, name="webhook_detail"),
+    path("webhooks/<int:pk>/delete/", webhook_views.webhook_delete, name="webhook_delete"),
+    path(
+        "webhooks/<int:pk>/deliveries/<int:delivery>/resend/",
+        webhook_views.delivery_resend,
+        name="delivery_resend",
+    ),
 ]

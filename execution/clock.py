@@ -14,6 +14,7 @@ from execution import retention, schedules
 from execution.clock_mark import SweepMark, bounded_redis
 from execution.lifecycle import due
 from tenants.audit import sweep_old_entries
+from webhooks import deliveries
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ def run_forever(interval: float | None = None, *, stop=lambda: False) -> None:
         else:
             record_sweep(mark)
             sweep_retention(pace)
+        sweep_deliveries()
         time.sleep(max(0.0, interval - (time.monotonic() - started)))
 
 
@@ -79,3 +81,13 @@ def record_sweep(mark: SweepMark) -> None:
         mark.record()
     except (redis.RedisError, OSError) as exc:
         log.debug("could not record the clock's sweep: %s", exc)
+
+
+def sweep_deliveries() -> None:
+    """Send due webhook deliveries to the webhooks queue; apart from the instances'
+    sweep, so that a failure of one never stops the other."""
+    try:
+        deliveries.sweep()
+    except Exception:
+        log.exception("webhook sweep failed")
+        close_old_connections()

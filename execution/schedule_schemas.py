@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 from ninja import Schema
 from pydantic import Field, field_validator
 
 from execution.models import NAME_PATTERN, Schedule, ScheduleFire, TenantEvent, Trigger
-from execution.schemas import EPOCH, KEY_PATTERN, decode_cursor
+from execution.schemas import KEY_PATTERN, decode_cursor
+from lib import pages
 
-POSITION_PATTERN = r"^[0-9]{1,16}\.[0-9]{1,19}$"
+POSITION_PATTERN = pages.CURSOR_PATTERN
 
 
 class SchedulePath(Schema):
@@ -154,7 +155,7 @@ class TenantEventOut(Schema):
 
 
 def encode_position(moment: datetime, pk: int) -> str:
-    return f"{(moment - EPOCH) // timedelta(microseconds=1)}.{pk}"
+    return pages.encode(moment, pk)
 
 
 def schedule_out(schedule: Schedule) -> dict:

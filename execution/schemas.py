@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from ninja import Schema
@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from execution.models import MAX_KEY_LENGTH, NAME_PATTERN, CodeVersion, Instance, Step, Workflow
 from execution.progress import step_summary
 from execution.retention import expires_at
+from lib import pages
 from lib.api_errors import FieldErrorOut
 
 
@@ -185,24 +186,13 @@ class ListFilters(Schema):
         return value
 
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 def encode_cursor(instance: Instance) -> str:
     """Where a page ended: the last instance's creation time (in µs) and id."""
-    micros = (instance.created_at - EPOCH) // timedelta(microseconds=1)
-    return f"{micros}.{instance.pk}"
+    return pages.encode(instance.created_at, instance.pk)
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, int]:
-    micros, _, pk = cursor.partition(".")
-    try:
-        created_at = EPOCH + timedelta(microseconds=int(micros))
-    except OverflowError:
-        raise ValueError("the cursor is not one this API gave out") from None
-    if int(pk) >= 2**63:
-        raise ValueError("the cursor is not one this API gave out")
-    return created_at, int(pk)
+    return pages.decode(cursor)
 
 
 class AcceptedOut(Schema):
@@ -292,7 +282,8 @@ def instance_summary(instance: Instance) -> dict:
     }
 
 
-def instance_out(instance: Instance) -> dict:
+def instance_fields(instance: Instance) -> dict:
+    """The instance's JSON without its steps (what a webhook delivery carries)."""
     return {
         **instance_summary(instance),
         "payload": instance.payload,
@@ -301,6 +292,12 @@ def instance_out(instance: Instance) -> dict:
         "parent": instance.parent.key if instance.parent_id else None,
         "finished_at": instance.finished_at,
         "expires_at": expires_at(instance),
+    }
+
+
+def instance_out(instance: Instance) -> dict:
+    return {
+        **instance_fields(instance),
         "steps": [step_out(s) for s in instance.steps.order_by("index")],
     }
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from execution import progress, quotas, twins
 from execution.errors import StartError, StateConflict
-from execution.lifecycle import due, states
+from execution.lifecycle import due, notices, states
 from execution.lifecycle.states import hold_of, suspension
 from execution.models import CodeVersion, Event, Instance, ProgressEvent, Step, Workflow
 from execution.progress import event_message, record_event
@@ -126,7 +126,13 @@ def start_instance(
         instance.key = key
     entry = started_entry(instance, actor) if actor is not None else None
     try:
-        if not (twins.hand_written() and start_in_one_statement(instance, entry)):
+        # The one statement writes no webhook deliveries: with a webhook listening, the
+        # transaction, whose create_instance does.
+        if not (
+            twins.hand_written()
+            and not notices.listened(tenant.pk, Instance.Status.QUEUED)
+            and start_in_one_statement(instance, entry)
+        ):
             with transaction.atomic():
                 create_instance(instance)
                 if entry is not None:
@@ -164,6 +170,7 @@ def create_instance(instance: Instance) -> None:
     instance.last_seq = 0  # record_event numbers the first event
     rows.insert(instance)
     record_event(instance, "instance.status", status=instance.status)
+    notices.announce(instance.pk, instance.tenant_id, instance.status)
     tenant_id = instance.tenant_id
     transaction.on_commit(lambda: send_due(tenant_id))
 

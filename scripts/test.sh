@@ -15,6 +15,8 @@ export DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/step
 export REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379/13}
 # Everything else that could point the tests at shared data follows the two above.
 unset CELERY_BROKER_URL STEPWELL_CHANNELS_PREFIX STEPWELL_CELERY_EAGER
+# Webhooks reach loopback receivers only: no test resolves or calls anything off the machine.
+export STEPWELL_WEBHOOK_HOSTS=127.0.0.1,localhost STEPWELL_WEBHOOK_ALLOW_PRIVATE=true
 SECRET_KEY=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(50))')
 export SECRET_KEY DEBUG=false
 # Tenants' secrets are encrypted with it (API.md, Secrets): a fresh key per run too.

@@ -19,6 +19,7 @@ from lib import logs
 from tests.driver import Driver
 from tests.execution.inprocess import run_in_process
 from tests.factories import WAITER, make_tenant, make_token, upload
+from webhooks import addresses
 
 # On a real stack (the integration and browser suites) a step that hangs fails in 20 s,
 # not the plan's 60, so a broken run ends sooner.
@@ -30,6 +31,22 @@ def pytest_sessionstart(session):
     production (tests run with DEBUG off), so the suite collects them once, before any
     test module (test_consumers imports the ASGI application) builds WhiteNoise."""
     call_command("collectstatic", interactive=False, verbosity=0)
+
+
+def resolve_on_this_machine(host: str, port: int) -> list[str]:
+    """The tests' resolver: localhost only; no test resolves a name through real DNS."""
+    if host.lower().rstrip(".") == "localhost":
+        return ["127.0.0.1"]
+    raise OSError(f"tests resolve no real names ({host!r})")
+
+
+@pytest.fixture(autouse=True)
+def webhooks_stay_on_this_machine(settings, monkeypatch):
+    """Webhooks may point at loopback receivers only, as scripts/test.sh and the
+    integration stack's processes also say (STEPWELL_WEBHOOK_HOSTS)."""
+    settings.STEPWELL_WEBHOOK_HOSTS = ["127.0.0.1", "localhost"]
+    settings.STEPWELL_WEBHOOK_ALLOW_PRIVATE = True
+    monkeypatch.setattr(addresses, "resolve", resolve_on_this_machine)
 
 
 @pytest.fixture

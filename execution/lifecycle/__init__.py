@@ -10,6 +10,8 @@ The rest of the engine asks, with verbs that name the rules:
     states   start_running, suspend_running, finish, pause,    its status
              hold, unpause, repause, terminate, restart
     records  record_under_lease, finish_in_one_statement       the lease's part of an outcome
+    notices  announce, listened                                the webhook deliveries a status
+                                                               change owes (in its transaction)
 
 Glossary (one name per concept, in the whole engine):
 
@@ -51,8 +53,8 @@ and restarted Redis and PostgreSQL):
    suspended or whose version is not approved; it pauses it instead (hold).
 
 Import order, lowest first (no module imports one to its right):
-lib <- models <- twins, dispatch, activation, errors, progress <- lifecycle (due <-
-states <- leases <- records) <- quotas <- workflows <- kinds <- fast_records
-<- outcomes, redaction <- engine <- tasks; schemas <- history <- runs (restart and rerun,
-above kinds).
+lib <- webhooks <- models <- twins, dispatch, activation, errors, progress <- retention
+<- schemas <- lifecycle (notices <- due <- states <- leases <- records) <- quotas
+<- workflows <- kinds <- fast_records <- outcomes, redaction <- engine <- tasks;
+history <- runs (restart and rerun, above kinds).
 """

@@ -8,7 +8,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from execution.lifecycle import due
+from execution.lifecycle import due, notices
 from execution.models import CodeVersion, Instance, Step
 from execution.progress import record_event, reserve_and_store
 from lib import metrics
@@ -30,6 +30,7 @@ def set_status(instance: Instance, status: str, **fields) -> None:
     if status == Instance.Status.ERRORED:
         data["error"] = update.get("error")  # why, so a live client needs no second request
     reserve_and_store(instance, [("instance.status", data)], **update)
+    notices.announce(instance.pk, instance.tenant_id, status)
     if status in Instance.TERMINAL_STATUSES:
         metrics.INSTANCES_FINISHED.labels(status).inc()
         wake_waiting_parents(instance)

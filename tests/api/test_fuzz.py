@@ -22,6 +22,8 @@ from execution.workflows import start_instance
 from tenants.models import ApiToken
 from tenants.secrets import set_secret
 from tests.factories import make_token, upload
+from webhooks import deliveries
+from webhooks.models import Webhook
 
 EXAMPLES_PER_OPERATION = 25
 
@@ -62,13 +64,17 @@ schema.config.generation.update(
 # Schema-valid requests these operations refuse, with 422, for reasons a schema
 # cannot say: code without a run(), an expiry in the past, a secret over its size in bytes,
 # a restart from a step the instance does not have or on a version of another workflow,
-# a schedule's cron or every that never fires or fires too often for the tenant's quota.
+# a schedule's cron or every that never fires or fires too often for the tenant's quota,
+# a webhook URL whose host is not on the test's STEPWELL_WEBHOOK_HOSTS (127.0.0.1 and
+# localhost: so no generated URL is ever resolved or called; nothing is sent here, as no
+# sweep runs).
 SEMANTIC_422 = {
     ("PUT", "/api/v1/workflows/{name}"),
     ("POST", "/api/v1/tokens"),
     ("PUT", "/api/v1/secrets/{name}"),
     ("PUT", "/api/v1/workflows/{name}/schedules/{schedule}"),
     ("POST", "/api/v1/instances/{id}/restart"),
+    ("POST", "/api/v1/webhooks"),
 }
 
 
@@ -98,6 +104,10 @@ def real_objects(acme):
     save_schedule(workflow, "nightly", Spec(cron="0 3 * * *"))
     add_trigger(workflow, "order.paid")
     set_secret(acme, "FUZZ_KEY", "a-real-secret-value")
+    webhook = Webhook.objects.create(
+        tenant=acme, url="http://127.0.0.1:9/hook", events=["instance.complete"]
+    )
+    deliveries.record([webhook.pk], "instance.complete", instance.pk, instance.key, "{}")
     return {
         "name": workflow.name,
         "instance": instance.key,
@@ -106,6 +116,8 @@ def real_objects(acme):
         "event_type": "order.paid",
         "secret": "FUZZ_KEY",
         "sha256": workflow.current_version.sha256,
+        "webhook": webhook.pk,
+        "delivery": webhook.deliveries.get().pk,
     }
 
 
@@ -119,8 +131,11 @@ def point_at_real_objects(case, real: dict) -> None:
             continue
         if key == "name":
             params[key] = real["secret" if "/secrets/" in case.path else "name"]
+        elif key == "delivery":
+            params[key] = real["delivery"]
         elif key == "id":
-            params[key] = real["token" if "/tokens/" in case.path else "instance"]
+            owner = {"/tokens/": "token", "/webhooks/": "webhook"}
+            params[key] = real[next((v for k, v in owner.items() if k in case.path), "instance")]
         elif key in ("schedule", "event_type"):
             params[key] = real[key]
         elif key == "sha256":

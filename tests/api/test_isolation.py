@@ -20,6 +20,8 @@ from tenants.secrets import set_secret, values_for
 from tenants.tokens import create_token, revoke_token
 from tests.api.conftest import Api
 from tests.factories import make_token, upload
+from webhooks import deliveries
+from webhooks.models import Delivery, Webhook
 
 ACME_SECRET = "acme-secret-value"
 CODE = """
@@ -29,6 +31,9 @@ def run(event, step):
 
 SCHEDULE = "/workflows/{name}/schedules/{schedule}"
 TRIGGER = "/workflows/{name}/triggers/{event_type}"
+HOOK_URL = "http://127.0.0.1:9/hook"
+HOOK_EVENTS = ["instance.complete"]
+
 # Each route, with a request for acme's objects: (method, path, body).
 REQUESTS = {
     ("GET", "/workflows"): ("get", "/workflows", None),
@@ -66,6 +71,15 @@ REQUESTS = {
     ("GET", "/secrets"): ("get", "/secrets", None),
     ("PUT", "/secrets/{name}"): ("put", "/secrets/ACME_KEY", {"value": "bobs-value-1"}),
     ("DELETE", "/secrets/{name}"): ("delete", "/secrets/ACME_KEY", None),
+    ("GET", "/webhooks"): ("get", "/webhooks", None),
+    ("POST", "/webhooks"): ("post", "/webhooks", {"url": HOOK_URL, "events": HOOK_EVENTS}),
+    ("DELETE", "/webhooks/{id}"): ("delete", "/webhooks/{acme_webhook}", None),
+    ("GET", "/webhooks/{id}/deliveries"): ("get", "/webhooks/{acme_webhook}/deliveries", None),
+    ("POST", "/webhooks/{id}/deliveries/{delivery}/resend"): (
+        "post",
+        "/webhooks/{acme_webhook}/deliveries/{acme_delivery}/resend",
+        None,
+    ),
 }
 # Routes that name one object of acme: bob gets 404.
 NOT_FOUND_FOR_BOB = {
@@ -90,6 +104,9 @@ NOT_FOUND_FOR_BOB = {
     ("GET", "/workflows/{name}/triggers"),
     ("DELETE", TRIGGER),
     ("DELETE", "/secrets/{name}"),
+    ("DELETE", "/webhooks/{id}"),
+    ("GET", "/webhooks/{id}/deliveries"),
+    ("POST", "/webhooks/{id}/deliveries/{delivery}/resend"),
 }
 WRITES = {
     ("PUT", "/workflows/{name}"),
@@ -109,6 +126,9 @@ WRITES = {
     ("POST", "/events"),
     ("PUT", "/secrets/{name}"),
     ("DELETE", "/secrets/{name}"),
+    ("POST", "/webhooks"),
+    ("DELETE", "/webhooks/{id}"),
+    ("POST", "/webhooks/{id}/deliveries/{delivery}/resend"),
 }
 
 
@@ -125,7 +145,15 @@ def acme_objects(acme):
     save_schedule(workflow, "nightly", Spec(every=3600))
     add_trigger(workflow, "order.paid")
     set_secret(acme, "ACME_KEY", ACME_SECRET)
-    return {"workflow": workflow, "instance": instance, "token": token}
+    webhook = Webhook.objects.create(tenant=acme, url=HOOK_URL, events=HOOK_EVENTS)
+    deliveries.record([webhook.pk], "instance.complete", instance.pk, instance.key, "{}")
+    return {
+        "workflow": workflow,
+        "instance": instance,
+        "token": token,
+        "webhook": webhook,
+        "delivery": webhook.deliveries.get(),
+    }
 
 
 def send(api_client: Api, route, acme_objects):
@@ -135,7 +163,12 @@ def send(api_client: Api, route, acme_objects):
 
 def acme_path(path: str, acme_objects) -> str:
     sha = acme_objects["workflow"].current_version.sha256
-    return path.format(acme_token=acme_objects["token"].pk, acme_sha=sha)
+    return path.format(
+        acme_token=acme_objects["token"].pk,
+        acme_sha=sha,
+        acme_webhook=acme_objects["webhook"].pk,
+        acme_delivery=acme_objects["delivery"].pk,
+    )
 
 
 def test_every_route_has_an_isolation_test():
@@ -156,6 +189,9 @@ def test_bob_gets_404_for_each_object_of_acme(bob, acme, acme_objects, route):
     assert (schedule.tenant, schedule.every) == (acme_objects["workflow"].tenant, 3600)
     assert Trigger.objects.get().event_type == "order.paid"
     assert values_for(acme.pk) == {"ACME_KEY": ACME_SECRET}
+    assert Webhook.objects.filter(pk=acme_objects["webhook"].pk).exists()
+    delivery = acme_objects["delivery"]
+    assert Delivery.objects.get(pk=delivery.pk).next_attempt_at == delivery.next_attempt_at
 
 
 def test_bob_sees_none_of_acme_in_any_list(bob, acme_objects):
@@ -166,6 +202,7 @@ def test_bob_sees_none_of_acme_in_any_list(bob, acme_objects):
     names = {t["name"] for t in bob.call("get", "/tokens")[1]}
     assert names == {"bob's"}
     assert bob.call("get", "/secrets") == (200, {"items": [], "next_cursor": None})
+    assert bob.call("get", "/webhooks") == (200, {"items": [], "next_cursor": None})
 
 
 def test_bobs_writes_under_acmes_names_touch_only_globex(bob, globex, acme_objects):

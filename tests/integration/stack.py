@@ -71,15 +71,23 @@ def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "c
 def procfile_web_argv(port: int, workers: int | None = None) -> list[str]:
     """The Procfile's `web` command on `port`, with `workers` processes (else its default):
     what production runs, so the tests and benchmarks run it too."""
-    web = next(
-        line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:")
-    )
     values = {"PORT": str(port), "WEB_CONCURRENCY": str(workers) if workers else None}
+    return procfile_argv("web", values)
+
+
+def procfile_argv(process: str, values: dict[str, str | None]) -> list[str]:
+    """The Procfile's command of `process`, its ${X:-default}s given `values` (else the
+    defaults), with the venv's programs."""
+    line = next(
+        line
+        for line in (ROOT / "Procfile").read_text().splitlines()
+        if line.startswith(f"{process}:")
+    )
 
     def expand(match: re.Match) -> str:
         return values.get(match[1]) or match[2]
 
-    argv = shlex.split(re.sub(r"\$\{(\w+):-([^}]*)\}", expand, web.removeprefix("web:")))
+    argv = shlex.split(re.sub(r"\$\{(\w+):-([^}]*)\}", expand, line.removeprefix(f"{process}:")))
     return [str(VENV_BIN / argv[0]), *argv[1:]]
 
 
@@ -215,6 +223,9 @@ class Stack:
             STEPWELL_REDISPATCH_SECONDS="3",
             STEPWELL_CLOCK_INTERVAL="0.1",
             STEPWELL_VAR_DIR=str(self.dir / "var"),
+            # Webhooks reach loopback receivers only (as scripts/test.sh says).
+            STEPWELL_WEBHOOK_HOSTS="127.0.0.1,localhost",
+            STEPWELL_WEBHOOK_ALLOW_PRIVATE="true",
         )
         env.update(self.extra_env)
         return env
@@ -224,10 +235,28 @@ class Stack:
             self.redis.start()
         for _ in range(workers):
             self.start_worker(concurrency)
+        self.start_clock()
+        return self
+
+    def start_clock(self) -> Process:
         self.clock = Process(
             "clock", [str(VENV_BIN / "python"), "manage.py", "clock"], self.env(), self.dir
         ).start()
-        return self
+        return self.clock
+
+    def start_webhooks(self, concurrency: int = 2) -> Process:
+        """The Procfile's `webhooks` worker: it sends webhook deliveries and runs no step."""
+        argv = procfile_argv("webhooks", {"STEPWELL_WEBHOOK_CONCURRENCY": str(concurrency)})
+        argv += ["-n", "webhooks@%h", "--without-gossip", "--without-mingle"]
+        worker = Process("webhooks", argv, self.env(), self.dir).start()
+        wait_until(
+            lambda: " ready." in worker.log() or worker.proc.poll() is not None,
+            60,
+            what="the webhooks worker to be ready",
+        )
+        assert worker.proc.poll() is None, worker.log()
+        self.workers.append(worker)
+        return worker
 
     def start_worker(self, concurrency: int = 2) -> Process:
         self._worker_count += 1
