@@ -38,7 +38,12 @@ def test_uploads_starts_events_and_controls_name_the_token(alice, acme):
         ("instance.paused", "alice's", "instance", about),
         ("instance.resumed", "alice's", "instance", about),
         ("instance.terminated", "alice's", "instance", about),
-        ("instance.restarted", "alice's", "instance", about),
+        (
+            "instance.restarted",
+            "alice's",
+            "instance",
+            {**about, "run": 2, "from_step": 0, "version": version},
+        ),
     ]
     started = AuditLog.objects.get(action="instance.started")
     assert started.target_id == str(instance.pk)
