@@ -7,10 +7,11 @@ runs sweep() now and then; it deletes in batches, oldest first, along the
 only the rows it deletes (skip_locked, so two clocks share the work).
 
 What goes with an instance follows the models' on_delete, read from Django's metadata:
-its steps, events and progress events (CASCADE) are deleted, and so will be the rows
-of any model added later whose foreign key to an instance cascades (webhook
-deliveries); references that are SET_NULL (a child's parent, a step waiting on an
-instance, an event consumed by a deleted step) are cleared. On PostgreSQL that is a
+its steps, runs, events and progress events (CASCADE) are deleted, and so will be the
+rows of any model added later whose foreign key to an instance cascades; webhook
+deliveries, which know their instance by id only, are deleted by webhooks. References
+that are SET_NULL (a child's parent, a step waiting on an instance, an event consumed
+by a deleted step) are cleared. On PostgreSQL that is a
 few set-based statements per batch (deletion_plan), some twenty times faster than
 Django's collector, which is the portable twin (tests/execution/test_retention.py runs
 both). Nothing here writes an instance's status, lease or dispatch columns: finished
@@ -34,6 +35,7 @@ from execution import twins
 from execution.models import Instance
 from lib import metrics
 from tenants.models import Quota
+from webhooks import deliveries
 
 
 def expires_at(instance: Instance) -> datetime | None:
@@ -66,6 +68,9 @@ def delete_batch(tenant_id: int, cutoff: datetime, size: int) -> int:
             delete_in_statements(pks)
         elif pks:
             Instance.objects.filter(pk__in=pks).only("pk").delete()
+        if pks:
+            # Deliveries know their instance by id only (webhooks sits below execution).
+            deliveries.forget_instances(pks)
     metrics.RETENTION_DELETED.inc(len(pks))
     return len(pks)
 

@@ -171,6 +171,13 @@ def settle(delivery: Delivery, status_code: int | None, error: str) -> str:
     return result
 
 
+def forget_instances(instance_ids: list[int]) -> int:
+    """Delete the deliveries of instances that retention deleted, in the caller's
+    transaction: each holds its instance's JSON, which must not outlive it."""
+    deleted, _ = Delivery.objects.filter(instance_id__in=instance_ids).delete()
+    return deleted
+
+
 @transaction.atomic
 def resend(delivery: Delivery) -> None:
     """One more attempt, due now. A delivery that had ended (delivered or given up) gets

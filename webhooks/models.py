@@ -75,7 +75,7 @@ class Delivery(models.Model):
     # The instance, by id (retention deletes its deliveries with it) and by key (its
     # public id); no foreign key: this app sits below execution.
     instance_id = models.BigIntegerField(db_index=True)
-    instance_key = models.CharField(max_length=100)
+    instance_key = models.CharField(max_length=250)  # execution.models.MAX_KEY_LENGTH
     # The JSON text sent, fixed when the change happened.
     body = models.TextField()
     attempts = models.PositiveIntegerField(default=0)

@@ -16,6 +16,7 @@ from execution.lifecycle import states
 from execution.models import Event, Instance, ProgressEvent, Step
 from tenants.models import Quota, Tenant
 from tests.factories import insert_finished_instances, make_token, set_quota, upload
+from webhooks.models import Delivery, Webhook
 
 CODE = """
 def run(event, step):
@@ -77,10 +78,16 @@ def test_expired_instances_go_with_their_steps_events_and_progress(acme, globex)
     child = start(acme, "child", parent=old)  # still running: it only loses its parent
     recent = finish(start(acme, "recent"), days_ago=29)
     kept = finish(start(globex, "kept"), days_ago=3650)
+    webhook = Webhook.objects.create(tenant=acme, url="http://127.0.0.1:9/", events=[])
+    for instance in (old, recent):
+        Delivery.objects.create(
+            webhook=webhook, event="x", instance_id=instance.pk, instance_key=instance.key
+        )
 
     swept = retention.sweep()
 
     assert swept.deleted == 1
+    assert list(Delivery.objects.values_list("instance_id", flat=True)) == [recent.pk]
     assert not Instance.objects.filter(pk=old.pk).exists()
     for model in (Step, Event, ProgressEvent):
         assert not model.objects.filter(instance_id=old.pk).exists()

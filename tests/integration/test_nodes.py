@@ -12,7 +12,8 @@ import pytest
 from django.db import connection
 
 from bench import chaos
-from execution.models import Instance
+from execution.models import Instance, ScheduleFire
+from execution.schedules import Spec, save_schedule
 from tests.factories import make_tenant, make_token, upload
 from tests.integration.stack import (
     Redis,
@@ -73,6 +74,11 @@ def test_a_whole_node_killed_mid_run_loses_nothing_and_the_survivor_finishes(nod
         sleeps={k: 1 + n % 2 for n, k in enumerate(keys)},  # 1 or 2 s; children half that
         early={k for n, k in enumerate(keys) if n % 2 == 0},
     )
+    # Meanwhile another tenant's schedule fires every second: both clocks sweep it, one
+    # with the other until the kill, and each fire must start one instance, once.
+    globex = make_tenant("globex", "bob", schedule_min_interval_seconds=1)
+    tick = upload(globex, "tick", "def run(event, step):\n    return event.payload\n")
+    save_schedule(tick.workflow, "every-second", Spec(every=1, overlap="allow"))
     victim, survivor = nodes[1], nodes[0]
     at_kill = None
     deadline = time.monotonic() + 300
@@ -103,4 +109,11 @@ def test_a_whole_node_killed_mid_run_loses_nothing_and_the_survivor_finishes(nod
     assert at_kill["jails"] > 0, at_kill
     assert all(p.proc.poll() is not None for p in victim.processes())
     wait_until(lambda: not victim.jail_pids(), 10, what="the victim's jails to be gone")
+    fires = list(ScheduleFire.objects.filter(schedule__tenant=globex).order_by("fire_at"))
+    assert len(fires) >= 5, fires
+    # A quota may skip a fire while the workers are busy; two clocks taking one fire
+    # would show as a second start refused for its id.
+    assert [f for f in fires if f.skipped == "id_taken"] == []
+    started = Instance.objects.filter(tenant=globex).values_list("key", flat=True)
+    assert sorted(started) == sorted(f.instance_key for f in fires if not f.skipped)
     assert all(p.proc.poll() is None for p in survivor.processes())

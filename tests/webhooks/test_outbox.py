@@ -130,3 +130,13 @@ def test_pause_resume_and_terminate_each_announce_their_status(acme):
         "instance.queued",
         "instance.terminated",
     ]
+
+
+def test_an_instance_with_the_longest_id_a_schedule_makes_gets_its_delivery(acme):
+    """Platform-made ids (schedule:…, event:…) run to 250 characters, beyond a client's 100."""
+    hook(acme, "instance.queued")
+    workflow = upload(acme, "two", TWO_STEPS).workflow
+    key = "schedule:" + "s" * 100 + ":20260101T120000Z" + "x" * 124
+    instance = workflows.start_instance(workflow, payload={}, key=key)[0]
+    assert len(instance.key) == 250
+    assert Delivery.objects.get().instance_key == key
