@@ -187,6 +187,12 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("STEPWELL_QUEUE", "stepwell")
 STEPWELL_WEBHOOK_QUEUE = env_str("STEPWELL_WEBHOOK_QUEUE", "webhooks")
 CELERY_TASK_ROUTES = {"stepwell.deliver_webhook": {"queue": STEPWELL_WEBHOOK_QUEUE}}
 
+# The test suite makes a few thousand users, and a deliberately slow password hash was
+# most of its time. scripts/test.sh sets this for the tests and every process they
+# start (a browser test signs in through a real web process); nothing else should.
+if env_bool("STEPWELL_TEST_FAST_PASSWORD_HASHING", False):
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},

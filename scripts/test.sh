@@ -19,6 +19,8 @@ unset CELERY_BROKER_URL STEPWELL_CHANNELS_PREFIX STEPWELL_CELERY_EAGER
 export STEPWELL_WEBHOOK_HOSTS=127.0.0.1,localhost STEPWELL_WEBHOOK_ALLOW_PRIVATE=true
 SECRET_KEY=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(50))')
 export SECRET_KEY DEBUG=false
+# console/settings.py: a fast password hash for the thousands of users the tests make.
+export STEPWELL_TEST_FAST_PASSWORD_HASHING=true
 # Tenants' secrets are encrypted with it (API.md, Secrets): a fresh key per run too.
 STEPWELL_SECRET_KEYS=$(.venv/bin/python -c 'import base64, os
 print(base64.urlsafe_b64encode(os.urandom(32)).decode())')

@@ -67,15 +67,16 @@ def insert_finished_instances(
         cursor.execute(
             "INSERT INTO execution_instance (tenant_id, key, workflow_id, version_id, status, "
             "status_before_pause, paused_reason, payload, lease_owner, generation, last_seq, "
-            "activations, history_bytes, sandbox_failures, created_at, updated_at, finished_at) "
+            "activations, history_bytes, sandbox_failures, run, created_at, updated_at, "
+            "finished_at) "
             "SELECT %s, 'bulk-' || g, %s, %s, 'complete', '', '', '{}'::jsonb, '', 0, 1, 1, 0, "
-            "0, %s, %s, %s - (g * interval '1 second') FROM generate_series(1, %s) g",
+            "0, 1, %s, %s, %s - (g * interval '1 second') FROM generate_series(1, %s) g",
             [tenant.pk, version.workflow_id, version.pk, now, now, finished, n],
         )
         cursor.execute(
             "INSERT INTO execution_step (instance_id, index, name, kind, status, attempts, logs, "
-            "event_type, config, started_at) SELECT id, 0, 'one', 'do', 'complete', 1, '', '', "
-            f"'{{}}'::jsonb, now() FROM ({first}) i"
+            "event_type, config, earlier_attempts, started_at) SELECT id, 0, 'one', 'do', "
+            f"'complete', 1, '', '', '{{}}'::jsonb, '[]'::jsonb, now() FROM ({first}) i"
         )
         cursor.execute(
             f"INSERT INTO execution_event (instance_id, type, created_at) "

@@ -121,7 +121,15 @@ def test_every_console_post_is_refused_in_the_staff_view(staff, orders, acme):
     make_token(acme, "deploy")
     token = ApiToken.objects.get(name="deploy")
     open_console(staff)
-    posts = console_posts(name="orders", key="mine", action="pause", pk=token.pk)
+    posts = console_posts(
+        name="orders",
+        key="mine",
+        action="pause",
+        pk=token.pk,
+        schedule="tick",
+        event_type="go",
+        delivery=1,
+    )
     assert len(posts) >= 12 and "/instances/mine/pause/" in posts
     form = {
         "code": ORDER_FLOW + "\n# changed\n",
