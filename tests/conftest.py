@@ -13,6 +13,7 @@ import logging
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from whitenoise.base import WhiteNoise
 
 from execution import dispatch, engine
 from lib import logs
@@ -24,6 +25,25 @@ from webhooks import addresses
 # On a real stack (the integration and browser suites) a step that hangs fails in 20 s,
 # not the plan's 60, so a broken run ends sooner.
 REAL_STACK_QUOTA = {"step_timeout_seconds": 20}
+
+
+# Django's test client builds the middleware anew for every client, and WhiteNoise then
+# stats every static file again: a quarter of the API tests' time. The collected files
+# do not change during a run, so each directory is scanned once and its entries reused.
+_static_scans: dict[tuple[str, str], dict] = {}
+_scan_static_files = WhiteNoise.update_files_dictionary
+
+
+def _scan_static_files_once(self, root, prefix):
+    if (root, prefix) not in _static_scans:
+        before = dict(self.files)
+        _scan_static_files(self, root, prefix)
+        added = {url: found for url, found in self.files.items() if before.get(url) is not found}
+        _static_scans[root, prefix] = added
+    self.files.update(_static_scans[root, prefix])
+
+
+WhiteNoise.update_files_dictionary = _scan_static_files_once
 
 
 def pytest_sessionstart(session):
