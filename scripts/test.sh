@@ -51,15 +51,51 @@ fi
 SQLITE_TESTS=(tests/execution/test_engine.py tests/execution/test_dispatch.py
     tests/execution/test_moderation.py tests/execution/test_history_quota.py
     tests/execution/test_lifecycle.py tests/execution/test_runs.py)
-echo "==> pytest $*"
+# The suites that run real stacks and jails, and the rest.
+STACK_TESTS=(tests/integration tests/browser tests/sandbox)
 status=0
-.venv/bin/pytest "$@" </dev/null || status=$?
-# The whole suite (no arguments, as CI runs it) also runs the engine's tests once on
-# SQLite, `make run`'s default: it must keep working through the portable twins.
-if [[ $# -eq 0 || ${STEPWELL_TEST_SQLITE:-} == 1 ]] && ((status == 0)); then
-    echo "==> pytest on SQLite: ${SQLITE_TESTS[*]}"
-    DATABASE_URL="sqlite:///$STEPWELL_VAR_DIR/test.sqlite3" \
-        .venv/bin/pytest -q "${SQLITE_TESTS[@]}" </dev/null || status=$?
+if [[ $# -eq 0 ]]; then
+    # The whole suite, as CI runs it, in two halves at once: the stack and jail tests
+    # spend most of their time waiting on processes, the rest on the CPU. The second
+    # half gets its own test database, Redis db, sandbox uids and var dir, then also
+    # runs the engine's tests on SQLite, `make run`'s default: it must keep working
+    # through the portable twins.
+    redis_db=${REDIS_URL##*/}
+    [[ $redis_db =~ ^[0-9]+$ ]] || die "REDIS_URL must end in a db number for the whole suite"
+    other_var=$(mktemp -d /tmp/stepwell-test.XXXXXX)
+    chmod 755 "$other_var"
+    other_log="$other_var/pytest.log"
+    ignores=()
+    for path in "${STACK_TESTS[@]}"; do ignores+=("--ignore=$path"); done
+    echo "==> pytest ${ignores[*]} (in the background; its output follows the other half's)"
+    (
+        export DATABASE_URL="${DATABASE_URL}_rest" REDIS_URL="${REDIS_URL%/*}/$(((redis_db + 1) % 16))"
+        export STEPWELL_SANDBOX_UID=$((${STEPWELL_SANDBOX_UID:-99000} + 30000))
+        export STEPWELL_VAR_DIR="$other_var"
+        rest=0
+        .venv/bin/pytest "${ignores[@]}" </dev/null || rest=$?
+        if ((rest == 0)); then
+            echo "==> pytest on SQLite: ${SQLITE_TESTS[*]}"
+            DATABASE_URL="sqlite:///$other_var/test.sqlite3" \
+                .venv/bin/pytest -q "${SQLITE_TESTS[@]}" </dev/null || rest=$?
+        fi
+        exit "$rest"
+    ) >"$other_log" 2>&1 &
+    other=$!
+    echo "==> pytest ${STACK_TESTS[*]}"
+    .venv/bin/pytest "${STACK_TESTS[@]}" </dev/null || status=$?
+    wait "$other" || status=$((status ? status : $?))
+    echo "==> the other half: pytest ${ignores[*]}"
+    cat "$other_log"
+    rm -rf "$other_var"
+else
+    echo "==> pytest $*"
+    .venv/bin/pytest "$@" </dev/null || status=$?
+    if [[ ${STEPWELL_TEST_SQLITE:-} == 1 ]] && ((status == 0)); then
+        echo "==> pytest on SQLite: ${SQLITE_TESTS[*]}"
+        DATABASE_URL="sqlite:///$STEPWELL_VAR_DIR/test.sqlite3" \
+            .venv/bin/pytest -q "${SQLITE_TESTS[@]}" </dev/null || status=$?
+    fi
 fi
 case $status in
     0) say "tests passed" ;;
