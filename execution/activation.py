@@ -37,6 +37,10 @@ class Activation:
     # How long the do step it ran took inside the jail, as the runtime measured it (0.0
     # if it ran none): the rest of the activation's time is the platform's overhead.
     step_seconds: float = 0.0
+    # Warm mode's sticky execution: the child that ran the step before this activation,
+    # paused, for this activation to resume (execution.sandbox.kept.KeptChild); whoever
+    # holds the activation resumes or closes it.
+    kept: object | None = dataclasses.field(default=None, repr=False)
 
     @property
     def sandbox_mode(self) -> str:
@@ -66,6 +70,7 @@ class Activation:
             marked=None,
             on_progress=None,
             step_seconds=0.0,
+            kept=None,
             history_bytes=self.history_bytes + grown,
         )
 

@@ -101,9 +101,14 @@ def log_ids(activation: Activation) -> dict:
 
 def run_and_record(activation: Activation, *, keep: bool) -> Activation | Next:
     """An error here counts as a sandbox failure: a few in a row error the instance, so
-    that nothing an instance holds can make the engine retry it forever."""
+    that nothing an instance holds can make the engine retry it forever.
+
+    A warm jail's child kept after this activation's step (sticky execution) goes to the
+    next Activation, if there is one; else it is ended here, whatever happened."""
     limit = activation.quota.history_bytes
     began = time.perf_counter()
+    result: SandboxResult | None = None
+    handed = False
     try:
         if activation.history_bytes > limit:  # recorded before the quota, or lowered since
             outcomes.record_error(activation, history_error(limit))
@@ -115,10 +120,12 @@ def run_and_record(activation: Activation, *, keep: bool) -> Activation | Next:
                 contextvars.copy_context().run, announced(watching, redactor)
             )
             # The one door by which a jail's answer enters the engine: redacted here.
-            result = redactor.result(run_sandbox(activation))
+            result = redactor.result(run_sandbox(activation, keep=keep))
         activation.marked = watching.marked
         following = outcomes.record(activation, result, keep=keep)
         observe(activation, result, time.perf_counter() - began)
+        if isinstance(following, Activation) and result.kept is not None:
+            following.kept, handed = result.kept, True
         return following
     except Exception as exc:
         metrics.SANDBOX_FAILURES.labels("engine").inc()
@@ -131,6 +138,22 @@ def run_and_record(activation: Activation, *, keep: bool) -> Activation | Next:
                 activation.instance_pk, activation.token, retry_in=outcomes.SANDBOX_RETRY
             )
         raise
+    finally:
+        close_kept(activation.kept)
+        activation.kept = None
+        if result is not None and not handed:
+            close_kept(result.kept)
+
+
+def close_kept(kept) -> None:
+    """End a kept child that no activation will resume; never raises (the jail is then
+    killed and replaced by the pool)."""
+    if kept is None:
+        return
+    try:
+        kept.close()
+    except Exception:
+        log.exception("could not end a kept child")
 
 
 def observe(activation: Activation, result: SandboxResult, seconds: float) -> None:
@@ -291,7 +314,10 @@ def finish_step(instance: Instance, step: Step, status: str, *, output=None, err
         instance.history_bytes += grown
 
 
-def run_sandbox(activation: Activation) -> SandboxResult:
+def run_sandbox(activation: Activation, *, keep: bool = False) -> SandboxResult:
+    """The activation's step in its tenant's sandbox: in the child kept from the step
+    before, if there is one and it can go on (sticky execution), else as a new run whose
+    child may be kept after a completed do step if `keep`."""
     quota = activation.quota
     request = SandboxRequest(
         tenant=str(activation.tenant_id),  # warm jails are keyed by it: never the editable slug
@@ -303,7 +329,16 @@ def run_sandbox(activation: Activation) -> SandboxResult:
         on_progress=activation.on_progress,
         secrets=activation.secrets,
     )
-    return get_sandbox(activation.sandbox_mode).run(request)
+    kept, activation.kept = activation.kept, None
+    if kept is not None:
+        history = activation.input["history"]
+        last = history[-1] if history else {}
+        if activation.pending is None and last.get("status") == "complete":
+            result = kept.resume(request, last.get("output"), activation.input["now"])
+            if result is not None:
+                return result
+        close_kept(kept)
+    return get_sandbox(activation.sandbox_mode).run(request, keep=keep)
 
 
 def mark_running(activation: Activation, intent: dict, started_at: datetime) -> Step | None:

@@ -34,7 +34,7 @@ __all__ = [
 class Sandbox(Protocol):
     """Fresh and warm modes both implement this; the engine never knows which ran a step."""
 
-    def run(self, request: SandboxRequest) -> SandboxResult: ...
+    def run(self, request: SandboxRequest, *, keep: bool = False) -> SandboxResult: ...
 
 
 _sandboxes: dict[str, Sandbox] = {}

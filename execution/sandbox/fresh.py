@@ -57,7 +57,8 @@ class FreshSandbox:
         """The directory bound at /code for the jail holding `slot`, holding `code`."""
         return self.code_cache.put(str(slot), code, self.config.uid_base + slot)
 
-    def run(self, request: SandboxRequest) -> SandboxResult:
+    def run(self, request: SandboxRequest, *, keep: bool = False) -> SandboxResult:
+        """`keep` is warm mode's (sticky execution): here every step's process ends."""
         try:
             job_bytes, started = open_job(request, self.prepare)
         except Refused as refused:

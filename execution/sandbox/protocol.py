@@ -71,6 +71,12 @@ def dumps_job(mode: str, value: Any, secrets: Mapping[str, str] | None = None) -
     return json.dumps(job, allow_nan=False).encode()
 
 
+def dumps_following(output: Any, now: str) -> bytes:
+    """What a kept child goes on with (warm mode's sticky execution): the step's result as
+    recorded, and the next activation's time."""
+    return json.dumps({"output": output, "now": now}, allow_nan=False).encode()
+
+
 def dumps_secrets(secrets: Mapping[str, str]) -> bytes:
     """The secrets as a warm jail's child reads them from their own descriptor."""
     return json.dumps(dict(secrets)).encode()

@@ -69,6 +69,10 @@ class SandboxResult:
     # Notes the runtime sent before its outcome (e.g. the do step it was about to run),
     # kept whatever the status, so a killed jail still says which step it was in.
     progress: tuple = ()
+    # Warm mode only, when asked to keep: the step's child, alive and paused after a
+    # completed do step (execution.sandbox.kept.KeptChild). Whoever gets it must resume
+    # or close it.
+    kept: Any = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:

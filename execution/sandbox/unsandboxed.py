@@ -57,7 +57,8 @@ class SubprocessSandbox:
                 self.config = runtime_copy.installed(self.config)
                 self._ready = True
 
-    def run(self, request: SandboxRequest) -> SandboxResult:
+    def run(self, request: SandboxRequest, *, keep: bool = False) -> SandboxResult:
+        """`keep` is warm mode's (sticky execution): here every step's process ends."""
         try:
             job_bytes, started = open_job(request, self.prepare)
         except Refused as refused:

@@ -8,11 +8,11 @@ weaker. A jail the host finds unclean between steps is killed and replaced; any 
 replaced after STEPWELL_WARM_MAX_JAIL_SECONDS or _STEPS.
 """
 
+import contextlib
 import dataclasses
 import itertools
 import logging
 import os
-import signal
 import threading
 import time
 
@@ -22,7 +22,7 @@ from execution.sandbox.cgroups import Layout
 from execution.sandbox.config import SandboxConfig
 from execution.sandbox.fresh import FreshSandbox
 from execution.sandbox.job import Refused, open_job, watch_notes
-from execution.sandbox.outcome import JailExit, classify
+from execution.sandbox.kept import KeptChild, result_of
 from execution.sandbox.protocol import dumps_secrets
 from execution.sandbox.result import SandboxRequest, SandboxResult, Status, failure
 from execution.sandbox.warm_jail import NoFreeSlot, WarmJail, WarmStartError
@@ -85,28 +85,31 @@ class WarmSandbox:
     def close(self) -> None:
         self.pool.close()
 
-    def run(self, request: SandboxRequest) -> SandboxResult:
+    def run(self, request: SandboxRequest, *, keep: bool = False) -> SandboxResult:
+        """With `keep`, a workflow's child that completes a do step may stay alive, paused:
+        the result's `kept` (KeptChild) then holds it and its jail, for the caller to resume
+        with the next step or close."""
         try:
             job_bytes, started = open_job(request, self.prepare, secrets=False)
         except Refused as refused:
             return refused.result
         try:
-            return self._run(request, job_bytes)
+            return self._run(request, job_bytes, keep and request.mode == "workflow")
         except Exception as exc:  # the engine sees a sandbox failure, never an exception
             logger.exception("warm sandbox run failed for tenant %s", request.tenant)
             message = f"the sandbox failed: {exc}"
             return failure(Status.SANDBOX_FAILURE, "SandboxFailure", message, started)
 
-    def _run(self, request: SandboxRequest, job_bytes: bytes) -> SandboxResult:
+    def _run(self, request: SandboxRequest, job_bytes: bytes, keep: bool) -> SandboxResult:
         key = JailKey(request.tenant, request.code_sha256, request.limits)
         if self._is_cold(key):
             return self.fresh.run(request)
         try:
-            step = self._activate(key, request, job_bytes)
+            step, kept = self._activate(key, request, job_bytes, keep)
             if step is not None and not step.delivered:
                 # The jail died between steps, before the request reached it: nothing of
                 # the step ran, so it runs now in a replacement.
-                step = self._activate(key, request, job_bytes)
+                step, kept = self._activate(key, request, job_bytes, keep)
             if step is None:  # every jail busy and the pool full
                 return self.fresh.run(request)
         except WarmStartError as exc:
@@ -114,14 +117,25 @@ class WarmSandbox:
             if not isinstance(exc, NoFreeSlot):
                 self._mark_cold(key)
             return self.fresh.run(request)
-        return result_of(step, request)
+        result = result_of(step, request)
+        return dataclasses.replace(result, kept=kept) if kept is not None else result
 
-    def _activate(self, key: JailKey, request: SandboxRequest, job_bytes: bytes) -> StepRun | None:
-        with self.pool.lease(key, lambda: self._start_jail_in_a_slot(request)) as jail:
+    def _activate(
+        self, key: JailKey, request: SandboxRequest, job_bytes: bytes, keep: bool
+    ) -> tuple[StepRun | None, KeptChild | None]:
+        """One step in a jail of this key (None when none can be had), and the kept child
+        that holds the jail's lease on, if the step left one."""
+        with contextlib.ExitStack() as lease:
+            jail = lease.enter_context(
+                self.pool.lease(key, lambda: self._start_jail_in_a_slot(request))
+            )
             if jail is None:
-                return None
+                return None, None
             secrets = dumps_secrets(request.secrets) if request.secrets else None
-            return jail.activate(job_bytes, watch_notes(request.on_progress), secrets)
+            step = jail.activate(job_bytes, watch_notes(request.on_progress), secrets, keep=keep)
+            if not step.kept:
+                return step, None
+            return step, KeptChild(jail, lease.pop_all(), step.run.cpu_seconds)
 
     def _start_jail_in_a_slot(self, request: SandboxRequest) -> WarmJail:
         """Idle warm jails hold slots that fresh jails would wait for: give one back first."""
@@ -170,26 +184,3 @@ class WarmSandbox:
 
     def cgroup_names(self) -> set[str]:
         return {name for jail in self._all_jails() for name in jail.cgroup_names()}
-
-
-def result_of(step: StepRun, request: SandboxRequest) -> SandboxResult:
-    """Classify as fresh mode does; a jail lost for no fault of the step is a sandbox failure."""
-    run = step.run
-    # Without the zygote's word, what the host saw itself decides (the jail was killed).
-    jail_exit = step.exit or JailExit(True, None, signal.SIGKILL, False)
-    result = classify(
-        run,
-        request.limits,
-        oom=step.oom,
-        peak_memory_bytes=run.maxrss_bytes or None,
-        jail_exit=jail_exit,
-    )
-    if step.exit is None and not (run.over_cap or run.deadline_hit or step.oom):
-        # The engine retries a sandbox failure, a few times in a row at most; the notes stay.
-        message = f"the sandbox failed: its warm jail was lost during the step ({step.lost})"
-        result = dataclasses.replace(
-            result,
-            status=Status.SANDBOX_FAILURE,
-            error={"type": "SandboxFailure", "message": message},
-        )
-    return result

@@ -29,7 +29,7 @@ from execution.sandbox.config import SandboxConfig, SandboxSetupError
 from execution.sandbox.limits import Limits, MiB
 from execution.sandbox.process import CHUNK
 from execution.sandbox.slots import Slots
-from execution.sandbox.warm_channel import take_frame
+from execution.sandbox.warm_channel import check_status, end_frame, take_frame
 from execution.sandbox.warm_step import StepRun, WarmStep
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ GO = b"G"  # to the zygote's "measure": the memory baseline is taken
 # status and its next read, with room to spare. A module that spins between steps, or
 # a process that does and exits, shows more.
 IDLE_CPU_NS = 10_000_000
+END_SECONDS = 2.0  # how long the zygote may take to end a kept child and clean up
 # Steps of one jail share its IPC namespace, where SysV objects and POSIX message queues
 # would outlive a step; warm jails deny them (a fresh jail's namespace dies with its step).
 IPC_DENIED = (  # noqa: SIM905 - a word list reads better than quoted names
@@ -120,6 +121,7 @@ class WarmJail:
         self.inbox = bytearray()  # control bytes read but not yet parsed
         self.counters: MemoryCounters | None = None
         self.last_counts = (0, 0)  # as after the last step: only the zygote runs in between
+        self.kept = False  # a step's child is alive and paused in it (sticky execution)
 
     # Start and stop
 
@@ -319,30 +321,76 @@ class WarmJail:
         job_bytes: bytes,
         on_result: Callable[[bytearray], None] | None = None,
         secrets: bytes | None = None,
+        *,
+        keep: bool = False,
     ) -> StepRun:
         """Run one step; the jail is lost (alive False) if anything went wrong with it.
 
         `on_result` sees the result channel's bytes so far each time more arrive;
-        `secrets` (JSON) reach the step's child alone, never the zygote.
+        `secrets` (JSON) reach the step's child alone, never the zygote. With `keep`, the
+        child of a completed do step may stay (StepRun.kept): then resume() or end_kept().
         """
-        step = WarmStep(self, job_bytes, on_result, secrets).run()
+        if self.kept:
+            raise RuntimeError("a step's child is kept in this jail: resume or end it first")
+        step = WarmStep(self, job_bytes, on_result, secrets, b"K" if keep else b"R").run()
+        return self._after(step)
+
+    def resume(
+        self, following: bytes, on_result: Callable[[bytearray], None] | None = None
+    ) -> StepRun:
+        """The kept child's next step: `following` is its {"output", "now"} document."""
+        if not self.kept:
+            raise RuntimeError("no step's child is kept in this jail")
+        self.kept = False
+        return self._after(WarmStep(self, following, on_result, kind=b"N").run())
+
+    def end_kept(self) -> None:
+        """Kill the kept child and wait for the zygote's word that the jail is clean; a
+        jail that does not say so in time, or is not clean, is killed."""
+        if not self.kept:
+            return
+        self.kept = False
+        activation_id = int.from_bytes(os.urandom(8), "big") >> 1
+        try:
+            self.control.sendall(end_frame(activation_id), socket.MSG_NOSIGNAL)
+            frame = self._next_frame(time.monotonic() + END_SECONDS)
+            if frame is None:
+                raise ValueError("the zygote did not answer the end of its kept child")
+            check_status(frame, activation_id)
+            if frame["retire"]:
+                self.stop()
+                return
+            self.last_counts = self.counters.read()
+        except (OSError, ValueError) as exc:
+            logger.warning("warm jail %s lost ending its kept child: %s", self.name, exc)
+            self.kill()
+            return
+        if (left := self._left_after_step()) is not None:
+            logger.warning("warm jail %s killed after its kept child: %s", self.name, left)
+            self.kill()
+
+    def _after(self, step: StepRun) -> StepRun:
         self.steps += 1
         if step.lost:
             logger.warning("warm jail %s lost: %s", self.name, step.lost)
             self.kill()
         elif step.retire:
             self.stop()
-        elif (left := self._left_after_step()) is not None:
+        elif (left := self._left_after_step(2 if step.kept else 1)) is not None:
             # The step's result stands; the jail, with something of the step left, goes.
             logger.warning("warm jail %s killed after a step: %s", self.name, left)
             self.kill()
+        self.kept = step.kept and self.alive
+        if step.kept and not self.alive:
+            step.kept = False
         return step
 
-    def _left_after_step(self) -> str | None:
-        """What the step left in the jail, or None (and the idle CPU count starts now)."""
+    def _left_after_step(self, expected: int = 1) -> str | None:
+        """What the step left in the jail, or None (and the idle CPU count starts now).
+        `expected`: the zygote, and the kept child if there is one."""
         try:
-            if (tasks := self.watch.tasks()) != 1:
-                return f"{tasks} tasks in it, not only the zygote"
+            if (tasks := self.watch.tasks()) != expected:
+                return f"{tasks} tasks in it, not {expected} (the zygote and any kept child)"
             self.idle_cpu_from = self.watch.cpu_ns()
         except (OSError, ValueError) as exc:
             return f"its cgroups could not be read: {exc}"
@@ -353,6 +401,8 @@ class WarmJail:
         the jail's cgroups, and its channel (an idle zygote never speaks first)."""
         if not self.alive or self.control is None:
             return "it died"
+        if self.kept:
+            return "a step's child is still kept in it"
         with selectors.DefaultSelector() as sel:
             sel.register(self.control, selectors.EVENT_READ)
             if sel.select(0):

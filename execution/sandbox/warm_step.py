@@ -38,6 +38,7 @@ class StepRun:
     lost: str | None = None  # why the jail was lost during this step, if it was
     retire: bool = False  # the zygote could not clean up after the step, and is gone
     delivered: bool = True  # False: the jail was gone before the request reached it
+    kept: bool = False  # the step's child is alive and paused, for the instance's next step
 
 
 class WarmStep:
@@ -50,8 +51,12 @@ class WarmStep:
         job_bytes: bytes,
         on_result: Callable[[bytearray], None] | None = None,
         secrets_json: bytes | None = None,
+        kind: bytes = b"R",
     ) -> None:
+        """`kind`: b"R" a step, b"K" a step whose child may be kept, b"N" the next step of
+        the kept child (`job_bytes` is then its {"output", "now"} document)."""
         self.warm = warm
+        self.kind = kind
         self.on_result = on_result  # sees the result channel's bytes so far, as they come
         self.secrets_json = secrets_json
         self.limits = warm.limits
@@ -67,6 +72,7 @@ class WarmStep:
         self.lost: str | None = None
         self.retire = False
         self.delivered = False
+        self.kept = False
 
     def run(self) -> StepRun:
         warm = self.warm
@@ -92,7 +98,8 @@ class WarmStep:
         after = warm.last_counts = warm.counters.read()
         self.out.wall_seconds = time.monotonic() - started
         oom = after[0] > before[0] or after[1] > before[1]
-        return StepRun(self.out, self.exit, oom, self.lost, self.retire, self.delivered)
+        kept = self.kept and not (self.lost or oom or self.out.over_cap)
+        return StepRun(self.out, self.exit, oom, self.lost, self.retire, self.delivered, kept)
 
     @staticmethod
     def _closed(fds: list[int]) -> list[int]:
@@ -103,7 +110,7 @@ class WarmStep:
     def _send_request(self, write_ends: list[int]) -> None:
         limits = self.limits
         header = request_header(
-            self.id, len(self.job_bytes), limits.cpu_seconds, limits.wall_seconds
+            self.id, len(self.job_bytes), limits.cpu_seconds, limits.wall_seconds, self.kind
         )
         secrets_fd = secrets_memfd(self.secrets_json) if self.secrets_json else None
         try:
@@ -187,6 +194,7 @@ class WarmStep:
             self.out.maxrss_bytes = int(frame["maxrss_bytes"])
             self.out.deadline_hit = frame["timed_out"]
             self.retire = frame["retire"]
+            self.kept = frame["kept"]
         return True
 
     def _cancel(self, control: socket.socket) -> None:

@@ -19,7 +19,7 @@ if str(RUNTIME) not in sys.path:
 from stepwell._engine import activate  # noqa: E402
 
 
-def run_in_process(activation) -> SandboxResult:
+def run_in_process(activation, keep=False) -> SandboxResult:
     module = types.ModuleType("tenant")
     module.__file__ = "/code/tenant.py"
     started = time.monotonic()

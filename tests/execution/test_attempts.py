@@ -73,7 +73,7 @@ def test_a_step_that_exhausts_its_retries_shows_every_failure(driver, acme, tmp_
     assert_history_counted(instance)
 
 
-def announcing(activation):
+def announcing(activation, keep=False):
     """run_in_process, with the runtime's intents sent to the engine as a jail's are."""
     _progress.set_sink(activation.on_progress)
     try:

@@ -367,7 +367,7 @@ def test_an_outcome_from_a_lost_lease_is_dropped(driver, acme, monkeypatch):
     instance = start(acme, "three", THREE_STEPS, {"n": 1})
     driver.queue.clear()
 
-    def steal_then_run(activation):
+    def steal_then_run(activation, keep=False):
         Instance.objects.filter(pk=activation.instance_pk).update(lease_owner="someone-else")
         return run_in_process(activation)
 

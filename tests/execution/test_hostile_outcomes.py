@@ -54,7 +54,7 @@ def result(outcome=None, *, status=Status.OK, error=None, stdout="", progress=()
 def activate(monkeypatch, instance, answer) -> Instance:
     """One activation of `instance` whose sandbox answers `answer` (a result or exception)."""
 
-    def sandbox(activation):
+    def sandbox(activation, keep=False):
         if isinstance(answer, Exception):
             raise answer
         return answer

@@ -27,7 +27,7 @@ class _Box:
     def __init__(self, recorder, mode):
         self.recorder, self.mode = recorder, mode
 
-    def run(self, request):
+    def run(self, request, *, keep=False):
         self.recorder.asked.append((self.mode, request))
         return SandboxResult(Status.OK, None, None, "", "", False, False, 0.0, 0.0, None)
 

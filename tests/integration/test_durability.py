@@ -106,6 +106,31 @@ def test_a_multi_step_workflow_completes_with_the_right_output(stack, acme, mode
     completed_once(instance)
 
 
+def test_warm_steps_of_one_instance_go_on_in_one_kept_child(stack, acme):
+    """Sticky execution (issue 18): consecutive steps run in the child kept from the step
+    before, which goes on with each result as recorded rather than replaying."""
+    set_quota(acme, sandbox_mode="warm")
+    code = """
+    import os
+    STARTS = []
+    def run(event, step):
+        STARTS.append(1)
+        seen = []
+        for i in range(6):
+            mine = lambda: {"pid": os.getpid(), "starts": len(STARTS), "t": (i,)}
+            seen.append(step.do(f"s{i}", mine))
+        return [s["t"] for s in seen]
+    """
+    instance = finished(start(acme, "sticky", code), stack=stack)
+    assert (instance.status, instance.output) == ("complete", [[i] for i in range(6)])
+    outputs = [s.output for s in instance.steps.order_by("index")]
+    assert len({o["pid"] for o in outputs}) < len(outputs)  # some steps shared a child
+    for before, after in itertools.pairwise(outputs):
+        if before["pid"] == after["pid"]:
+            assert before["starts"] == after["starts"]  # the same run(), not a replay
+    completed_once(instance)
+
+
 def test_a_sleeping_instance_holds_nothing_and_wakes_within_a_second(stack, acme):
     code = """
     def run(event, step):

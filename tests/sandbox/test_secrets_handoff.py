@@ -83,9 +83,9 @@ def test_a_warm_step_gets_its_secrets_but_the_zygote_never_holds_them(
     jobs = []  # what the zygote reads: the job, sent over its control channel
     activate = WarmJail.activate
 
-    def spy(self, job_bytes, *args):
+    def spy(self, job_bytes, *args, **kwargs):
         jobs.append(job_bytes)
-        return activate(self, job_bytes, *args)
+        return activate(self, job_bytes, *args, **kwargs)
 
     monkeypatch.setattr(WarmJail, "activate", spy)
     for _ in range(2):  # the second step runs in the same zygote

@@ -331,7 +331,7 @@ def main(x):
     with pytest.raises(ValueError, match="answered activation 7, not 8"):
         check_status(
             {"id": 7, "exit_code": 0, "signal": None, "timed_out": False, "cancelled": False,
-             "retire": False, "cpu_seconds": 0.0, "maxrss_bytes": 0},
+             "retire": False, "cpu_seconds": 0.0, "maxrss_bytes": 0, "kept": False},
             8,
         )  # fmt: skip
 

@@ -19,6 +19,8 @@ import sys
 
 TENANT_PATH = "/code/tenant.py"
 RUNTIME_DIR = "/runtime"
+# The result channel's fd once main() took it: a kept child's pause writes there.
+result_channel = None
 
 
 def take_channel():
@@ -135,7 +137,8 @@ def flush_std_streams():
 def main(job_bytes=None, tenant=None, secrets_bytes=None):
     """Answer one job; a warm jail's child passes the job, the tenant module it inherited
     and the secrets it read from its own descriptor."""
-    channel = take_channel()
+    global result_channel
+    channel = result_channel = take_channel()
     if RUNTIME_DIR not in sys.path:
         sys.path.insert(0, RUNTIME_DIR)
     if job_bytes is None:

@@ -15,6 +15,17 @@ Control channel (fd 3, a unix stream socket to the host):
   ``b"G"``), then ``{"ready": true}``, then per request ``{"id", "exit_code", "signal",
   "timed_out", "cancelled", "retire", "cpu_seconds", "maxrss_bytes"}``; ``retire`` says
   the zygote could not clean up and is ending.
+- Sticky execution (stepwell/_keep.py): ``b"K"`` is a request like ``b"R"`` whose child
+  may stay alive after a completed do step. The child then sends its outcome as usual,
+  closes its pipes and says ``b"P"`` on a socket of its own (fd 4); the zygote kills
+  every other process in the jail, wipes the scratch dirs and answers the request with
+  ``"kept": true`` (no exit code or signal; the CPU and memory of that step alone). The
+  host then sends either ``b"N"`` + ``>QIdd`` (a new id, the length of a JSON document
+  ``{"output", "now"}``, CPU and wall seconds) with three new pipes and the document, which
+  the zygote hands to the child and supervises as a step of its own; or ``b"E"`` + ``>Q``
+  (an id), which kills the child and is answered by a status with that id. A child that
+  cannot be kept (threads left, processes that will not die, a bad word) is killed at its
+  pause and reported as exited: its step is over and its outcome stands.
 Anything unexpected on the channel ends the zygote; the host then replaces the jail.
 
 The zygote never reads the secrets' descriptor: only the forked child does, so no value
@@ -50,6 +61,8 @@ MAX_SECRETS_BYTES = 8 << 20
 SCRATCH_DIRS = ("/tmp", "/work", "/dev/shm")
 WORK_DIR = "/work"
 PR_SET_DUMPABLE = 4
+KEEP_FD = 4  # a kept child's socket to the zygote (stepwell/_keep.py)
+KILL_ROUNDS = 5
 CHILD_FAILED = 70  # the child could not set itself up; the host reports a missing result
 LEFT_THREADS = 71  # the tenant's module-level code left threads running in the zygote
 
@@ -88,11 +101,11 @@ def recv_into_exact(control, buffer):
 
 
 def recv_kind(control):
-    """One frame's type byte, and the fds sent with it (only a request carries any)."""
+    """One frame's type byte, and the fds sent with it (only a request or a next carries any)."""
     kind, fds, _, _ = socket.recv_fds(control, 1, MAX_FDS_PER_STEP)
     if not kind:
         raise ChannelClosed("the host closed the control channel")
-    if (kind == b"C" and fds) or kind not in (b"R", b"C"):
+    if (kind in (b"C", b"E") and fds) or kind not in (b"R", b"K", b"N", b"C", b"E"):
         for fd in fds:
             os.close(fd)
         raise ChannelClosed(f"unexpected frame {kind!r} on the control channel")
@@ -157,8 +170,8 @@ def read_secrets(fd):
     raise ValueError("the secrets are over their size limit")
 
 
-def run_child(boot, preloaded, job, fds, cpu_seconds):
-    """In the forked child: a clean process for one step; never returns."""
+def run_child(boot, preloaded, job, fds, cpu_seconds, keep=None):
+    """In the forked child: a clean process for one step (more, if kept); never returns."""
     tenant, import_stdout, import_stderr = preloaded
     try:
         job_bytes = bytes(job)
@@ -177,7 +190,14 @@ def run_child(boot, preloaded, job, fds, cpu_seconds):
         stdin = os.open("/dev/null", os.O_RDONLY)
         for target, fd in enumerate((stdin, *fds)):
             os.dup2(fd, target)
-        os.closerange(RESULT_FD + 1, 1 << 20)  # the control channel and the zygote's fds
+        first_free = RESULT_FD + 1
+        if keep is not None:
+            os.dup2(keep.fileno(), KEEP_FD)
+            first_free = KEEP_FD + 1
+            from stepwell import _keep
+
+            _keep.set_pause(pauser(boot, KEEP_FD))
+        os.closerange(first_free, 1 << 20)  # the control channel and the zygote's fds
         os.chdir(WORK_DIR)
         # In a fresh jail each step prints what the module prints at import; so here.
         boot.write_all(1, import_stdout)
@@ -189,14 +209,118 @@ def run_child(boot, preloaded, job, fds, cpu_seconds):
         os._exit(CHILD_FAILED)
 
 
-def supervise(control, request_id, pid, wall_seconds):
-    """Wait for the child until it exits, the wall limit passes or the host cancels."""
+def pauser(boot, keep_fd):
+    """A kept child's pause (stepwell/_keep.py): outcome out, pipes closed, then wait."""
+    keep = socket.socket(fileno=keep_fd)
+
+    def pause(outcome):
+        try:
+            doc = boot.encode({"ok": True, "result": outcome})
+            boot.flush_std_streams()
+            for stream in (sys.__stdout__, sys.__stderr__):
+                stream.flush()
+            channel = boot.result_channel
+            boot.write_all(channel, doc)
+            # The host reads to EOF: every write end of this step's pipes must close.
+            devnull = os.open("/dev/null", os.O_RDWR)
+            for fd in (1, 2, channel):
+                os.dup2(devnull, fd)
+            os.close(devnull)
+            keep.sendall(b"P")
+            kind, fds, _, _ = socket.recv_fds(keep, 1, PIPES_PER_STEP)
+            if kind != b"N" or len(fds) != PIPES_PER_STEP:
+                os._exit(0)
+            (length,) = FRAME_LENGTH.unpack(recv_exact(keep, FRAME_LENGTH.size))
+            data = recv_exact(keep, length)
+            for target, fd in zip((1, 2, channel), fds, strict=True):
+                os.dup2(fd, target)
+                os.close(fd)
+            following = json.loads(data)
+            return following["output"], following["now"]
+        except BaseException:
+            os._exit(0)  # the host ended it, or the channel broke: nothing more to say
+
+    return pause
+
+
+def hand_on(keep, payload, fds):
+    """Give a paused child its next step's pipes and the recorded result it goes on with."""
+    socket.send_fds(keep, [b"N"], fds)
+    keep.sendall(FRAME_LENGTH.pack(len(payload)) + payload)
+
+
+def child_cpu_seconds(pid):
+    """User and system CPU of a live child so far, from the kernel's /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_peak_rss(pid):
+    with open(f"/proc/{pid}/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def kill_all_but(pid):
+    """SIGKILL every process in the jail but the zygote and `pid`; True once none is left
+    (zombies included: the kept child reaps its own, and must be alone to be kept)."""
+    for _ in range(KILL_ROUNDS):
+        others = [
+            int(name)
+            for name in os.listdir("/proc")
+            if name.isdigit() and int(name) not in (1, pid)
+        ]
+        if not others:
+            return True
+        for other in others:
+            try:  # noqa: SIM105
+                os.kill(other, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        while True:  # orphans are the zygote's to reap
+            try:
+                reaped, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if reaped == 0:
+                break
+        time.sleep(0.001)
+    return False
+
+
+def keepable(pid, keep):
+    """After a child said it paused: whether it may stay, alone and single-threaded."""
+    try:
+        keep.setblocking(False)
+        word = keep.recv(16)
+    except OSError:
+        return False
+    finally:
+        keep.setblocking(True)
+    if word != b"P":
+        return False
+    if not kill_all_but(pid):
+        return False
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) == 1
+    except OSError:
+        return False
+
+
+def supervise(control, request_id, pid, wall_seconds, keep=None):
+    """Wait for the child until it exits, pauses (a kept child), the wall limit passes or
+    the host cancels; returns (timed_out, cancelled, paused)."""
     deadline = time.monotonic() + wall_seconds
     pidfd = os.pidfd_open(pid)
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
     poller.register(control, select.POLLIN)
-    timed_out = cancelled = False
+    if keep is not None:
+        poller.register(keep, select.POLLIN)
+    timed_out = cancelled = paused = False
     try:
         while True:
             remaining = deadline - time.monotonic()
@@ -205,6 +329,9 @@ def supervise(control, request_id, pid, wall_seconds):
                 break
             ready = [fd for fd, _ in poller.poll(math.ceil(remaining * 1000))]
             if pidfd in ready:
+                break
+            if keep is not None and keep.fileno() in ready:
+                paused = True
                 break
             if control.fileno() in ready:
                 kind, _ = recv_kind(control)
@@ -217,34 +344,101 @@ def supervise(control, request_id, pid, wall_seconds):
         os.close(pidfd)
         if timed_out or cancelled:
             os.kill(pid, signal.SIGKILL)
-    return timed_out, cancelled
+    return timed_out, cancelled, paused
 
 
-def serve_one(control, boot, preloaded):
+class Kept:
+    """The child a step left paused, and its socket."""
+
+    def __init__(self, pid, keep):
+        self.pid = pid
+        self.keep = keep
+
+
+def serve_one(control, boot, preloaded, kept):
+    """Answer one frame of the host's; returns the child kept paused after it, if any."""
     kind, fds = recv_kind(control)
     if kind == b"C":  # a cancel that crossed the status of a step already over
         recv_exact(control, CANCEL.size)
-        return
+        return kept
+    if kind == b"E":
+        (end_id,) = CANCEL.unpack(recv_exact(control, CANCEL.size))
+        if kept is None:
+            raise ChannelClosed("an end without a kept child")
+        os.kill(kept.pid, signal.SIGKILL)
+        end_step(control, end_id, kept, 0.0, False, False, ended=True)
+        return None
+    if (kind == b"N") != (kept is not None):
+        raise ChannelClosed("a next without a kept child, or a request beside one")
+    keep = None
     try:
         request_id, job_length, cpu_seconds, wall_seconds = REQUEST.unpack(
             recv_exact(control, REQUEST.size)
         )
-        if len(fds) not in (PIPES_PER_STEP, MAX_FDS_PER_STEP):
+        wanted = (PIPES_PER_STEP,) if kind == b"N" else (PIPES_PER_STEP, MAX_FDS_PER_STEP)
+        if len(fds) not in wanted:
             raise ChannelClosed("a request without its three pipes")
         # Straight from the socket into one buffer, zeroed once the child has its copy:
         # freed heap keeps its bytes, and every later child of this zygote inherits them.
         job = bytearray(job_length)
         recv_into_exact(control, job)
-        pid = os.fork()
-        if pid == 0:
-            run_child(boot, preloaded, job, fds, cpu_seconds)
+        if kind == b"N":
+            pid, keep = kept.pid, kept.keep
+            cpu_before = child_cpu_seconds(pid)
+            try:
+                hand_on(keep, job, fds)
+            except OSError:
+                os.kill(pid, signal.SIGKILL)  # gone or deaf: the step did not start
+        else:
+            cpu_before = 0.0
+            pair = socket.socketpair() if kind == b"K" else None
+            pid = os.fork()
+            if pid == 0:
+                run_child(boot, preloaded, job, fds, cpu_seconds, pair and pair[1])
+            if pair is not None:
+                pair[1].close()
+                keep = pair[0]
         job[:] = bytes(job_length)
         del job
     finally:
         for fd in fds:
             os.close(fd)  # the child holds the only copies: EOF means it and its kin are gone
-    timed_out, cancelled = supervise(control, request_id, pid, wall_seconds)
-    _, status, usage = os.wait4(pid, 0)
+    kept = Kept(pid, keep) if keep is not None else None
+    timed_out, cancelled, paused = supervise(control, request_id, pid, wall_seconds, keep)
+    if paused and keepable(pid, keep):
+        try:
+            wipe_scratch()
+        except Exception:
+            os.kill(pid, signal.SIGKILL)
+        else:
+            send_frame(
+                control,
+                status_frame(
+                    request_id,
+                    None,
+                    False,
+                    False,
+                    False,
+                    child_cpu_seconds(pid) - cpu_before,
+                    child_peak_rss(pid),
+                    kept=True,
+                ),
+            )
+            return kept
+    elif paused:
+        os.kill(pid, signal.SIGKILL)  # its outcome is sent: the step is over all the same
+    end_step(
+        control, request_id, kept or Kept(pid, None), cpu_before, timed_out, cancelled, ended=paused
+    )
+    return None
+
+
+def end_step(control, request_id, child, cpu_before, timed_out, cancelled, *, ended):
+    """Reap the step's child, clean the jail and report. `ended`: the zygote killed a child
+    whose step was already over (paused), which then counts as a clean exit."""
+    _, status, usage = os.wait4(child.pid, 0)
+    if child.keep is not None:
+        child.keep.close()
     kill_all_others()
     # Clean before the status, so a status always means "ready for the next step".
     try:
@@ -252,21 +446,39 @@ def serve_one(control, boot, preloaded):
         retire = False
     except Exception:
         retire = True
+    if ended:
+        status = 0
     send_frame(
         control,
-        {
-            "id": request_id,
-            "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-            "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-            "timed_out": timed_out,
-            "cancelled": cancelled,
-            "retire": retire,
-            "cpu_seconds": usage.ru_utime + usage.ru_stime,
-            "maxrss_bytes": usage.ru_maxrss * 1024,
-        },
+        status_frame(
+            request_id,
+            status,
+            timed_out,
+            cancelled,
+            retire,
+            max(0.0, usage.ru_utime + usage.ru_stime - cpu_before),
+            usage.ru_maxrss * 1024,
+        ),
     )
     if retire:
         raise ChannelClosed("the scratch dirs could not be wiped")
+
+
+def status_frame(request_id, status, timed_out, cancelled, retire, cpu, maxrss, *, kept=False):
+    """The zygote's report on one step; a kept child has neither exit code nor signal."""
+    exited = status is not None and os.WIFEXITED(status)
+    signalled = status is not None and os.WIFSIGNALED(status)
+    return {
+        "id": request_id,
+        "exit_code": os.WEXITSTATUS(status) if exited else None,
+        "signal": os.WTERMSIG(status) if signalled else None,
+        "timed_out": timed_out,
+        "cancelled": cancelled,
+        "retire": retire,
+        "cpu_seconds": cpu,
+        "maxrss_bytes": maxrss,
+        "kept": kept,
+    }
 
 
 def preload_runtime(boot):
@@ -378,8 +590,9 @@ def serve(boot):
     gc.collect()
     gc.freeze()  # keeps the collector from dirtying shared pages in every child
     send_frame(control, {"ready": True})
+    kept = None
     try:
         while True:
-            serve_one(control, boot, preloaded)
+            kept = serve_one(control, boot, preloaded, kept)
     except ChannelClosed:
         os._exit(0)

@@ -86,7 +86,7 @@ class ActivationInput:
 
 def parse_activation(data: Any) -> ActivationInput:
     data = _check(data, "the activation input", dict)
-    now = _now(_field(data, "now", "input", str))
+    now = parse_now(_field(data, "now", "input", str))
     history = _field(data, "history", "input", list)
     return ActivationInput(
         instance_id=_field(data, "instance_id", "input", str),
@@ -134,7 +134,10 @@ def _limits(limits: dict) -> Limits:
     return parsed
 
 
-def _now(text: str) -> datetime:
+def parse_now(text: Any) -> datetime:
+    """The host's 'now': ISO 8601 with a time zone, else ProtocolError."""
+    if not isinstance(text, str):
+        raise ProtocolError(f"input 'now' is not a string: {text!r:.100}")
     try:
         now = parse_iso(text, "input 'now'")
     except ValueError as exc:

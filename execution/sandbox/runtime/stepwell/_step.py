@@ -6,8 +6,9 @@ from ._arguments import attempt_timeout, check_text, parse_retries, wait_timeout
 from ._attempt import run_attempt
 from ._durations import after, format_instant, parse_duration, parse_instant
 from ._errors import NestedStepError, StepError, WaitTimeout
+from ._keep import keeping, pause
 from ._progress import announce
-from ._protocol import ActivationInput, Record
+from ._protocol import ActivationInput, ProtocolError, Record, parse_now
 from ._results import ResultError, as_json
 from ._secrets import Secrets
 from .replay import caller_line, compare, message
@@ -98,7 +99,10 @@ class Step:
         index, record = self._claim(name, "do", {})
         if record is not None and record.status not in ("failed", "running"):
             return _replay(record)
-        self._finish(self._execute(index, name, fn, policy, seconds))
+        outcome = self._execute(index, name, fn, policy, seconds)
+        if outcome["status"] == "complete" and keeping():
+            return self._kept(outcome)
+        self._finish(outcome)
 
     def sleep(self, name: str, duration: Any) -> None:
         """Suspend the instance for `duration`, counted from this activation."""
@@ -247,6 +251,18 @@ class Step:
             duration_ms=attempt.duration_ms,
         )
         return outcome
+
+    def _kept(self, outcome: dict[str, Any]) -> Any:
+        """The step is recorded and this process goes on to the next one (stepwell._keep):
+        its result as recorded, and the host's time for what follows, as a replay gets them."""
+        self._outcome = outcome  # what the host reads if the process ends here
+        output, now = pause(outcome)
+        try:
+            self._activation.now = parse_now(now)
+        except ProtocolError as exc:  # a host bug: stop here rather than run on a bad clock
+            self._finish({"kind": "error", "error": {"type": "ProtocolError", "message": str(exc)}})
+        self._outcome = None
+        return output
 
     def _payload(self, payload: Any) -> Any:
         try:
