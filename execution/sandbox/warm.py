@@ -28,6 +28,7 @@ from execution.sandbox.result import SandboxRequest, SandboxResult, Status, fail
 from execution.sandbox.warm_jail import NoFreeSlot, WarmJail, WarmStartError
 from execution.sandbox.warm_pool import JailKey, JailPool
 from execution.sandbox.warm_step import StepRun
+from lib import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class WarmSandbox:
     def _run(self, request: SandboxRequest, job_bytes: bytes) -> SandboxResult:
         key = JailKey(request.tenant, request.code_sha256, request.limits)
         if self._is_cold(key):
+            metrics.warm_fallback("cold")
             return self.fresh.run(request)
         try:
             step = self._activate(key, request, job_bytes)
@@ -108,10 +110,14 @@ class WarmSandbox:
                 # the step ran, so it runs now in a replacement.
                 step = self._activate(key, request, job_bytes)
             if step is None:  # every jail busy and the pool full
+                metrics.warm_fallback("busy")
                 return self.fresh.run(request)
         except WarmStartError as exc:
             logger.warning("no warm jail for tenant %s, running fresh: %s", request.tenant, exc)
-            if not isinstance(exc, NoFreeSlot):
+            if isinstance(exc, NoFreeSlot):
+                metrics.warm_fallback("no_slot")
+            else:
+                metrics.warm_fallback("failed")
                 self._mark_cold(key)
             return self.fresh.run(request)
         return result_of(step, request)

@@ -76,11 +76,13 @@ class JailPool:
         jail, reserved, retired = self._take(key)
         self._stop_in_background(retired)
         if reserved:
+            began = time.monotonic()
             try:
                 jail = start()
             finally:
                 self._started(key, jail)
                 self._report()
+            metrics.warm_jail_started(time.monotonic() - began)
         try:
             yield jail
         finally:
