@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/tenants.py [--tenants 1000] [--instances-per-tenant 3]
         [--steps 5] [--workers 1] [--concurrency 2] [--in-flight 4] [--warm-tenants N]
-        [--seed 18] [--timeout 1800]
+        [--start-in-background on|off] [--seed 18] [--timeout 1800]
         [--database-url postgres://postgres@127.0.0.1:5432/stepwell_bench_tenants]
 
 Creates (and at the end drops) its own PostgreSQL database, starts a private Redis,
@@ -393,7 +393,8 @@ def report(args, warm: dict, many: dict) -> None:
         f"parameters: W={args.workers} worker x {args.concurrency} = {w} pool processes, "
         f"{args.steps} steps per instance, {args.in_flight} instances in flight, seed "
         f"{args.seed}; warm jails per pool process {args.jails_per_worker}, per machine "
-        f"{args.jails_per_machine or 'default (slots / 2)'}"
+        f"{args.jails_per_machine or 'default (slots / 2)'}, jail start in the background: "
+        f"{args.start_in_background or 'the setting'}"
     )
     print(f"load avg:   {load_average()} (1/5/15 min) at the report")
     print()
@@ -474,6 +475,11 @@ def parse_args(argv=None):
         default=0,
         help="all-warm phase's tenants (default: STEPWELL_WARM_JAILS_PER_WORKER)",
     )
+    parser.add_argument(
+        "--start-in-background",
+        choices=("on", "off"),
+        help="STEPWELL_WARM_START_IN_BACKGROUND for the workers (default: the setting's)",
+    )
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--sample-seconds", type=float, default=0.5)
     parser.add_argument("--clock-interval", type=float, default=0.25)
@@ -498,6 +504,8 @@ def run(args) -> None:
     metrics_dir = stack.dir / "metrics"
     metrics_dir.mkdir()
     stack.extra_env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    if args.start_in_background:
+        stack.extra_env["STEPWELL_WARM_START_IN_BACKGROUND"] = args.start_in_background
     database_made = False
     rng = random.Random(args.seed)
     try:

@@ -135,7 +135,8 @@ WARM_JAIL_START_SECONDS = Histogram(
 WARM_FALLBACKS = Counter(
     "stepwell_warm_fallbacks",
     "Warm-mode activations run in a fresh jail instead, by why: busy (pool full, all "
-    "busy), no_slot (the machine's warm slots taken), failed (the jail would not start), "
+    "busy), starting (the jail of that code is starting in the background), no_slot "
+    "(the machine's warm slots taken), failed (the jail would not start), "
     "cold (a recent failure of that code)",
     ["reason"],
 )
@@ -173,7 +174,7 @@ SANDBOX_FAILURE_KINDS = (
     "busy",
     "engine",
 )
-WARM_FALLBACK_REASONS = ("busy", "no_slot", "failed", "cold")
+WARM_FALLBACK_REASONS = ("busy", "starting", "no_slot", "failed", "cold")
 TIMER_KINDS = ("sleep", "retry", "timeout")
 WEBHOOK_RESULTS = ("delivered", "failed")
 for _kind in SANDBOX_FAILURE_KINDS:

@@ -51,10 +51,13 @@ class WarmSandbox:
         jails_per_machine: int | None = None,
         max_seconds: float = DEFAULT_MAX_SECONDS,
         max_steps: int = DEFAULT_MAX_STEPS,
+        start_in_background: bool = False,
     ) -> None:
         self.config = config or SandboxConfig.from_settings()
         self.fresh = fresh or FreshSandbox(self.config)
-        self.pool = JailPool(jails_per_worker, idle_seconds, max_seconds, max_steps)
+        self.pool = JailPool(
+            jails_per_worker, idle_seconds, max_seconds, max_steps, start_in_background
+        )
         # Warm jails hold the top slots only, so the rest always serve fresh jails; from
         # the top down, as fresh jails pick at random and leave low slots likelier free.
         count = self.config.slots
@@ -74,6 +77,7 @@ class WarmSandbox:
             jails_per_machine=settings.STEPWELL_WARM_JAILS_PER_MACHINE,
             max_seconds=settings.STEPWELL_WARM_MAX_JAIL_SECONDS,
             max_steps=settings.STEPWELL_WARM_MAX_JAIL_STEPS,
+            start_in_background=settings.STEPWELL_WARM_START_IN_BACKGROUND,
         )
 
     def prepare(self) -> None:
@@ -109,25 +113,33 @@ class WarmSandbox:
                 # The jail died between steps, before the request reached it: nothing of
                 # the step ran, so it runs now in a replacement.
                 step = self._activate(key, request, job_bytes)
-            if step is None:  # every jail busy and the pool full
-                metrics.warm_fallback("busy")
+            if step is None:  # every jail busy and the pool full, or the key's starting
                 return self.fresh.run(request)
         except WarmStartError as exc:
             logger.warning("no warm jail for tenant %s, running fresh: %s", request.tenant, exc)
             if isinstance(exc, NoFreeSlot):
                 metrics.warm_fallback("no_slot")
             else:
-                metrics.warm_fallback("failed")
-                self._mark_cold(key)
+                metrics.warm_fallback("failed")  # and the key is cold (_start_or_mark_cold)
             return self.fresh.run(request)
         return result_of(step, request)
 
     def _activate(self, key: JailKey, request: SandboxRequest, job_bytes: bytes) -> StepRun | None:
-        with self.pool.lease(key, lambda: self._start_jail_in_a_slot(request)) as jail:
+        with self.pool.lease(key, lambda: self._start_or_mark_cold(key, request)) as jail:
             if jail is None:
                 return None
             secrets = dumps_secrets(request.secrets) if request.secrets else None
             return jail.activate(job_bytes, watch_notes(request.on_progress), secrets)
+
+    def _start_or_mark_cold(self, key: JailKey, request: SandboxRequest) -> WarmJail:
+        """A jail whose start failed (not for want of a slot) makes its key run fresh a
+        while: here too, as a jail started in the background fails where no one sees it."""
+        try:
+            return self._start_jail_in_a_slot(request)
+        except WarmStartError as exc:
+            if not isinstance(exc, NoFreeSlot):
+                self._mark_cold(key)
+            raise
 
     def _start_jail_in_a_slot(self, request: SandboxRequest) -> WarmJail:
         """Idle warm jails hold slots that fresh jails would wait for: give one back first."""
