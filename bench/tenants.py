@@ -1,6 +1,6 @@
 """Cost per tenant: warm jails when more tenants run than can stay warm (issue 18, point 4).
 
-    .venv/bin/python bench/tenants.py [--tenants 1000] [--instances-per-tenant 3]
+    .venv/bin/python bench/tenants.py [--tenants 1000] [--instances-per-tenant 3] [--instances N]
         [--steps 5] [--workers 1] [--concurrency 2] [--in-flight 4] [--warm-tenants N]
         [--start-in-background on|off] [--seed 18] [--timeout 1800]
         [--database-url postgres://postgres@127.0.0.1:5432/stepwell_bench_tenants]
@@ -348,8 +348,9 @@ class MemorySampler:
 
 def phase(name: str, workflows: list, args, stack, metrics_dir: Path, rng: random.Random) -> dict:
     # Every tenant the same number of times (give or take one), in a random order.
-    order = [i % len(workflows) for i in range(args.instances)]
+    order = [i % len(workflows) for i in range(max(args.instances, len(workflows)))]
     rng.shuffle(order)
+    order = order[: args.instances]
     say(
         f"{name}: {len(order)} instances of {len(workflows)} tenants x {args.steps} steps, "
         f"{args.in_flight} in flight"
@@ -465,6 +466,13 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tenants", type=int, default=1000)
     parser.add_argument("--instances-per-tenant", type=int, default=3)
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=0,
+        help="instances per phase (default tenants x instances-per-tenant): fewer, for a "
+        "shorter run, still among all the tenants",
+    )
     parser.add_argument("--steps", type=int, default=5, help="M, steps per instance")
     parser.add_argument("--workers", type=int, default=1, help="Celery worker processes")
     parser.add_argument("--concurrency", type=int, default=2, help="pool processes per worker")
@@ -489,7 +497,7 @@ def parse_args(argv=None):
     for name in ("tenants", "instances_per_tenant", "steps", "workers", "concurrency"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    args.instances = args.tenants * args.instances_per_tenant  # in each phase
+    args.instances = args.instances or args.tenants * args.instances_per_tenant  # per phase
     args.in_flight = args.in_flight or 2 * args.workers * args.concurrency
     args.jails_per_worker = int(os.environ.get("STEPWELL_WARM_JAILS_PER_WORKER", "4"))
     args.jails_per_machine = os.environ.get("STEPWELL_WARM_JAILS_PER_MACHINE")
