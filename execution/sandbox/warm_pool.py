@@ -7,9 +7,9 @@ retired after max_seconds or max_steps.
 
 With start_in_background, a miss does not wait for the new jail: the lease answers None
 (the caller runs that activation in a fresh jail, some 25 ms against a jail start's
-100-300 ms) while the jail starts on a thread, ready for the key's next activation. With
-many more tenants than warm jails each instance's first activation misses, and waiting
-for the start there doubled the per-step overhead (bench/tenants.py).
+100-300 ms on a quiet machine) while the jail starts on a thread, ready for the key's
+next activation. With many more tenants than warm jails most first activations miss;
+bench/tenants.py measures both ways.
 """
 
 import contextlib
