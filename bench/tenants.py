@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/tenants.py [--tenants 1000] [--instances-per-tenant 3] [--instances N]
         [--steps 5] [--workers 1] [--concurrency 2] [--in-flight 4] [--warm-tenants N]
-        [--start-in-background on|off] [--seed 18] [--timeout 1800]
+        [--start-in-background on|off] [--many-mode warm|fresh] [--seed 18] [--timeout 1800]
         [--database-url postgres://postgres@127.0.0.1:5432/stepwell_bench_tenants]
 
 Creates (and at the end drops) its own PostgreSQL database, starts a private Redis,
@@ -22,6 +22,7 @@ per-step overhead is the engine's and the jails', not a queue's.
   activation to any pool process, so every process must hold every tenant's jail),
   after one uncounted instance of each per pool process;
 - many tenants: all --tenants; the LRU evicts and warm jails start all the time.
+  With --many-mode fresh their quota says fresh: what never starting a jail would cost.
 
 Per phase: per-step overhead p50/p95 ((finished_at - created_at) / M of each instance),
 the steps' gaps, the warm-jail starts (count and time, from the workers' metrics
@@ -94,8 +95,8 @@ def tenant_code(number: int, steps: int) -> str:
     )
 
 
-def make_tenants(prefix: str, count: int, steps: int) -> list:
-    """`count` warm-mode tenants with an approved workflow each, in a few bulk inserts."""
+def make_tenants(prefix: str, count: int, steps: int, mode: str = "warm") -> list:
+    """`count` tenants in sandbox `mode` with an approved workflow each, in bulk inserts."""
     from django.db import transaction
 
     from execution.models import CodeVersion, Workflow
@@ -106,7 +107,7 @@ def make_tenants(prefix: str, count: int, steps: int) -> list:
             Tenant(slug=f"{prefix}-{n}", name=f"{prefix} {n}") for n in range(count)
         )
         Quota.objects.bulk_create(
-            Quota(tenant=t, sandbox_mode="warm", steps_per_instance=steps + 10) for t in tenants
+            Quota(tenant=t, sandbox_mode=mode, steps_per_instance=steps + 10) for t in tenants
         )
         workflows = Workflow.objects.bulk_create(
             Workflow(tenant=t, name="bench-tenant") for t in tenants
@@ -395,7 +396,7 @@ def report(args, warm: dict, many: dict) -> None:
         f"{args.steps} steps per instance, {args.in_flight} instances in flight, seed "
         f"{args.seed}; warm jails per pool process {args.jails_per_worker}, per machine "
         f"{args.jails_per_machine or 'default (slots / 2)'}, jail start in the background: "
-        f"{args.start_in_background or 'the setting'}"
+        f"{args.start_in_background or 'the setting'}; many tenants in {args.many_mode} mode"
     )
     print(f"load avg:   {load_average()} (1/5/15 min) at the report")
     print()
@@ -488,6 +489,12 @@ def parse_args(argv=None):
         choices=("on", "off"),
         help="STEPWELL_WARM_START_IN_BACKGROUND for the workers (default: the setting's)",
     )
+    parser.add_argument(
+        "--many-mode",
+        choices=("warm", "fresh"),
+        default="warm",
+        help="the many tenants' sandbox mode: fresh shows what never starting a jail costs",
+    )
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--sample-seconds", type=float, default=0.5)
     parser.add_argument("--clock-interval", type=float, default=0.25)
@@ -528,7 +535,7 @@ def run(args) -> None:
         say(f"making {args.warm_tenants} + {args.tenants} tenants with a workflow each")
         began = time.monotonic()
         warm_workflows = make_tenants("warm", args.warm_tenants, args.steps)
-        many_workflows = make_tenants("many", args.tenants, args.steps)
+        many_workflows = make_tenants("many", args.tenants, args.steps, args.many_mode)
         say(f"  made in {time.monotonic() - began:.1f} s")
 
         say(f"starting redis, {args.workers} x {args.concurrency} workers and the clock")
