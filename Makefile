@@ -8,7 +8,7 @@ ARGS ?=
 # Settings for commands run by hand: the same local defaults as `make run`.
 DEV_ENV := source scripts/services.sh && dev_env &&
 
-.PHONY: help install install-test run test lint bench-sandbox bench bench-peers bench-fairness bench-retention chaos load migrate clean
+.PHONY: help install install-test run test lint bench-sandbox bench bench-peers bench-fairness bench-retention bench-tenants chaos load migrate clean
 
 help: ## List the targets
 	@echo "Stepwell: make TARGET"
@@ -45,6 +45,9 @@ bench-fairness: install ## Tenant B's start latency under tenant A's flood (benc
 
 bench-retention: install ## Rows per second the retention sweep deletes (bench/retention.py)
 	@$(DEV_ENV) $(VENV)/bin/python bench/retention.py $(ARGS)
+
+bench-tenants: install ## Warm jails' memory and start time with 1,000 tenants (bench/tenants.py; ARGS="--tenants 100")
+	@$(DEV_ENV) $(VENV)/bin/python bench/tenants.py $(ARGS)
 
 chaos: install ## Chaos run: kill workers, restart Redis and PostgreSQL mid-run (bench/chaos.py; ARGS="--nodes 2": kill whole nodes too)
 	@$(DEV_ENV) $(VENV)/bin/python bench/chaos.py $(ARGS)

@@ -255,6 +255,10 @@ if STEPWELL_WARM_JAILS_PER_MACHINE > STEPWELL_SANDBOX_SLOTS:
     )
 STEPWELL_WARM_MAX_JAIL_SECONDS = env_float("STEPWELL_WARM_MAX_JAIL_SECONDS", 600.0, minimum=1.0)
 STEPWELL_WARM_MAX_JAIL_STEPS = env_int("STEPWELL_WARM_MAX_JAIL_STEPS", 1000, minimum=1)
+# On a miss, run the activation fresh and start its jail on a thread for the next one,
+# rather than wait for the start. Off: on a loaded 2-core machine it made the first step
+# faster and the next ones slower, no gain overall (bench/README.md, bench/tenants.py).
+STEPWELL_WARM_START_IN_BACKGROUND = env_bool("STEPWELL_WARM_START_IN_BACKGROUND", False)
 # Benchmarks only (bench/peers.py): every activation in this mode, whatever the quota says.
 STEPWELL_BENCH_SANDBOX_MODE = env_str("STEPWELL_BENCH_SANDBOX_MODE", "")
 # Retention (execution/retention.py): the clock deletes expired finished instances in

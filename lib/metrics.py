@@ -127,6 +127,19 @@ WARM_JAILS_BY_PROCESS = Gauge(
     "Warm jails alive, per worker process (label pid)",
     multiprocess_mode="liveall",
 )
+WARM_JAIL_START_SECONDS = Histogram(
+    "stepwell_warm_jail_start_seconds",
+    "Time to start a warm jail (spawn, the tenant's import, the zygote ready), started ones only",
+    buckets=STEP_BUCKETS,
+)
+WARM_FALLBACKS = Counter(
+    "stepwell_warm_fallbacks",
+    "Warm-mode activations run in a fresh jail instead, by why: busy (pool full, all "
+    "busy), starting (the jail of that code is starting in the background), no_slot "
+    "(the machine's warm slots taken), failed (the jail would not start), "
+    "cold (a recent failure of that code)",
+    ["reason"],
+)
 HTTP_REQUESTS = Counter(
     "stepwell_http_requests",
     "HTTP requests answered, by route template, method and status code",
@@ -161,10 +174,13 @@ SANDBOX_FAILURE_KINDS = (
     "busy",
     "engine",
 )
+WARM_FALLBACK_REASONS = ("busy", "starting", "no_slot", "failed", "cold")
 TIMER_KINDS = ("sleep", "retry", "timeout")
 WEBHOOK_RESULTS = ("delivered", "failed")
 for _kind in SANDBOX_FAILURE_KINDS:
     SANDBOX_FAILURES.labels(_kind)
+for _reason in WARM_FALLBACK_REASONS:
+    WARM_FALLBACKS.labels(_reason)
 for _kind in TIMER_KINDS:
     TIMER_LATENESS.labels(_kind)
 for _result in WEBHOOK_RESULTS:
@@ -179,6 +195,15 @@ def webhook_delivered(result: str) -> None:
 def warm_jails_alive(count: int) -> None:
     WARM_JAILS.set(count)
     WARM_JAILS_BY_PROCESS.set(count)
+
+
+def warm_jail_started(seconds: float) -> None:
+    WARM_JAIL_START_SECONDS.observe(seconds)
+
+
+def warm_fallback(reason: str) -> None:
+    """Count a warm-mode activation run fresh; `reason` is one of WARM_FALLBACK_REASONS."""
+    WARM_FALLBACKS.labels(reason).inc()
 
 
 def process_ended(pid: int | None = None) -> None:

@@ -28,6 +28,7 @@ from execution.sandbox.result import SandboxRequest, SandboxResult, Status, fail
 from execution.sandbox.warm_jail import NoFreeSlot, WarmJail, WarmStartError
 from execution.sandbox.warm_pool import JailKey, JailPool
 from execution.sandbox.warm_step import StepRun
+from lib import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +51,13 @@ class WarmSandbox:
         jails_per_machine: int | None = None,
         max_seconds: float = DEFAULT_MAX_SECONDS,
         max_steps: int = DEFAULT_MAX_STEPS,
+        start_in_background: bool = False,
     ) -> None:
         self.config = config or SandboxConfig.from_settings()
         self.fresh = fresh or FreshSandbox(self.config)
-        self.pool = JailPool(jails_per_worker, idle_seconds, max_seconds, max_steps)
+        self.pool = JailPool(
+            jails_per_worker, idle_seconds, max_seconds, max_steps, start_in_background
+        )
         # Warm jails hold the top slots only, so the rest always serve fresh jails; from
         # the top down, as fresh jails pick at random and leave low slots likelier free.
         count = self.config.slots
@@ -73,6 +77,7 @@ class WarmSandbox:
             jails_per_machine=settings.STEPWELL_WARM_JAILS_PER_MACHINE,
             max_seconds=settings.STEPWELL_WARM_MAX_JAIL_SECONDS,
             max_steps=settings.STEPWELL_WARM_MAX_JAIL_STEPS,
+            start_in_background=settings.STEPWELL_WARM_START_IN_BACKGROUND,
         )
 
     def prepare(self) -> None:
@@ -103,6 +108,7 @@ class WarmSandbox:
     def _run(self, request: SandboxRequest, job_bytes: bytes, keep: bool) -> SandboxResult:
         key = JailKey(request.tenant, request.code_sha256, request.limits)
         if self._is_cold(key):
+            metrics.warm_fallback("cold")
             return self.fresh.run(request)
         try:
             step, kept = self._activate(key, request, job_bytes, keep)
@@ -110,12 +116,14 @@ class WarmSandbox:
                 # The jail died between steps, before the request reached it: nothing of
                 # the step ran, so it runs now in a replacement.
                 step, kept = self._activate(key, request, job_bytes, keep)
-            if step is None:  # every jail busy and the pool full
+            if step is None:  # every jail busy and the pool full, or the key's starting
                 return self.fresh.run(request)
         except WarmStartError as exc:
             logger.warning("no warm jail for tenant %s, running fresh: %s", request.tenant, exc)
-            if not isinstance(exc, NoFreeSlot):
-                self._mark_cold(key)
+            if isinstance(exc, NoFreeSlot):
+                metrics.warm_fallback("no_slot")
+            else:
+                metrics.warm_fallback("failed")  # and the key is cold (_start_or_mark_cold)
             return self.fresh.run(request)
         result = result_of(step, request)
         return dataclasses.replace(result, kept=kept) if kept is not None else result
@@ -127,7 +135,7 @@ class WarmSandbox:
         that holds the jail's lease on, if the step left one."""
         with contextlib.ExitStack() as lease:
             jail = lease.enter_context(
-                self.pool.lease(key, lambda: self._start_jail_in_a_slot(request))
+                self.pool.lease(key, lambda: self._start_or_mark_cold(key, request))
             )
             if jail is None:
                 return None, None
@@ -136,6 +144,16 @@ class WarmSandbox:
             if not step.kept:
                 return step, None
             return step, KeptChild(jail, lease.pop_all(), step.run.cpu_seconds)
+
+    def _start_or_mark_cold(self, key: JailKey, request: SandboxRequest) -> WarmJail:
+        """A jail whose start failed (not for want of a slot) makes its key run fresh a
+        while: here too, as a jail started in the background fails where no one sees it."""
+        try:
+            return self._start_jail_in_a_slot(request)
+        except WarmStartError as exc:
+            if not isinstance(exc, NoFreeSlot):
+                self._mark_cold(key)
+            raise
 
     def _start_jail_in_a_slot(self, request: SandboxRequest) -> WarmJail:
         """Idle warm jails hold slots that fresh jails would wait for: give one back first."""

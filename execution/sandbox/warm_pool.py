@@ -4,6 +4,12 @@ A jail is keyed by (tenant id, code version, limits), so it never serves two ten
 two versions; it runs one activation at a time. One that died, or that the host finds
 unclean (WarmJail.fault), is replaced on next use or by the reaper, and every jail is
 retired after max_seconds or max_steps.
+
+With start_in_background, a miss does not wait for the new jail: the lease answers None
+(the caller runs that activation in a fresh jail, some 25 ms against a jail start's
+100-300 ms on a quiet machine) while the jail starts on a thread, ready for the key's
+next activation. With many more tenants than warm jails most first activations miss;
+bench/tenants.py measures both ways.
 """
 
 import contextlib
@@ -45,7 +51,12 @@ class JailKey:
 
 class JailPool:
     def __init__(
-        self, capacity: int, idle_seconds: float, max_seconds: float, max_steps: int
+        self,
+        capacity: int,
+        idle_seconds: float,
+        max_seconds: float,
+        max_steps: int,
+        start_in_background: bool = False,
     ) -> None:
         if capacity < 1 or idle_seconds <= 0 or max_seconds <= 0 or max_steps < 1:
             raise ValueError(
@@ -56,10 +67,12 @@ class JailPool:
         self.idle_seconds = idle_seconds
         self.max_seconds = max_seconds
         self.max_steps = max_steps
+        self.start_in_background = start_in_background
         self._lock = threading.Lock()
         self._idle: OrderedDict[WarmJail, tuple[JailKey, float]] = OrderedDict()  # oldest first
         self._busy: dict[WarmJail, JailKey] = {}
         self._starting = 0
+        self._starting_keys: set[JailKey] = set()  # started on a thread, not yet idle
         self._stopping: set[WarmJail] = set()  # retired, their nsjail not yet gone
         self._owner_pid = os.getpid()
         self._closed = False
@@ -69,18 +82,26 @@ class JailPool:
 
     @contextlib.contextmanager
     def lease(self, key: JailKey, start: Callable[[], WarmJail]) -> Iterator[WarmJail | None]:
-        """A jail of this key for one activation, started if need be; None when all are busy.
+        """A jail of this key for one activation, started if need be; None when all are busy,
+        or (start_in_background) when the key's jail is starting.
 
         start() may raise (WarmStartError); the pool then forgets the attempt.
         """
         jail, reserved, retired = self._take(key)
         self._stop_in_background(retired)
+        if reserved and self.start_in_background:
+            self._start_in_background(key, start)
+            reserved = False
+        if jail is None and not reserved:
+            metrics.warm_fallback("starting" if self.start_in_background else "busy")
         if reserved:
+            began = time.monotonic()
             try:
                 jail = start()
             finally:
                 self._started(key, jail)
                 self._report()
+            metrics.warm_jail_started(time.monotonic() - began)
         try:
             yield jail
         finally:
@@ -94,6 +115,8 @@ class JailPool:
         with self._lock:
             self._forget_if_forked()
             retired = self._expired(time.monotonic())
+            if key in self._starting_keys:
+                return None, False, retired
             for jail, (jail_key, _) in list(self._idle.items()):
                 if jail_key != key:
                     continue
@@ -117,6 +140,34 @@ class JailPool:
             self._starting -= 1
             if jail is not None:
                 self._busy[jail] = key
+
+    def _start_in_background(self, key: JailKey, start: Callable[[], WarmJail]) -> None:
+        with self._lock:
+            self._starting_keys.add(key)
+        threading.Thread(
+            target=self._start_then_idle,
+            args=(key, start),
+            name="stepwell-warm-start",
+            daemon=True,
+        ).start()
+
+    def _start_then_idle(self, key: JailKey, start: Callable[[], WarmJail]) -> None:
+        began = time.monotonic()
+        jail = None
+        try:
+            jail = start()
+        except Exception as exc:  # the key's next activation runs fresh, or tries again
+            logger.warning("warm jail for tenant %s did not start: %s", key.tenant, exc)
+        finally:
+            with self._lock:
+                self._starting -= 1
+                self._starting_keys.discard(key)
+                if jail is not None:
+                    self._busy[jail] = key  # _give_back makes it idle, or stops it
+        if jail is not None:
+            metrics.warm_jail_started(time.monotonic() - began)
+            self._give_back(key, jail)
+            self._report()
 
     def _give_back(self, key: JailKey, jail: WarmJail) -> None:
         with self._lock:
@@ -187,6 +238,7 @@ class JailPool:
             self._idle.clear()
             self._busy.clear()
             self._starting = 0
+            self._starting_keys.clear()
             self._owner_pid = os.getpid()
             self._reaper = None
 
