@@ -69,20 +69,38 @@ def test_a_claim_reads_only_the_steps_after_those_its_process_knows(sleeping, cl
     assert claimed_steps(claim, sleeping.pk)[0].output == {"n": 99}
 
 
-def test_only_final_steps_before_the_last_are_kept_and_only_a_few_instances(sleeping):
-    instance = Instance.objects.get(pk=sleeping.pk)
+def test_only_final_steps_before_the_last_are_kept_for_a_few_instances():
+    known_steps.forget_all()
+    now = timezone.now()
+    instance = Instance(pk=1, run=1, created_at=now)
     done, failed, last = (
         Step(index=i, status=s) for i, s in enumerate(("complete", "failed", "sleeping"))
     )
     known_steps.remember(instance, [done, failed, last])
     assert known_steps.known(instance) == [done]  # a failed attempt may be retried
+    assert known_steps.known(Instance(pk=1, run=2, created_at=now)) == []  # a restart
+    known_steps.forget_all()
     known_steps.remember(instance, [done])  # the last step may be settled or retried
     assert known_steps.known(instance) == []
     for pk in range(known_steps.KEPT_INSTANCES + 1):
-        other = Instance(pk=10_000 + pk, run=1, created_at=instance.created_at)
+        other = Instance(pk=10_000 + pk, run=1, created_at=now)
         known_steps.remember(other, [done, last])
-    assert known_steps.known(Instance(pk=10_000, run=1, created_at=instance.created_at)) == []
+    assert known_steps.known(Instance(pk=10_000, run=1, created_at=now)) == []
     assert known_steps.known(other) == [done]
+    known_steps.forget_all()
+
+
+def test_the_history_of_known_steps_is_made_once():
+    known_steps.forget_all()
+    instance = Instance(pk=1, run=1, created_at=timezone.now())
+    steps = [Step(index=i, name=f"s{i}", kind="do", status="complete") for i in range(3)]
+    known_steps.remember(instance, steps)
+    first = known_steps.history_of(instance, steps)
+    assert first == [s.as_history() for s in steps]
+    steps[0].name = "changed"  # a final step's entry is not made again
+    again = known_steps.history_of(instance, steps)
+    assert again == first and again[0] is first[0] and again[2] is not first[2]
+    known_steps.forget_all()
 
 
 def test_a_kept_lease_hands_its_history_on_without_copying_it():
