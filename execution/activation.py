@@ -61,8 +61,14 @@ class Activation:
     def then(self, step: Step, grown: int = 0) -> Activation:
         """The next activation of the same instance under the same lease, `step` recorded
         (its history `grown` bytes larger)."""
-        # The step replaces its own entry, if it had one (an attempt being retried).
-        history = [*self.input["history"][: step.index], step.as_history()]
+        # The history is handed on, not copied: a kept lease's next activation costs the
+        # same at step 2,000 as at step 2 (this one is done with it once recorded). A step
+        # being retried replaces its own entry.
+        history = self.input["history"]
+        if step.index == len(history):
+            history.append(step.as_history())
+        else:
+            history = [*history[: step.index], step.as_history()]
         return dataclasses.replace(
             self,
             input={**self.input, "history": history, "now": timezone.now().isoformat()},

@@ -26,7 +26,7 @@ from django.utils import timezone
 from execution import outcomes
 from execution.activation import Activation, Next
 from execution.kinds import history_error, history_size
-from execution.lifecycle import due, leases, states
+from execution.lifecycle import due, known_steps, leases, states
 from execution.models import Instance, Step
 from execution.outcome_checks import DEFAULT_RETRIES, InvalidOutcome, check_outcome
 from execution.progress import record_event, started, step_summary
@@ -196,7 +196,7 @@ def prepare_activation(instance: Instance, steps: list[Step], token: str) -> Act
             "payload": instance.payload,
             "timestamp": instance.created_at.isoformat(),
             "now": timezone.now().isoformat(),
-            "history": [s.as_history() for s in steps],
+            "history": known_steps.history_of(instance, steps),
             "limits": {
                 "result_bytes": quota.step_result_bytes,
                 "log_bytes": quota.step_output_bytes,

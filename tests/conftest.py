@@ -16,6 +16,7 @@ from django.core.management import call_command
 from whitenoise.base import WhiteNoise
 
 from execution import dispatch, engine
+from execution.lifecycle import known_steps
 from lib import logs
 from tests.driver import Driver
 from tests.execution.inprocess import run_in_process
@@ -58,6 +59,13 @@ def resolve_on_this_machine(host: str, port: int) -> list[str]:
     if host.lower().rstrip(".") == "localhost":
         return ["127.0.0.1"]
     raise OSError(f"tests resolve no real names ({host!r})")
+
+
+@pytest.fixture(autouse=True)
+def claims_know_no_steps():
+    """A test's claims read every step: on SQLite a rolled-back test's instance ids are
+    used again, and a step this process knew from another test must not count."""
+    known_steps.forget_all()
 
 
 @pytest.fixture(autouse=True)

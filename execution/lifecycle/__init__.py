@@ -54,7 +54,7 @@ and restarted Redis and PostgreSQL):
 
 Import order, lowest first (no module imports one to its right):
 lib <- webhooks <- models <- twins, dispatch, activation, errors, progress <- retention
-<- schemas <- lifecycle (notices <- due <- states <- leases <- records) <- quotas
-<- workflows <- kinds <- fast_records <- outcomes, redaction <- engine <- tasks;
+<- schemas <- lifecycle (notices <- due <- states <- known_steps <- leases <- records)
+<- quotas <- workflows <- kinds <- fast_records <- outcomes, redaction <- engine <- tasks;
 history <- runs (restart and rerun, above kinds).
 """

@@ -19,7 +19,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from execution import twins
-from execution.lifecycle import due, states
+from execution.lifecycle import due, known_steps, states
 from execution.models import CodeVersion, Instance, Step
 from lib import metrics, rows
 from tenants.models import Quota, Tenant
@@ -99,7 +99,17 @@ def load_claimed(instance_pk: int, token: str) -> tuple[Instance, list[Step]] | 
     instance = Instance.objects.select_related("version", "tenant__quota_row").get(pk=instance_pk)
     if not holds(instance, token) or instance.status not in Instance.ACTIVE_STATUSES:
         return None
-    return instance, list(instance.steps.order_by("index"))
+    known = known_steps.known(instance)
+    later = instance.steps.filter(index__gte=len(known)).order_by("index")
+    return instance, with_known(instance, known, list(later))
+
+
+def with_known(instance: Instance, known: list[Step], later: list[Step]) -> list[Step]:
+    """All the claimed instance's steps: those this process knew, then the rows read
+    after them; what will not change is remembered for its next claim (known_steps)."""
+    steps = [*known, *later]
+    known_steps.remember(instance, steps)
+    return steps
 
 
 # --- the claim as three PostgreSQL statements, the twin of take_lease and load_claimed ---
@@ -198,7 +208,8 @@ def steps_statement() -> str:
     qn = connection.ops.quote_name
     return (
         f"SELECT {', '.join(rows.columns(Step, 's', HISTORY_FIELDS))} "
-        f"FROM {qn(Step._meta.db_table)} s WHERE s.instance_id = %s ORDER BY s.{qn('index')}"
+        f"FROM {qn(Step._meta.db_table)} s WHERE s.instance_id = %s AND s.{qn('index')} >= %s "
+        f"ORDER BY s.{qn('index')}"
     )
 
 
@@ -246,9 +257,10 @@ def claim_in_three_statements(
         instance = rows.loaded(Instance, instance_fields(), values)
         instance.version = rows.loaded(CodeVersion, VERSION_FIELDS, values)
         instance.tenant = tenant
-        cursor.execute(steps_statement(), [instance_pk])
-        steps = [rows.loaded(Step, HISTORY_FIELDS, iter(r)) for r in cursor.fetchall()]
-    return instance, steps
+        known = known_steps.known(instance)
+        cursor.execute(steps_statement(), [instance_pk, len(known)])
+        later = [rows.loaded(Step, HISTORY_FIELDS, iter(r)) for r in cursor.fetchall()]
+    return instance, with_known(instance, known, later)
 
 
 def locked_tenant(cursor, instance_pk: int) -> Tenant | None:
