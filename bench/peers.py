@@ -56,9 +56,34 @@ say = engine.say
 class PeerStack(engine.BenchStack):
     """BenchStack whose workers can be restarted with extra environment (variant b)."""
 
-    def __init__(self, database_url: str, clock_interval: float):
+    def __init__(self, database_url: str, clock_interval: float, pool: str = "prefork"):
         super().__init__(database_url, clock_interval)
         self.extra_env: dict = {}
+        self.pool = pool
+
+    def start_worker(self, concurrency: int = 2) -> Process:
+        """With --pool solo, `concurrency` worker processes of one task each (all the solo
+        pool runs at once), so that W is the same as prefork's."""
+        if self.pool == "prefork":
+            return super().start_worker(concurrency)
+        for _ in range(concurrency):
+            self._worker_count += 1
+            name = f"worker{self._worker_count}"
+            argv = [
+                str(VENV_BIN / "celery"), "-A", "console", "worker", "-Q", "stepwell",
+                "--pool", "solo", "-l", "info", "-n", f"{name}@%h",
+                "--without-gossip", "--without-mingle", "--without-heartbeat",
+            ]  # fmt: skip
+            worker = Process(name, argv, self.env(), self.dir).start()
+            wait_until(
+                lambda w=worker: " ready." in w.log() or w.proc.poll() is not None,
+                60,
+                what=f"{name} to be ready",
+            )
+            if worker.proc.poll() is not None:
+                raise BenchError(f"{name} did not start:\n{worker.log()[-4000:]}")
+            self.workers.append(worker)
+        return worker
 
     def env(self) -> dict:
         env = super().env()
@@ -297,6 +322,12 @@ def parse_args(argv=None):
     parser.add_argument("--timeout", type=float, default=300, help="seconds a phase may take")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
     parser.add_argument(
+        "--pool",
+        choices=("prefork", "solo"),
+        default="prefork",
+        help="the Stepwell workers' Celery pool (solo: W worker processes of one task)",
+    )
+    parser.add_argument(
         "--only", default="a1,a2,b,c,d", help="comma-separated variants (a2 and d needed)"
     )
     args = parser.parse_args(argv)
@@ -313,7 +344,7 @@ def run(args) -> None:
     started_load = load()
     dbos_url = args.database_url + "_dbos"
     engine.admin_url(dbos_url)
-    stack = PeerStack(args.database_url, args.clock_interval)
+    stack = PeerStack(args.database_url, args.clock_interval, args.pool)
     chain_workers: list[Process] = []
     made: list[str] = []
     results: list[dict] = []

@@ -62,6 +62,19 @@ def listening_statement() -> str:
     return f"SELECT id, events FROM {qn(Webhook._meta.db_table)} WHERE tenant_id = %s"
 
 
+@functools.cache
+def listening_condition() -> str:
+    """Whether listening(tenant, event) finds a webhook, as a PostgreSQL condition on two
+    parameters (tenant id, event), for a statement that changes a status only when no
+    webhook listens, and so saves the query (execution.lifecycle.records). jsonb_exists
+    is Python's `in` on the events list; tests/webhooks/test_outbox.py checks they agree."""
+    qn = connection.ops.quote_name
+    return (
+        f"EXISTS (SELECT 1 FROM {qn(Webhook._meta.db_table)} "
+        "WHERE tenant_id = %s AND jsonb_exists(events, %s))"
+    )
+
+
 def record(webhook_ids: list[int], event: str, instance_id: int, key: str, body: str) -> None:
     """One delivery of `body` per webhook, due now, in the caller's transaction (the
     status change's): the change and its deliveries commit together or not at all."""

@@ -166,11 +166,20 @@ def pick_in_one_statement(tenant_id: int, now: datetime) -> list[int]:
     """pick() as one PostgreSQL statement, bound on the server: a fill runs after every
     start and at the end of every instance, and pick's round trips and ORM-built
     queries cost more than the rest of a start. Its conditions are due()'s and
-    in_flight_rows()'s, written out (tests/execution/test_twins.py)."""
+    in_flight_rows()'s, written out (tests/execution/test_twins.py).
+
+    Run on its own (after a start's or an outcome's commit, or in the clock's sweep), it
+    commits without waiting for the disk: `dispatched_at` only says a message was sent,
+    and if an operating-system crash loses it, the clock sends the instance again, as
+    after a lost message; the lease keeps one instance from running twice. The flush it
+    waited for was the longest part of a fill (bench/README.md, "Where a warm step's
+    time goes"). Inside a caller's transaction it leaves that transaction's commit alone.
+    """
     with rows.cursor() as cursor:
         cursor.execute(
             fill_statement(),
             {
+                "relaxed": not connection.in_atomic_block,
                 "tenant": tenant_id,
                 "default_cap": Quota._meta.get_field("concurrent_activations").default,
                 "active": [str(status) for status in Instance.ACTIVE_STATUSES],
@@ -185,13 +194,20 @@ def pick_in_one_statement(tenant_id: int, now: datetime) -> list[int]:
 def fill_statement() -> str:
     quote = connection.ops.quote_name
     instances = quote(Instance._meta.db_table)
+    # set_config is in a CTE that is read, so that it runs: the commit of a statement
+    # run on its own is relaxed, a caller's transaction keeps its setting.
+    relaxed = (
+        "SELECT set_config('synchronous_commit', CASE WHEN %(relaxed)s THEN 'off' "
+        "ELSE current_setting('synchronous_commit') END, true) AS setting"
+    )
     return (
-        "WITH free AS (SELECT GREATEST(COALESCE("
+        f"WITH relaxed AS ({relaxed}), "
+        "free AS (SELECT GREATEST(COALESCE("
         f"(SELECT concurrent_activations FROM {quote(Quota._meta.db_table)} "
         "WHERE tenant_id = %(tenant)s), %(default_cap)s) - "
         f"(SELECT count(*) FROM {instances} WHERE tenant_id = %(tenant)s "
         "AND status = ANY(%(active)s) AND ((lease_owner <> '' AND lease_expires_at >= %(now)s) "
-        "OR dispatched_at >= %(resend)s)), 0) AS n), "
+        "OR dispatched_at >= %(resend)s)), 0) AS n FROM relaxed), "
         f"picked AS (SELECT id FROM {instances} WHERE tenant_id = %(tenant)s "
         "AND status = ANY(%(active)s) "
         "AND (lease_expires_at IS NULL OR lease_expires_at < %(now)s) "

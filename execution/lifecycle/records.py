@@ -19,6 +19,7 @@ from execution.lifecycle.leases import lease_duration
 from execution.models import Instance, ProgressEvent
 from execution.progress import event_message, send
 from lib import metrics, rows
+from webhooks import deliveries
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +82,15 @@ def lease_update_params(
 def finish_leased(activation: Activation, output: Any) -> bool:
     """Complete the instance with `output` if the activation's lease still holds it, and
     give the lease back; False if the lease is gone (the outcome is stale). The one
-    statement writes no webhook deliveries: with a webhook listening, the portable twin."""
-    complete = Instance.Status.COMPLETE
-    if not twins.hand_written() or notices.listened(activation.tenant_id, complete):
-        return finish_portably(activation, output)  # counted by states.set_status
-    finished = finish_in_one_statement(activation, output)
-    if finished:
-        metrics.INSTANCES_FINISHED.labels(complete).inc()
-    return finished
+    statement writes no webhook deliveries: with a webhook listening, it changes nothing
+    and the portable twin does it all."""
+    if twins.hand_written():
+        finished = finish_in_one_statement(activation, output)
+        if finished is not None:
+            if finished:
+                metrics.INSTANCES_FINISHED.labels(Instance.Status.COMPLETE).inc()
+            return finished
+    return finish_portably(activation, output)  # counted by states.set_status
 
 
 def finish_portably(activation: Activation, output: Any) -> bool:
@@ -115,9 +117,11 @@ def finish_portably(activation: Activation, output: Any) -> bool:
     return True
 
 
-def finish_in_one_statement(activation: Activation, output: Any) -> bool:
-    """Complete the instance if the lease holds: one statement that completes it, gives
-    its lease back and stores its last progress event. False if the lease is gone."""
+def finish_in_one_statement(activation: Activation, output: Any) -> bool | None:
+    """Complete the instance if the lease holds and no webhook of the tenant listens: one
+    statement that completes it, gives its lease back and stores its last progress event.
+    False if the lease is gone; None, with nothing changed, if a webhook listens (it asks
+    what notices.listened would, so that an instance's end costs one round trip)."""
     now = timezone.now()
     status = Instance.Status.COMPLETE
     event = ProgressEvent(
@@ -129,6 +133,8 @@ def finish_in_one_statement(activation: Activation, output: Any) -> bool:
         cursor.execute(
             end_statement(),
             [
+                activation.tenant_id,
+                notices.event_of(status),
                 status,
                 output_param,
                 now,
@@ -142,10 +148,12 @@ def finish_in_one_statement(activation: Activation, output: Any) -> bool:
                 now,
             ],
         )
-        row = cursor.fetchone()
-    if row is None:
+        last_seq, listened = cursor.fetchone()
+    if listened:
+        return None
+    if last_seq is None:
         return False
-    event.seq = row[0]
+    event.seq = last_seq
     message = event_message(event, activation.instance_key)
     instance_pk, tenant_id = activation.instance_pk, activation.tenant_id
     transaction.on_commit(lambda: send(instance_pk, tenant_id, [message]))
@@ -158,17 +166,20 @@ def finish_in_one_statement(activation: Activation, output: Any) -> bool:
 @functools.cache
 def end_statement() -> str:
     """finish_in_one_statement's SQL: the instance completed and its lease given back if
-    the lease held, and its last progress event."""
+    the lease held and no webhook listens, and its last progress event. Returns the
+    event's seq (NULL if nothing changed) and whether a webhook listens."""
     quote = connection.ops.quote_name
     return (
-        f"WITH held AS (UPDATE {quote(Instance._meta.db_table)} SET status = %s, "
+        f"WITH listened AS (SELECT {deliveries.listening_condition()} AS yes), "
+        f"held AS (UPDATE {quote(Instance._meta.db_table)} SET status = %s, "
         "output = %s, error = NULL, updated_at = %s, finished_at = %s, next_run_at = NULL, "
         "lease_owner = '', lease_expires_at = NULL, dispatched_at = NULL, "
         "last_seq = last_seq + 1 "
         "WHERE id = %s AND lease_owner = %s AND generation = %s AND status = %s "
+        "AND NOT (SELECT yes FROM listened) "
         "RETURNING id, last_seq), "
         f"event AS (INSERT INTO {quote(ProgressEvent._meta.db_table)} "
         "(instance_id, seq, type, data, created_at) "
         "SELECT id, last_seq, %s, %s::jsonb, %s FROM held) "
-        "SELECT last_seq FROM held"
+        "SELECT (SELECT last_seq FROM held), (SELECT yes FROM listened)"
     )

@@ -131,6 +131,35 @@ def test_both_ways_of_filling_pick_the_same_instances(sent):
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the SQL twin is PostgreSQL's")
+def test_a_fill_relaxes_only_a_commit_of_its_own(sent):
+    # On its own, the fill's commit does not wait for the disk (a lost mark is sent again
+    # by the clock); inside a caller's transaction, that transaction's commit is untouched.
+    acme = make_tenant("acme", "alice", concurrent_activations=3)
+    flood(acme, 2)
+    Instance.objects.update(dispatched_at=None)
+    with transaction.atomic():
+        assert len(due.pick_in_one_statement(acme.pk, timezone.now())) == 2
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone()[0] == "on"
+        # What the statement does when it runs on its own (then it is its own transaction).
+        with connection.cursor() as cursor:
+            cursor.execute(
+                due.fill_statement(),
+                {
+                    "relaxed": True,
+                    "tenant": acme.pk,
+                    "default_cap": 8,
+                    "active": ["queued"],
+                    "now": timezone.now(),
+                    "resend": timezone.now(),
+                },
+            )
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone()[0] == "off"
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the SQL twin is PostgreSQL's")
 def test_both_ways_of_claiming_take_and_read_the_same_and_refuse_the_same(sent, in_process):
     # claim_in_three_statements serves PostgreSQL; take_lease and load_claimed, the ORM, the rest.
     _, wf = tenant_with_workflow(TWO_STEPS_AND_A_NAP, concurrent_activations=3)

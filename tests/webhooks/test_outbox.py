@@ -5,13 +5,14 @@ and keeps the one-statement paths."""
 import json
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 
 from execution import workflows
 from execution.api import instance_out
 from execution.lifecycle import records, states
 from execution.models import Instance
 from tests.factories import WAITER, upload
+from webhooks import deliveries
 from webhooks.models import EVENTS, INSTANCE_STATUSES, Delivery, Webhook
 
 TWO_STEPS = """
@@ -95,10 +96,25 @@ def test_a_listening_webhook_takes_the_transaction_paths_which_write_deliveries(
     driver, acme, monkeypatch
 ):
     hook(acme, "instance.queued", "instance.complete")
-    monkeypatch.setattr(records, "finish_in_one_statement", pytest.fail)
+    # The end's one statement asks whether a webhook listens, and then changes nothing.
+    portable = []
+    original = records.finish_portably
+    monkeypatch.setattr(records, "finish_portably", lambda *a: portable.append(1) or original(*a))
     monkeypatch.setattr(workflows, "start_in_one_statement", pytest.fail)
     assert driver.run(start(acme)).status == "complete"
     assert Delivery.objects.count() == 2
+    assert portable == [1]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the condition is PostgreSQL's")
+def test_the_end_statements_webhook_condition_agrees_with_listening(acme, globex):
+    hook(acme, "instance.paused")
+    hook(globex, "instance.complete", "instance.errored")
+    for tenant in (acme, globex):
+        for event in ("instance.complete", "instance.paused", "instance.running"):
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT {deliveries.listening_condition()}", [tenant.pk, event])
+                assert cursor.fetchone()[0] == bool(deliveries.listening(tenant.pk, event))
 
 
 @pytest.mark.django_db(transaction=True)
