@@ -180,3 +180,19 @@ def test_a_kept_status_is_a_clean_exit_and_nothing_else():
                 {"kept": 1}):  # fmt: skip
         with pytest.raises(ValueError):
             check_status({**KEPT, **lie}, 8)
+
+
+def test_a_child_that_dies_in_a_keepable_step_reports_its_real_end(warm):
+    # Its socket closes with it: that is no pause, and the memory limit is what ended it.
+    code = """
+def run(event, step):
+    def bomb():
+        blocks = []
+        while True:
+            blocks.append(bytearray(16 * 1024 * 1024))
+    step.do("bomb", bomb)
+"""
+    result = warm.run(request(code), keep=True)
+    assert result.status == Status.MEMORY_EXCEEDED
+    assert result.kept is None
+    assert result.progress[-1]["name"] == "bomb"

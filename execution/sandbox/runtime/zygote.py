@@ -291,23 +291,27 @@ def kill_all_but(pid):
     return False
 
 
-def keepable(pid, keep):
-    """After a child said it paused: whether it may stay, alone and single-threaded."""
+def after_pause(pid, keep):
+    """After a child's socket woke the zygote: "kept" if it said it paused and may stay,
+    alone and single-threaded; "over" if it paused but may not stay (its step is over
+    all the same); None if it said nothing valid (it died, or tampered): then its exit
+    status, whatever it is, is the step's."""
     try:
         keep.setblocking(False)
         word = keep.recv(16)
     except OSError:
-        return False
+        return None
     finally:
         keep.setblocking(True)
     if word != b"P":
-        return False
+        return None
     if not kill_all_but(pid):
-        return False
+        return "over"
     try:
-        return len(os.listdir(f"/proc/{pid}/task")) == 1
+        alone = len(os.listdir(f"/proc/{pid}/task")) == 1
     except OSError:
-        return False
+        return None
+    return "kept" if alone else "over"
 
 
 def supervise(control, request_id, pid, wall_seconds, keep=None):
@@ -405,7 +409,8 @@ def serve_one(control, boot, preloaded, kept):
             os.close(fd)  # the child holds the only copies: EOF means it and its kin are gone
     kept = Kept(pid, keep) if keep is not None else None
     timed_out, cancelled, paused = supervise(control, request_id, pid, wall_seconds, keep)
-    if paused and keepable(pid, keep):
+    pause = after_pause(pid, keep) if paused else None
+    if pause == "kept":
         try:
             wipe_scratch()
         except Exception:
@@ -425,10 +430,16 @@ def serve_one(control, boot, preloaded, kept):
                 ),
             )
             return kept
-    elif paused:
-        os.kill(pid, signal.SIGKILL)  # its outcome is sent: the step is over all the same
+    if paused:
+        os.kill(pid, signal.SIGKILL)  # over, or dead already, or a liar: it goes
     end_step(
-        control, request_id, kept or Kept(pid, None), cpu_before, timed_out, cancelled, ended=paused
+        control,
+        request_id,
+        kept or Kept(pid, None),
+        cpu_before,
+        timed_out,
+        cancelled,
+        ended=pause is not None,  # it paused: its step is over, its outcome sent
     )
     return None
 
