@@ -8,7 +8,7 @@ ARGS ?=
 # Settings for commands run by hand: the same local defaults as `make run`.
 DEV_ENV := source scripts/services.sh && dev_env &&
 
-.PHONY: help install install-test run test lint bench-sandbox bench bench-peers bench-fairness bench-retention chaos load migrate clean
+.PHONY: help install install-test run test lint bench-sandbox bench bench-peers bench-fairness bench-retention bench-scale chaos load migrate clean
 
 help: ## List the targets
 	@echo "Stepwell: make TARGET"
@@ -45,6 +45,9 @@ bench-fairness: install ## Tenant B's start latency under tenant A's flood (benc
 
 bench-retention: install ## Rows per second the retention sweep deletes (bench/retention.py)
 	@$(DEV_ENV) $(VENV)/bin/python bench/retention.py $(ARGS)
+
+bench-scale: install ## Start, claim, record, list pages and timers on 1M instances vs empty (bench/scale.py; ARGS="--finished 100000 ...")
+	@$(DEV_ENV) $(VENV)/bin/python bench/scale.py $(ARGS)
 
 chaos: install ## Chaos run: kill workers, restart Redis and PostgreSQL mid-run (bench/chaos.py; ARGS="--nodes 2": kill whole nodes too)
 	@$(DEV_ENV) $(VENV)/bin/python bench/chaos.py $(ARGS)

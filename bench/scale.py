@@ -309,6 +309,10 @@ def fill(args, tenants: list) -> dict:
                 n = min(CHUNK, total - made)
                 prefix = f"{kind}{index}-{made // CHUNK}-"
                 with transaction.atomic(), connection.cursor() as cursor:
+                    # Clones of valid rows refer to rows that exist: the foreign-key
+                    # triggers (checked at commit, one probe per row and key) are skipped,
+                    # most of the fill's time otherwise.
+                    cursor.execute("SET LOCAL session_replication_role = replica")
                     cursor.execute(f"SELECT coalesce(max(id), 0) FROM {Instance._meta.db_table}")
                     after = cursor.fetchone()[0]
                     for statement in clone_statements(pk, made, n, age, prefix):
@@ -493,7 +497,7 @@ def run(args) -> None:
                 stack.start_worker(args.concurrency)
             stack.start_clock()
             tim = phase_timers(benches[args.database_url], args)
-        report(args, figures[empty_url], figures[args.database_url], counts, fill_seconds, tim)
+            report(args, figures[empty_url], figures[args.database_url], counts, fill_seconds, tim)
     except Exception:
         if stack.workers:
             print(stack.logs(), file=sys.stderr)
