@@ -8,7 +8,7 @@ ARGS ?=
 # Settings for commands run by hand: the same local defaults as `make run`.
 DEV_ENV := source scripts/services.sh && dev_env &&
 
-.PHONY: help install install-test run test lint bench-sandbox bench bench-peers bench-fairness bench-retention bench-tenants bench-long chaos load migrate clean
+.PHONY: help install install-test run test lint bench-sandbox bench bench-peers bench-fairness bench-retention bench-tenants bench-long bench-scale chaos load migrate clean
 
 help: ## List the targets
 	@echo "Stepwell: make TARGET"
@@ -50,6 +50,8 @@ bench-tenants: install ## Warm jails' memory and start time with 1,000 tenants (
 	@$(DEV_ENV) $(VENV)/bin/python bench/tenants.py $(ARGS)
 bench-long: install ## A 2,000-step workflow's per-step cost and memory against a 10-step one's (bench/long_runs.py)
 	@$(DEV_ENV) $(VENV)/bin/python bench/long_runs.py $(ARGS)
+bench-scale: install ## Start, claim, record, list pages and timers on 1M instances vs empty (bench/scale.py; ARGS="--finished 100000 ...")
+	@$(DEV_ENV) $(VENV)/bin/python bench/scale.py $(ARGS)
 
 chaos: install ## Chaos run: kill workers, restart Redis and PostgreSQL mid-run (bench/chaos.py; ARGS="--nodes 2": kill whole nodes too)
 	@$(DEV_ENV) $(VENV)/bin/python bench/chaos.py $(ARGS)

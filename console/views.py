@@ -216,6 +216,9 @@ def get_instance(request, key: str) -> Instance:
     )
     instance = get_object_or_404(rows, key=key)
     logs.bind(instance=instance.pk, instance_key=instance.key)
+    # The request's tenant, whose quota the page reads anyway: expires_at (its JSON) then
+    # reads neither the tenant nor its quota again.
+    instance.tenant = request.tenant
     return instance
 
 

@@ -221,6 +221,20 @@ class Instance(models.Model):
                 condition=models.Q(finished_at__isnull=False),
                 name="instance_retention",
             ),
+            # A tenant's held leases (the claim counts them under the cap; the clock finds
+            # lapsed ones) and the instances sent to workers (fill counts them): a few
+            # rows each, however many instances sleep or have finished. Without them
+            # every claim and fill read all of the tenant's instances (bench/scale.py).
+            models.Index(
+                fields=["tenant", "lease_expires_at"],
+                condition=~models.Q(lease_owner=""),
+                name="instance_leased",
+            ),
+            models.Index(
+                fields=["tenant", "dispatched_at"],
+                condition=models.Q(dispatched_at__isnull=False),
+                name="instance_sent",
+            ),
         ]
 
     def __str__(self) -> str:
