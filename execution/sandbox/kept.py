@@ -14,11 +14,12 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import time
 
 from execution.sandbox.job import watch_notes
 from execution.sandbox.outcome import JailExit, classify
 from execution.sandbox.protocol import dumps_following
-from execution.sandbox.result import SandboxRequest, SandboxResult, Status
+from execution.sandbox.result import SandboxRequest, SandboxResult, Status, failure
 from execution.sandbox.warm_jail import WarmJail
 from execution.sandbox.warm_step import StepRun
 
@@ -54,7 +55,15 @@ class KeptChild:
         except (TypeError, ValueError):
             self.close()
             return None
-        step = self.jail.resume(following, watch_notes(request.on_progress))
+        started = time.monotonic()
+        try:
+            step = self.jail.resume(following, watch_notes(request.on_progress))
+        except Exception as exc:  # as WarmSandbox.run: a sandbox failure, never an exception
+            logger.exception("a kept child of tenant %s failed to resume", request.tenant)
+            self.jail.kill()
+            self._give_back()
+            message = f"the sandbox failed: {exc}"
+            return failure(Status.SANDBOX_FAILURE, "SandboxFailure", message, started)
         if not step.delivered:  # the jail was gone: nothing of the step ran
             self._give_back()
             return None
