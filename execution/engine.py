@@ -35,7 +35,7 @@ from execution.sandbox import SandboxRequest, SandboxResult, Status, get_sandbox
 from execution.step_limits import limits_for
 from execution.watch import Watch
 from lib import logs, metrics
-from tenants.secrets import values_for
+from tenants.secrets import decrypted, values_for
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +72,13 @@ def begin(instance_pk: int, *, was_kept: bool = False) -> Activation | None:
     if claimed is None and was_kept:
         due.send_kept(instance_pk)
     if activation is not None:
-        # After the claim's transaction, which holds the instance row; read per claim, so
-        # a secret set or deleted meanwhile counts from the next one.
-        activation.secrets = values_for(activation.tenant_id)
+        # Read per claim (with the tenant's lock on PostgreSQL), so a secret set or
+        # deleted meanwhile counts from the next one; decrypted after the commit.
+        reads = leases.reads_of(claimed[0])
+        tenant_id = activation.tenant_id
+        activation.secrets = (
+            decrypted(tenant_id, reads.secret_pairs) if reads else values_for(tenant_id)
+        )
     return activation
 
 
@@ -180,7 +184,8 @@ def prepare_activation(instance: Instance, steps: list[Step], token: str) -> Act
             return None
         if last.status not in Step.RESOLVED_STATUSES:
             pending = last
-    states.start_running(instance)
+    reads = leases.reads_of(instance)
+    states.start_running(instance, listened=reads.running_listened if reads else None)
     quota = instance.tenant.quota
     return Activation(
         instance_pk=instance.pk,

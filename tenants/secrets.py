@@ -12,10 +12,11 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from collections.abc import Iterable
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from tenants.audit import audit
@@ -113,8 +114,27 @@ def values_for(tenant_id: int) -> dict[str, str]:
     keys decrypts (its key was removed too early) is left out and logged by name: the
     workflow then meets a KeyError naming it."""
     rows = Secret.objects.filter(tenant_id=tenant_id).values_list("name", "ciphertext")
+    return decrypted(tenant_id, rows)
+
+
+@functools.cache
+def pairs_subquery(tenant_column: str) -> str:
+    """values_for's rows as a PostgreSQL subquery, a JSON array of [name, ciphertext]
+    (empty, not NULL, for a tenant without secrets), for a statement that reads the
+    tenant anyway: the claim reads them with the tenant's lock (execution.lifecycle.
+    leases), one round trip fewer per activation. `tenant_column` is SQL naming the
+    tenant's id in that statement; tests/tenants/test_secrets.py checks both read alike."""
+    return (
+        "(SELECT COALESCE(json_agg(json_build_array(name, ciphertext) ORDER BY name), "
+        f"'[]'::json) FROM {connection.ops.quote_name(Secret._meta.db_table)} "
+        f"WHERE tenant_id = {tenant_column})"
+    )
+
+
+def decrypted(tenant_id: int, pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """{name: value} of (name, ciphertext) pairs, from values_for or pairs_subquery."""
     values = {}
-    for name, ciphertext in rows:
+    for name, ciphertext in pairs:
         try:
             values[name] = decrypt(ciphertext)
         except (InvalidToken, SecretsNotConfigured):

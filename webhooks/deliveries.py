@@ -63,15 +63,16 @@ def listening_statement() -> str:
 
 
 @functools.cache
-def listening_condition() -> str:
+def listening_condition(tenant: str = "%s", event: str = "%s") -> str:
     """Whether listening(tenant, event) finds a webhook, as a PostgreSQL condition on two
-    parameters (tenant id, event), for a statement that changes a status only when no
-    webhook listens, and so saves the query (execution.lifecycle.records). jsonb_exists
-    is Python's `in` on the events list; tests/webhooks/test_outbox.py checks they agree."""
+    SQL expressions (by default two parameters: tenant id, event), for a statement that
+    changes a status only when no webhook listens, or reads the tenant anyway (the
+    claim), and so saves the query (execution.lifecycle). jsonb_exists is Python's `in`
+    on the events list; tests/webhooks/test_outbox.py checks they agree."""
     qn = connection.ops.quote_name
     return (
         f"EXISTS (SELECT 1 FROM {qn(Webhook._meta.db_table)} "
-        "WHERE tenant_id = %s AND jsonb_exists(events, %s))"
+        f"WHERE tenant_id = {tenant} AND jsonb_exists(events, {event}))"
     )
 
 

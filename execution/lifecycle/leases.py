@@ -11,6 +11,7 @@ tests/execution/test_dispatch.py checks that both ways claim, read and refuse th
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -19,10 +20,12 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from execution import twins
-from execution.lifecycle import due, known_steps, states
+from execution.lifecycle import due, known_steps, notices, states
 from execution.models import CodeVersion, Instance, Step
 from lib import metrics, rows
+from tenants import secrets
 from tenants.models import Quota, Tenant
+from webhooks import deliveries
 
 
 def lease_duration() -> timedelta:
@@ -139,14 +142,18 @@ def lock_statement() -> str:
     """The instance's tenant, locked FOR NO KEY UPDATE (see take_lease), with its quota.
 
     It also makes the transaction's commit asynchronous (relaxed_commit), one
-    round trip fewer than a SET of its own.
+    round trip fewer than a SET of its own, and reads what the activation would ask of
+    the tenant next (TenantReads): two round trips fewer per claim.
     """
     qn = connection.ops.quote_name
     tenant, quota, instance = (qn(m._meta.db_table) for m in (Tenant, Quota, Instance))
+    running = notices.event_of(Instance.Status.RUNNING)
     select = [
         "set_config('synchronous_commit', 'off', true)",
         *rows.columns(Tenant, "t", TENANT_FIELDS),
         *rows.columns(Quota, "q", quota_fields()),
+        secrets.pairs_subquery("t.id"),
+        deliveries.listening_condition("t.id", f"'{running}'"),
     ]
     return (
         f"SELECT {', '.join(select)} FROM {tenant} t "
@@ -269,12 +276,30 @@ def locked_tenant(cursor, instance_pk: int) -> Tenant | None:
     row = cursor.fetchone()
     if row is None:
         return None
-    values = iter(row[1:])
+    values = iter(row[1:-2])
     tenant = rows.loaded(Tenant, TENANT_FIELDS, values)
     quota = rows.loaded(Quota, quota_fields(), values)
     if quota.pk is not None:  # else Tenant.quota makes the row with the plan defaults
         tenant.quota_row = quota
+    tenant.claim_reads = TenantReads(secret_pairs=row[-2], running_listened=row[-1])
     return tenant
+
+
+@dataclass(frozen=True)
+class TenantReads:
+    """What the claim's lock statement read of the tenant beside its row, set on the
+    claimed instance's tenant as `claim_reads`, so that the activation asks no more: its
+    secrets, still encrypted (tenants.secrets.pairs_subquery), and whether a webhook
+    wants `instance.running` (webhooks.deliveries.listening_condition). The portable
+    claim reads neither: then the engine asks, as before."""
+
+    secret_pairs: list[tuple[str, str]]
+    running_listened: bool
+
+
+def reads_of(instance: Instance) -> TenantReads | None:
+    """The claim's TenantReads of the claimed instance, if the claim made them."""
+    return getattr(instance.tenant, "claim_reads", None)
 
 
 def holds(instance: Instance, token: str) -> bool:

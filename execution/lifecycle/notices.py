@@ -25,9 +25,14 @@ def listened(tenant_id: int, status: str) -> bool:
     return bool(deliveries.listening(tenant_id, event_of(status)))
 
 
-def announce(instance_pk: int, tenant_id: int, status: str) -> None:
+def announce(
+    instance_pk: int, tenant_id: int, status: str, *, listened: bool | None = None
+) -> None:
     """Record the deliveries the instance's change to `status` owes, in the caller's
-    transaction, after the change (the body is the row as changed)."""
+    transaction, after the change (the body is the row as changed). `listened` False:
+    the caller read in this transaction that no webhook wants it (the claim)."""
+    if listened is False:
+        return
     event = event_of(status)
     webhooks = deliveries.listening(tenant_id, event)
     if not webhooks:

@@ -15,9 +15,10 @@ from lib import metrics
 from tenants.models import Tenant
 
 
-def set_status(instance: Instance, status: str, **fields) -> None:
+def set_status(instance: Instance, status: str, *, listened: bool | None = None, **fields) -> None:
     """Change the status (and `fields`) by the UPDATE that stores its progress event; an
-    ended instance is due never again and holds no lease, and its waiting parents are due."""
+    ended instance is due never again and holds no lease, and its waiting parents are due.
+    `listened`: whether a webhook wants the change, if the caller read it already."""
     now = timezone.now()
     instance.status = status
     instance.updated_at = now
@@ -30,16 +31,17 @@ def set_status(instance: Instance, status: str, **fields) -> None:
     if status == Instance.Status.ERRORED:
         data["error"] = update.get("error")  # why, so a live client needs no second request
     reserve_and_store(instance, [("instance.status", data)], **update)
-    notices.announce(instance.pk, instance.tenant_id, status)
+    notices.announce(instance.pk, instance.tenant_id, status, listened=listened)
     if status in Instance.TERMINAL_STATUSES:
         metrics.INSTANCES_FINISHED.labels(status).inc()
         wake_waiting_parents(instance)
 
 
-def start_running(instance: Instance) -> None:
-    """A claimed instance is running (at its claim, in the claim's transaction)."""
+def start_running(instance: Instance, *, listened: bool | None = None) -> None:
+    """A claimed instance is running (at its claim, in the claim's transaction).
+    `listened`: whether a webhook wants `instance.running`, if the claim read it."""
     if instance.status != Instance.Status.RUNNING:
-        set_status(instance, Instance.Status.RUNNING)
+        set_status(instance, Instance.Status.RUNNING, listened=listened)
 
 
 def suspend_running(instance: Instance, status: str) -> None:

@@ -1,15 +1,18 @@
 """Fair dispatch: each tenant has at most its cap of activations sent or running."""
 
+import contextlib
 from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from execution import dispatch, engine, workflows
+from execution import dispatch, engine, twins, workflows
 from execution.lifecycle import due, leases
 from execution.models import CodeVersion, Instance
+from tenants.secrets import set_secret
 from tests.factories import make_tenant, upload
+from webhooks.models import Delivery, Webhook
 
 CODE = """
 def run(event, step):
@@ -182,6 +185,9 @@ def test_both_ways_of_claiming_take_and_read_the_same_and_refuse_the_same(sent, 
             instance.pk, "t", now, now + leases.lease_duration()
         )
     )
+    # What the SQL claim read of the tenant beside it; the ORM's claim leaves it to the engine.
+    assert leases.reads_of(by_sql[0]) == leases.TenantReads([], running_listened=False)
+    assert leases.reads_of(by_orm[0]) is None
     for (row, _steps), how in ((by_orm, "orm"), (by_sql, "sql")):
         assert row.lease_owner == "t" and row.activations == 4, how
         assert row.payload == {"n": 7} and row.version.code == wf.current_version.code, how
@@ -218,3 +224,20 @@ def test_both_ways_of_claiming_take_and_read_the_same_and_refuse_the_same(sent, 
         "lease_owner": "",
         "activations": 3,
     }
+
+
+def test_an_activation_gets_the_same_secrets_and_webhook_notices_by_either_claim(sent):
+    acme, wf = tenant_with_workflow(CODE)
+    set_secret(acme, "API_KEY", "acme-value-123")
+    hook = Webhook.objects.create(
+        tenant=acme, url="https://hooks.example/x", secret="s" * 32, events=["instance.running"]
+    )
+    got = []
+    for portable in (False, True):
+        instance, _ = workflows.start_instance(wf)
+        with twins.portable() if portable else contextlib.nullcontext():
+            activation = engine.begin(instance.pk)
+        got.append(activation.secrets)
+        assert Delivery.objects.filter(webhook=hook, instance_id=instance.pk).count() == 1
+        leases.release(instance.pk, activation.token)
+    assert got == [{"API_KEY": "acme-value-123"}] * 2

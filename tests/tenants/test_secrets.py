@@ -5,11 +5,12 @@ import io
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import override_settings
 
 from lib.env import ConfigError, env_fernet_keys, new_fernet_key
 from tenants.models import Secret
-from tenants.secrets import rotate_all, set_secret, values_for
+from tenants.secrets import decrypted, pairs_subquery, rotate_all, set_secret, values_for
 
 OLD, NEW = new_fernet_key(), new_fernet_key()
 
@@ -21,6 +22,24 @@ def test_values_are_stored_encrypted_and_read_back_for_an_activation(acme, globe
     assert "acme-value-123" not in row.ciphertext
     assert values_for(acme.pk) == {"API_KEY": "acme-value-123"}
     assert values_for(globex.pk) == {"API_KEY": "globex-value-456"}
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the subquery is PostgreSQL's")
+def test_the_claims_subquery_reads_what_values_for_reads(acme, globex):
+    set_secret(acme, "B_KEY", "acme-value-b")
+    set_secret(acme, "A_KEY", "acme-value-a")
+    set_secret(globex, "API_KEY", "globex-value-456")
+    Secret.objects.filter(tenant=globex).update(ciphertext="not-a-fernet-token")
+    for tenant in (acme, globex):
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {pairs_subquery('%s')}", [tenant.pk])
+            (pairs,) = cursor.fetchone()
+        assert decrypted(tenant.pk, pairs) == values_for(tenant.pk)
+    assert values_for(acme.pk) == {"A_KEY": "acme-value-a", "B_KEY": "acme-value-b"}
+    assert values_for(globex.pk) == {}  # undecryptable: left out by both, and logged
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {pairs_subquery('%s')}", [0])  # no secrets: empty, not NULL
+        assert cursor.fetchone()[0] == []
 
 
 def test_rotation_re_encrypts_everything_with_the_first_key_in_batches(acme, globex):
