@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 
 from bench import engine as eb  # noqa: E402
-from tests.integration.stack import point_celery_at  # noqa: E402
+from tests.integration.stack import point_celery_at, wait_until  # noqa: E402
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/stepwell_bench_scale"
 RATIO_GOAL = 1.2
@@ -343,20 +343,33 @@ def phase_timers(bench: Bench, args) -> dict:
     from tests.factories import upload
 
     workflow = upload(bench.tenant, "timer", SLEEPS_UNTIL).workflow
-    # Every sleeper's first activation (the one that puts it to sleep) should be over
-    # before the first wake, or the wakes queue behind the starts: at 12 starts/s (W=1x2
-    # on a busy 2-core machine) 10,000 sleepers take 850 s to fall asleep.
-    lead = args.lead_seconds if args.lead_seconds is not None else max(30, args.sleepers / 10)
-    first_wake = time.time() + lead
     gap = args.spread_seconds / max(args.sleepers - 1, 1)
-    eb.say(
-        f"timers: starting {args.sleepers} sleepers, wake times from {lead:.0f} s ahead, "
-        f"evenly over {args.spread_seconds} s"
-    )
-    pks = []
-    for i in range(args.sleepers):
-        wake = datetime.fromtimestamp(first_wake + i * gap, UTC).isoformat()
-        pks.append(start_instance(workflow, payload={"wake": wake})[0].pk)
+    if args.sleepers_from == "clones":
+        # One sleeper the workers put to sleep, cloned asleep with its wake times spread:
+        # the timers are the engine's, without the hour of first activations before them.
+        template_pk = start_instance(workflow, payload={"wake": "2100-01-01T00:00:00Z"})[0].pk
+        wait_until_asleep(template_pk)
+        lead = args.lead_seconds if args.lead_seconds is not None else 30
+        first_wake = time.time() + lead
+        eb.say(
+            f"timers: cloning {args.sleepers} sleepers, wake times from {lead:.0f} s ahead, "
+            f"evenly over {args.spread_seconds} s"
+        )
+        pks = clone_sleepers(template_pk, args.sleepers, first_wake, gap)
+    else:
+        # Every sleeper's first activation (the one that puts it to sleep) should be over
+        # before the first wake, or the wakes queue behind the starts: at 12 starts/s (W=1x2
+        # on a busy 2-core machine) 10,000 sleepers take 850 s to fall asleep.
+        lead = args.lead_seconds if args.lead_seconds is not None else max(30, args.sleepers / 10)
+        first_wake = time.time() + lead
+        eb.say(
+            f"timers: starting {args.sleepers} sleepers, wake times from {lead:.0f} s ahead, "
+            f"evenly over {args.spread_seconds} s"
+        )
+        pks = []
+        for i in range(args.sleepers):
+            wake = datetime.fromtimestamp(first_wake + i * gap, UTC).isoformat()
+            pks.append(start_instance(workflow, payload={"wake": wake})[0].pk)
     asleep_after = None
     deadline = time.monotonic() + lead + args.spread_seconds + 300
     while True:
@@ -388,6 +401,74 @@ def phase_timers(bench: Bench, args) -> dict:
         "lead": lead,
         "asleep_after": asleep_after,
     }
+
+
+def wait_until_asleep(pk: int) -> None:
+    from execution.models import Instance
+
+    wait_until(
+        lambda: Instance.objects.get(pk=pk).status == Instance.Status.SLEEPING,
+        60,
+        what="the template sleeper to fall asleep",
+    )
+
+
+def clone_sleepers(template_pk: int, n: int, first_wake: float, gap: float) -> list[int]:
+    """n clones of the sleeping template, as the engine left it (its sleep step and its
+    events), each due at its own wake time: clone i wakes at first_wake + i * gap. Its
+    payload and its step's recorded `until` stay the template's, so that a replay finds
+    the same call; the wake time the engine goes by is the step's wake_at (and the
+    instance's next_run_at, which the clock reads)."""
+    from django.db import connection, transaction
+
+    from execution.models import Instance, ProgressEvent, Step
+
+    qn = connection.ops.quote_name
+    instances = qn(Instance._meta.db_table)
+    wake = f"(to_timestamp({first_wake:.6f}) + (g - 1) * {gap:.6f} * interval '1 second')"
+    shift = "(now() - t.created_at)"
+    prefix = f"t{int(first_wake)}-"
+
+    def columns(model, source: str, overrides: dict[str, str], shifted: str):
+        names, values = [], []
+        for field in model._meta.concrete_fields:
+            if field.primary_key:
+                continue
+            names.append(qn(field.column))
+            if field.column in overrides:
+                values.append(overrides[field.column])
+            elif field.get_internal_type() == "DateTimeField":
+                values.append(f"{source}.{qn(field.column)} + {shifted}")
+            else:
+                values.append(f"{source}.{qn(field.column)}")
+        return ", ".join(names), ", ".join(values)
+
+    cols, vals = columns(Instance, "t", {"key": f"'{prefix}' || g", "next_run_at": wake}, shift)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SELECT coalesce(max(id), 0) FROM {instances}")
+        after = cursor.fetchone()[0]
+        cursor.execute(
+            f"INSERT INTO {instances} ({cols}) SELECT {vals} FROM {instances} t, "
+            f"generate_series(1, {n}) g WHERE t.id = {template_pk}"
+        )
+        for model, overrides in (
+            (Step, {"instance_id": "i.id", "wake_at": "i.next_run_at"}),
+            (ProgressEvent, {"instance_id": "i.id"}),
+        ):
+            table = qn(model._meta.db_table)
+            cols, vals = columns(model, "s", overrides, "(i.created_at - t.created_at)")
+            cursor.execute(
+                f"INSERT INTO {table} ({cols}) SELECT {vals} FROM {instances} i "
+                f"JOIN {table} s ON s.instance_id = {template_pk} "
+                f"JOIN {instances} t ON t.id = {template_pk} "
+                f"WHERE i.id > %s AND i.key LIKE %s",
+                [after, prefix + "%"],
+            )
+        cursor.execute(
+            f"SELECT id FROM {instances} WHERE id > %s AND key LIKE %s ORDER BY id",
+            [after, prefix + "%"],
+        )
+        return [row[0] for row in cursor.fetchall()]
 
 
 # --- the report --------------------------------------------------------------------------
@@ -524,7 +605,16 @@ def parse_args(argv=None):
     parser.add_argument("--sleepers", type=int, default=10_000, help="0: no timer phase")
     parser.add_argument("--spread-seconds", type=float, default=600)
     parser.add_argument(
-        "--lead-seconds", type=float, default=None, help="to the first wake (sleepers/10)"
+        "--lead-seconds",
+        type=float,
+        default=None,
+        help="to the first wake (30 s with clones, sleepers/10 with starts)",
+    )
+    parser.add_argument(
+        "--sleepers-from",
+        choices=("clones", "starts"),
+        default="clones",
+        help="clones of one sleeper the workers put to sleep (default), or one start each",
     )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=2)
