@@ -11,8 +11,8 @@ from django.db import connection
 
 from execution import engine, outcomes, twins, workflows
 from execution.fast_records import plain_completion_growth, record_completed_step
-from execution.lifecycle import leases
-from execution.models import Instance, ProgressEvent
+from execution.lifecycle import due, leases, states
+from execution.models import Instance, ProgressEvent, Step
 from execution.progress import record_event, reserve_and_store, store_events
 from tenants.models import ApiToken, AuditLog, QuotaUsage
 from tests.execution.inprocess import run_in_process
@@ -176,3 +176,40 @@ def test_the_switch_picks_the_portable_claim_on_postgresql_too(workflow, monkeyp
     with twins.portable():
         assert leases.claim_alone(instance.pk, "t")
     assert calls == []
+
+
+def test_both_ways_of_finding_waiting_parents_find_the_same(workflow, monkeypatch):
+    wf = workflow(NO_STEPS)
+    child, other = started(wf)(), started(wf)()
+    waiting, twice, ended, done_waiting, elsewhere = (started(wf)() for _ in range(5))
+    Instance.objects.filter(pk=ended.pk).update(status=Instance.Status.COMPLETE)
+    for index, (parent, target, status) in enumerate(
+        [
+            (waiting, child, Step.Status.WAITING),
+            (twice, child, Step.Status.WAITING),
+            (twice, child, Step.Status.WAITING),  # two waits on one child: woken once
+            (ended, child, Step.Status.WAITING),  # an ended parent is not woken
+            (done_waiting, child, Step.Status.COMPLETE),  # its wait is over
+            (elsewhere, other, Step.Status.WAITING),  # it waits for another instance
+        ]
+    ):
+        Step.objects.create(
+            instance=parent,
+            index=index,
+            name=f"join{index}",
+            kind=Step.Kind.WAIT_FOR_WORKFLOW,
+            status=status,
+            target=target,
+        )
+    woken: list[list[int]] = []
+
+    def wake() -> list[int]:
+        found: list[int] = []
+        monkeypatch.setattr(due, "make_due", lambda instance: found.append(instance.pk))
+        states.wake_waiting_parents(child)
+        return sorted(found)
+
+    woken.append(wake())
+    with twins.portable():
+        woken.append(wake())
+    assert woken == [sorted([waiting.pk, twice.pk])] * 2
