@@ -56,9 +56,9 @@ def lease_update_sql(*, keep: bool) -> str:
 def lease_columns(keep: bool) -> tuple[str, ...]:
     """What the outcome's UPDATE sets. A kept instance only has its lease renewed: while
     the lease is held nothing else reads when it is due, and leaving the indexed
-    columns alone lets PostgreSQL update the row in place (HOT), without touching the
-    instance's five indexes, on every step (history_bytes and sandbox_failures are not
-    indexed either). Given back, it is due now and sent nowhere."""
+    columns alone lets PostgreSQL update the row in place (HOT), without touching any of
+    the instance's indexes, on every step: no index may name a column this UPDATE sets
+    (tests/execution/test_hot_updates.py). Given back, it is due now and sent nowhere."""
     if keep:
         return ("lease_expires_at",)
     return ("next_run_at", "lease_owner", "lease_expires_at", "dispatched_at")
