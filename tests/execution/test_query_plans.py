@@ -190,6 +190,13 @@ def test_recording_a_step_uses_indexes(db, filled):
     assert_indexed(sent, "execution_step")
 
 
+def test_a_start_that_looks_for_a_place_uses_indexes(db, filled):
+    """The start's statement counts the tenant's places and looks for an older one due."""
+    with statements() as sent:
+        new_instance(filled)
+    assert_indexed(sent, "sendable")
+
+
 def test_the_fill_and_the_clocks_due_and_timer_sweep_use_indexes(db, filled):
     """The due sweep is also the timer sweep: a sleeper is due at its next_run_at."""
     new_instance(filled)
