@@ -125,16 +125,17 @@ def start_instance(
     if key:
         instance.key = key
     entry = started_entry(instance, actor) if actor is not None else None
+    placed = may_send_itself(tenant.pk)
     try:
         # The one statement writes no webhook deliveries: with a webhook listening, the
         # transaction, whose create_instance does.
         if not (
             twins.hand_written()
             and not notices.listened(tenant.pk, Instance.Status.QUEUED)
-            and start_in_one_statement(instance, entry)
+            and start_in_one_statement(instance, entry, placed)
         ):
             with transaction.atomic():
-                create_instance(instance)
+                create_instance(instance, placed)
                 if entry is not None:
                     entry.target_id = str(instance.pk)
                     entry.created_at = instance.created_at
@@ -162,13 +163,22 @@ def started_entry(instance: Instance, actor: dict) -> AuditLog:
     )
 
 
-def create_instance(instance: Instance) -> None:
+def may_send_itself(tenant_id: int) -> bool:
+    """Whether a start may mark its instance as sent (due.sendable_at_start): not inside
+    a caller's transaction, whose commit may come later than the clock's resend delay
+    (the clock would send the instance a second time), nor while the tenant was found
+    full a moment ago (FullTenants: its check would be wasted)."""
+    return not connection.in_atomic_block and not full_tenants.recently(tenant_id)
+
+
+def create_instance(instance: Instance, placed: bool = False) -> None:
     """Store the new instance, due now, and its first progress event; it is sent to a
-    worker after the commit (what due.make_due does, without a second UPDATE)."""
+    worker after the commit (what due.make_due does, without a second UPDATE).
+    `placed` (may_send_itself): it is marked as sent if a fill would send it now."""
     now = timezone.now()
     instance.created_at = instance.updated_at = now
     tenant_id = instance.tenant_id
-    sent = not full_tenants.recently(tenant_id) and due.sendable_at_start(tenant_id, now)
+    sent = placed and due.sendable_at_start(tenant_id, now)
     due.due_from_start(instance, now, sent=sent)
     instance.last_seq = 0  # record_event numbers the first event
     rows.insert(instance)
@@ -177,21 +187,21 @@ def create_instance(instance: Instance) -> None:
     send_after_commit(instance)
 
 
-def start_in_one_statement(instance: Instance, entry: AuditLog | None = None) -> bool:
+def start_in_one_statement(
+    instance: Instance, entry: AuditLog | None = None, placed: bool = False
+) -> bool:
     """create_instance and quotas.take_start as one PostgreSQL statement, with the audit
     `entry` if any; False (and nothing stored or locked) when this thread's usage row
     has no allowance left, and the transaction path must count.
 
     One statement commits on its own: no BEGIN and COMMIT round trips, and the usage
     row is locked only while PostgreSQL runs it and flushes its commit, never while
-    this process gets round to sending the next statement. It also marks the instance
-    as sent when a fill would send it (due.start_place_sql), so that most starts need
-    no fill statement after their commit; unless the tenant was found full a moment
-    ago, when the check is skipped as the fill is (FullTenants).
+    this process gets round to sending the next statement. `placed` (may_send_itself):
+    it also marks the instance as sent when a fill would send it (due.start_place_sql),
+    so that most starts need no fill statement after their commit.
     """
     now = timezone.now()
     instance.created_at = instance.updated_at = now
-    placed = not full_tenants.recently(instance.tenant_id)
     # Sent if the statement finds a place (CASE in one_statement_start_sql), else NULL.
     due.due_from_start(instance, now, sent=placed)
     instance.last_seq = 1

@@ -9,7 +9,7 @@ have theirs in test_dispatch.py (both ways of claiming, both ways of filling).
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from execution import dispatch, engine, outcomes, twins, workflows
@@ -208,6 +208,25 @@ def test_both_ways_of_starting_send_the_new_instance_when_a_fill_would(
     with twins.portable():
         orm = start("orm")
     assert hand == orm == {"sent": sendable, "filled": not sendable, "marked": sendable}
+
+
+def test_a_start_in_a_callers_transaction_is_left_to_the_fill_after_its_commit(
+    transactional_db, monkeypatch
+):
+    # The caller's commit may come after the clock's resend delay: no mark before it.
+    def start(slug):
+        wf = upload(make_tenant(slug, f"{slug}-user"), "wf", NO_STEPS).workflow
+        filled = []
+        monkeypatch.setattr(dispatch, "enqueue", pytest.fail)
+        monkeypatch.setattr(workflows, "send_due", filled.append)
+        with transaction.atomic():
+            new = workflows.start_instance(wf)[0]
+        assert filled == [wf.tenant_id]
+        return Instance.objects.get(pk=new.pk).dispatched_at
+
+    assert start("hand") is None
+    with twins.portable():
+        assert start("orm") is None
 
 
 def test_both_ways_of_storing_events_leave_the_same_rows(workflow):
