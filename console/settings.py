@@ -180,6 +180,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # worker, kombu 5.7.0). A message a dying worker took but never ran is sent again by
 # the clock after STEPWELL_REDISPATCH_SECONDS.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "ack_emulation": False}
+# kombu's Redis transport with one redis client per channel instead of one per publish
+# (console/broker.py); an explicit transport wins over the URL's scheme in kombu.
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT = "console.broker:Transport"
 CELERY_TASK_ALWAYS_EAGER = env_bool("STEPWELL_CELERY_EAGER", False)
 CELERY_TASK_DEFAULT_QUEUE = env_str("STEPWELL_QUEUE", "stepwell")
 # Webhook deliveries have a queue of their own (the Procfile's `webhooks`), so that a

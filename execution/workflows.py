@@ -13,14 +13,14 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from execution import progress, quotas, twins
+from execution import dispatch, progress, quotas, twins
 from execution.errors import StartError, StateConflict
 from execution.lifecycle import due, notices, states
 from execution.lifecycle.states import hold_of, suspension
 from execution.models import CodeVersion, Event, Instance, ProgressEvent, Step, Workflow
 from execution.progress import event_message, record_event
 from execution.validation import ValidationReport, validate_code
-from lib import rows
+from lib import logs, rows
 from tenants.audit import audit, audit_entry
 from tenants.models import AuditLog, Tenant
 
@@ -125,16 +125,17 @@ def start_instance(
     if key:
         instance.key = key
     entry = started_entry(instance, actor) if actor is not None else None
+    placed = may_send_itself(tenant.pk)
     try:
         # The one statement writes no webhook deliveries: with a webhook listening, the
         # transaction, whose create_instance does.
         if not (
             twins.hand_written()
             and not notices.listened(tenant.pk, Instance.Status.QUEUED)
-            and start_in_one_statement(instance, entry)
+            and start_in_one_statement(instance, entry, placed)
         ):
             with transaction.atomic():
-                create_instance(instance)
+                create_instance(instance, placed)
                 if entry is not None:
                     entry.target_id = str(instance.pk)
                     entry.created_at = instance.created_at
@@ -162,37 +163,54 @@ def started_entry(instance: Instance, actor: dict) -> AuditLog:
     )
 
 
-def create_instance(instance: Instance) -> None:
+def may_send_itself(tenant_id: int) -> bool:
+    """Whether a start may mark its instance as sent (due.sendable_at_start): not inside
+    a caller's transaction, whose commit may come later than the clock's resend delay
+    (the clock would send the instance a second time), nor while the tenant was found
+    full a moment ago (FullTenants: its check would be wasted)."""
+    return not connection.in_atomic_block and not full_tenants.recently(tenant_id)
+
+
+def create_instance(instance: Instance, placed: bool = False) -> None:
     """Store the new instance, due now, and its first progress event; it is sent to a
-    worker after the commit (what due.make_due does, without a second UPDATE)."""
-    instance.created_at = instance.updated_at = timezone.now()
-    due.due_from_start(instance, instance.created_at)
+    worker after the commit (what due.make_due does, without a second UPDATE).
+    `placed` (may_send_itself): it is marked as sent if a fill would send it now."""
+    now = timezone.now()
+    instance.created_at = instance.updated_at = now
+    tenant_id = instance.tenant_id
+    sent = placed and due.sendable_at_start(tenant_id, now)
+    due.due_from_start(instance, now, sent=sent)
     instance.last_seq = 0  # record_event numbers the first event
     rows.insert(instance)
     record_event(instance, "instance.status", status=instance.status)
     notices.announce(instance.pk, instance.tenant_id, instance.status)
-    tenant_id = instance.tenant_id
-    transaction.on_commit(lambda: send_due(tenant_id))
+    send_after_commit(instance)
 
 
-def start_in_one_statement(instance: Instance, entry: AuditLog | None = None) -> bool:
+def start_in_one_statement(
+    instance: Instance, entry: AuditLog | None = None, placed: bool = False
+) -> bool:
     """create_instance and quotas.take_start as one PostgreSQL statement, with the audit
     `entry` if any; False (and nothing stored or locked) when this thread's usage row
     has no allowance left, and the transaction path must count.
 
     One statement commits on its own: no BEGIN and COMMIT round trips, and the usage
     row is locked only while PostgreSQL runs it and flushes its commit, never while
-    this process gets round to sending the next statement.
+    this process gets round to sending the next statement. `placed` (may_send_itself):
+    it also marks the instance as sent when a fill would send it (due.start_place_sql),
+    so that most starts need no fill statement after their commit.
     """
     now = timezone.now()
     instance.created_at = instance.updated_at = now
-    due.due_from_start(instance, now)
+    # Sent if the statement finds a place (CASE in one_statement_start_sql), else NULL.
+    due.due_from_start(instance, now, sent=placed)
     instance.last_seq = 1
     event = ProgressEvent(seq=1, type="instance.status", data={"status": instance.status})
     event.created_at = now
     params = [
         instance.tenant_id,
         quotas.my_shard(),
+        *(due.place_params(instance.tenant_id, now).values() if placed else ()),
         *rows.values_of(instance),
         *(f.get_db_prep_save(getattr(event, f.attname), connection) for f in announced_fields()),
     ]
@@ -202,19 +220,31 @@ def start_in_one_statement(instance: Instance, entry: AuditLog | None = None) ->
     # Inside the caller's transaction, a savepoint: a clash of ids must not abort it.
     savepoint = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
     with savepoint, rows.cursor() as cursor:
-        cursor.execute(one_statement_start_sql(audited=entry is not None), params)
-        (pk,) = cursor.fetchone()
+        cursor.execute(one_statement_start_sql(audited=entry is not None, placed=placed), params)
+        pk, sent = cursor.fetchone()
     if pk is None:
         return False
     rows.saved(instance, pk)
+    if not sent:
+        instance.dispatched_at = None
     if entry is not None:
         entry.target_id = str(pk)  # its own id stays unread: nothing uses it
     event.instance = instance
     message = event_message(event, instance.key)
     tenant_id = instance.tenant_id
     transaction.on_commit(lambda: progress.send(pk, tenant_id, [message]))
-    transaction.on_commit(lambda: send_due(tenant_id))
+    send_after_commit(instance)
     return True
+
+
+def send_after_commit(instance: Instance) -> None:
+    """After the start's commit: send the instance if its start marked it as sent, else
+    fill the tenant (the oldest due first)."""
+    tenant_id, pk = instance.tenant_id, instance.pk
+    if instance.dispatched_at is None:
+        transaction.on_commit(lambda: send_due(tenant_id))
+    else:
+        transaction.on_commit(lambda: send_started(tenant_id, pk))
 
 
 def announced_fields():
@@ -227,10 +257,23 @@ def audited_values(entry: AuditLog) -> list:
 
 
 @functools.cache
-def one_statement_start_sql(*, audited: bool = False) -> str:
+def one_statement_start_sql(*, audited: bool = False, placed: bool = False) -> str:
     """The start; `audited`: with its audit entry, whose target is the instance made,
-    so that auditing a start costs no round trip (bench/load.py measures starts)."""
+    so that auditing a start costs no round trip (bench/load.py measures starts).
+    `placed`: the new row is marked as sent if the tenant has a place for it (its
+    dispatched_at value is kept then, else NULL). Returns the new id and whether it was
+    marked."""
     qn = connection.ops.quote_name
+    values = rows.typed_placeholders(Instance)
+    place_cte, sources = "", "took"
+    if placed:
+        place_cte, sources = f", {due.start_place_sql()}", "took, place"
+        values = ", ".join(
+            f"CASE WHEN place.sendable THEN CAST(%s AS {f.cast_db_type(connection)}) END"
+            if f.name == "dispatched_at"
+            else f"CAST(%s AS {f.cast_db_type(connection)})"
+            for f in rows.insertable(Instance)
+        )
     names = ", ".join(qn(f.column) for f in announced_fields())
     casts = ", ".join(f"CAST(%s AS {f.cast_db_type(connection)})" for f in announced_fields())
     audit_cte = ""
@@ -246,12 +289,12 @@ def one_statement_start_sql(*, audited: bool = False) -> str:
             f"({rows.column_list(AuditLog)}) SELECT {selected} FROM made)"
         )
     return (
-        f"WITH took AS ({quotas.take_sql('running', 'starts')}), "
+        f"WITH took AS ({quotas.take_sql('running', 'starts')}){place_cte}, "
         f"made AS (INSERT INTO {qn(Instance._meta.db_table)} ({rows.column_list(Instance)}) "
-        f"SELECT {rows.typed_placeholders(Instance)} FROM took RETURNING id), "
+        f"SELECT {values} FROM {sources} RETURNING id, dispatched_at), "
         f"announced AS (INSERT INTO {qn(ProgressEvent._meta.db_table)} (instance_id, {names}) "
         f"SELECT made.id, {casts} FROM made){audit_cte} "
-        "SELECT (SELECT id FROM made)"
+        "SELECT (SELECT id FROM made), (SELECT dispatched_at IS NOT NULL FROM made)"
     )
 
 
@@ -280,6 +323,14 @@ class FullTenants:
 
 
 full_tenants = FullTenants()
+
+
+def send_started(tenant_id: int, instance_pk: int) -> None:
+    """After the commit of a start that marked its instance as sent: send it (no fill:
+    the tenant had no older instance due). A lost message is sent again by the clock."""
+    full_tenants.note(tenant_id, 1)
+    with logs.bound(tenant=tenant_id, instance=instance_pk):
+        dispatch.enqueue(instance_pk)
 
 
 def send_due(tenant_id: int) -> None:

@@ -6,6 +6,12 @@ most as many per tenant as its quota's concurrent activations allow, counting
 those already sent or running. So one tenant's flood never fills the queue ahead
 of another tenant: each tenant has at most its cap of messages waiting.
 
+A new instance is due at once, and its start is its fill: the statement (or
+transaction) that stores it also marks it as sent when `fill` would send it then, that
+is when the tenant has a free place and no older instance of the tenant is due
+(`sendable_at_start`), and it is sent after the commit without a fill of its own.
+Otherwise it is left unsent and the fill after the commit sends the oldest first.
+
 A Celery message only makes things happen sooner. If one is lost (a Redis
 restart), the instance stays marked as sent until `STEPWELL_REDISPATCH_SECONDS`
 passes, and then the clock's sweep sends it again.
@@ -57,9 +63,24 @@ def is_kept(instance_pk: int) -> bool:
     return _kept.pk == instance_pk and _kept.ready
 
 
-def due_from_start(instance: Instance, now: datetime) -> None:
-    """A new instance, not stored yet, is due at once (it is sent after its commit)."""
+def due_from_start(instance: Instance, now: datetime, *, sent: bool = False) -> None:
+    """A new instance, not stored yet, is due at once; `sent`: its start marks it as sent
+    (sendable_at_start), and sends it after its commit."""
     instance.next_run_at = now
+    instance.dispatched_at = now if sent else None
+
+
+def sendable_at_start(tenant_id: int, now: datetime) -> bool:
+    """Whether a fill run now would send a new instance of the tenant, due now: the
+    tenant has a free place, and no older instance of the tenant is due (the fill sends
+    the oldest first). Read in the start's transaction, before the new row exists.
+
+    Its PostgreSQL twin is start_place_sql. Like two fills at once, two starts at once
+    may both see the last free place: the claim holds the cap (leases), and refuses the
+    one over it, which stays due (unsend)."""
+    return in_flight(tenant_id, now) < cap_of(tenant_id) and not (
+        due(now).filter(tenant_id=tenant_id).exists()
+    )
 
 
 def make_due(instance: Instance) -> None:
@@ -163,10 +184,10 @@ def pick(tenant_id: int, now: datetime) -> list[int]:
 
 
 def pick_in_one_statement(tenant_id: int, now: datetime) -> list[int]:
-    """pick() as one PostgreSQL statement, bound on the server: a fill runs after every
-    start and at the end of every instance, and pick's round trips and ORM-built
-    queries cost more than the rest of a start. Its conditions are due()'s and
-    in_flight_rows()'s, written out (tests/execution/test_twins.py).
+    """pick() as one PostgreSQL statement, bound on the server: a fill runs after a
+    start that could not send itself and at the end of every instance, and pick's round
+    trips and ORM-built queries cost more than the rest of a start. Its conditions are
+    due()'s and in_flight_rows()'s, written out (tests/execution/test_twins.py).
 
     Run on its own (after a start's or an outcome's commit, or in the clock's sweep), it
     commits without waiting for the disk: `dispatched_at` only says a message was sent,
@@ -178,22 +199,78 @@ def pick_in_one_statement(tenant_id: int, now: datetime) -> list[int]:
     with rows.cursor() as cursor:
         cursor.execute(
             fill_statement(),
-            {
-                "relaxed": not connection.in_atomic_block,
-                "tenant": tenant_id,
-                "default_cap": Quota._meta.get_field("concurrent_activations").default,
-                "active": [str(status) for status in Instance.ACTIVE_STATUSES],
-                "now": now,
-                "resend": now - redispatch_delay(),
-            },
+            {"relaxed": not connection.in_atomic_block, **place_params(tenant_id, now)},
         )
         return [row[0] for row in cursor.fetchall()]
+
+
+def place_params(tenant_id: int, now: datetime) -> dict:
+    """The values free_places_sql and due_rows_sql name, in start_place_sql's order."""
+    return {
+        "tenant": tenant_id,
+        "default_cap": Quota._meta.get_field("concurrent_activations").default,
+        "active": [str(status) for status in Instance.ACTIVE_STATUSES],
+        "now": now,
+        "resend": now - redispatch_delay(),
+    }
+
+
+# due() and in_flight_rows() written out for PostgreSQL, once for the fill's statement
+# and the start's: `{name}` is where each statement puts place_params' value `name`.
+IN_FLIGHT_SQL = (
+    "tenant_id = {tenant} AND status = ANY({active}) "
+    "AND ((lease_owner <> '' AND lease_expires_at >= {now}) OR dispatched_at >= {resend})"
+)
+DUE_SQL = (
+    "tenant_id = {tenant} AND status = ANY({active}) "
+    "AND (lease_expires_at IS NULL OR lease_expires_at < {now}) "
+    "AND (dispatched_at IS NULL OR dispatched_at < {resend}) "
+    "AND (next_run_at <= {now} OR (lease_owner <> '' AND lease_expires_at < {now}))"
+)
+
+
+def free_places_sql(values: dict[str, str]) -> str:
+    """The tenant's free places: its cap less its instances held or sent."""
+    quote = connection.ops.quote_name
+    return (
+        "GREATEST(COALESCE("
+        f"(SELECT concurrent_activations FROM {quote(Quota._meta.db_table)} "
+        "WHERE tenant_id = {tenant}), {default_cap}) - "
+        f"(SELECT count(*) FROM {quote(Instance._meta.db_table)} WHERE {IN_FLIGHT_SQL}), 0)"
+    ).format(**values)
+
+
+def due_rows_sql(values: dict[str, str]) -> str:
+    """The tenant's due instances (a WHERE clause on the instance table)."""
+    return DUE_SQL.format(**values)
+
+
+@functools.cache
+def start_place_sql() -> str:
+    """sendable_at_start's twin, as CTEs for the start's statement: `place.sendable`.
+    Its placeholders take place_params' values, in their order."""
+    types = {
+        "tenant": "bigint",
+        "default_cap": "integer",
+        "active": "varchar[]",
+        "now": "timestamp with time zone",
+        "resend": "timestamp with time zone",
+    }
+    given = ", ".join(f"CAST(%s AS {type_}) AS {name}" for name, type_ in types.items())
+    values = {name: f"given.{name}" for name in types}
+    instances = connection.ops.quote_name(Instance._meta.db_table)
+    return (
+        f"given AS (SELECT {given}), "
+        f"place AS (SELECT {free_places_sql(values)} > 0 AND NOT EXISTS "
+        f"(SELECT 1 FROM {instances} WHERE {due_rows_sql(values)}) AS sendable FROM given)"
+    )
 
 
 @functools.cache
 def fill_statement() -> str:
     quote = connection.ops.quote_name
     instances = quote(Instance._meta.db_table)
+    values = {name: f"%({name})s" for name in ("tenant", "default_cap", "active", "now", "resend")}
     # set_config is in a CTE that is read, so that it runs: the commit of a statement
     # run on its own is relaxed, a caller's transaction keeps its setting.
     relaxed = (
@@ -202,17 +279,8 @@ def fill_statement() -> str:
     )
     return (
         f"WITH relaxed AS ({relaxed}), "
-        "free AS (SELECT GREATEST(COALESCE("
-        f"(SELECT concurrent_activations FROM {quote(Quota._meta.db_table)} "
-        "WHERE tenant_id = %(tenant)s), %(default_cap)s) - "
-        f"(SELECT count(*) FROM {instances} WHERE tenant_id = %(tenant)s "
-        "AND status = ANY(%(active)s) AND ((lease_owner <> '' AND lease_expires_at >= %(now)s) "
-        "OR dispatched_at >= %(resend)s)), 0) AS n FROM relaxed), "
-        f"picked AS (SELECT id FROM {instances} WHERE tenant_id = %(tenant)s "
-        "AND status = ANY(%(active)s) "
-        "AND (lease_expires_at IS NULL OR lease_expires_at < %(now)s) "
-        "AND (dispatched_at IS NULL OR dispatched_at < %(resend)s) "
-        "AND (next_run_at <= %(now)s OR (lease_owner <> '' AND lease_expires_at < %(now)s)) "
+        f"free AS (SELECT {free_places_sql(values)} AS n FROM relaxed), "
+        f"picked AS (SELECT id FROM {instances} WHERE {due_rows_sql(values)} "
         "ORDER BY next_run_at, id LIMIT (SELECT n FROM free) FOR UPDATE SKIP LOCKED) "
         f"UPDATE {instances} SET dispatched_at = %(now)s FROM picked "
         f"WHERE {instances}.id = picked.id RETURNING {instances}.id"

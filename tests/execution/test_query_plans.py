@@ -23,7 +23,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 
-from execution import engine, outcomes, retention, schedules
+from execution import engine, outcomes, retention, schedules, workflows
 from execution.lifecycle import due
 from execution.models import Instance, Schedule
 from execution.workflows import start_instance
@@ -188,6 +188,15 @@ def test_recording_a_step_uses_indexes(db, filled):
     with statements() as sent:
         outcomes.record(activation, result)
     assert_indexed(sent, "execution_step")
+
+
+def test_a_start_that_looks_for_a_place_uses_indexes(db, filled, monkeypatch):
+    """The start's statement counts the tenant's places and looks for an older one due
+    (as outside a transaction: the test's own would keep it from looking)."""
+    monkeypatch.setattr(workflows, "may_send_itself", lambda tenant_id: True)
+    with statements() as sent:
+        new_instance(filled)
+    assert_indexed(sent, "sendable")
 
 
 def test_the_fill_and_the_clocks_due_and_timer_sweep_use_indexes(db, filled):

@@ -6,10 +6,13 @@ compares what each left in the database, ids and clocks aside. Claim and dispatc
 have theirs in test_dispatch.py (both ways of claiming, both ways of filling).
 """
 
-import pytest
-from django.db import connection
+from datetime import timedelta
 
-from execution import engine, outcomes, twins, workflows
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from execution import dispatch, engine, outcomes, twins, workflows
 from execution.fast_records import plain_completion_growth, record_completed_step
 from execution.lifecycle import due, leases, states
 from execution.models import Instance, ProgressEvent, Step
@@ -151,6 +154,79 @@ def test_both_ways_of_an_audited_start_leave_the_same_audit_entry(workflow):
     assert hand_entry == orm_entry
     assert hand_entry["action"] == "instance.started" and hand_entry["actor_token_id"] == token.pk
     assert hand_entry["target_type"] == "instance" and hand_entry["details"] == {"workflow": "wf"}
+
+
+def unsent(instance: Instance, **columns) -> None:
+    Instance.objects.filter(pk=instance.pk).update(dispatched_at=None, **columns)
+
+
+# The tenant's cap, what is done to an instance started before, and whether the start
+# then sends the new instance itself (else the fill after its commit has the say).
+STARTS = {
+    "a free place": (2, lambda older: None, True),
+    "the tenant full": (1, lambda older: None, False),  # the older one was sent
+    "an older one due": (3, unsent, False),
+    "an older one asleep": (
+        3,
+        lambda older: unsent(older, next_run_at=timezone.now() + timedelta(hours=1)),
+        True,
+    ),
+    "an older one with a lapsed lease": (
+        3,
+        lambda older: unsent(
+            older,
+            next_run_at=timezone.now() + timedelta(hours=1),
+            lease_owner="gone",
+            lease_expires_at=timezone.now() - timedelta(seconds=1),
+        ),
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", STARTS)
+def test_both_ways_of_starting_send_the_new_instance_when_a_fill_would(
+    case, transactional_db, monkeypatch
+):
+    cap, before, sendable = STARTS[case]
+    monkeypatch.setattr(workflows, "full_tenants", workflows.FullTenants())
+
+    def start(slug):
+        tenant = make_tenant(slug, f"{slug}-user", concurrent_activations=cap)
+        wf = upload(tenant, "wf", NO_STEPS).workflow
+        sent, filled = [], []
+        monkeypatch.setattr(dispatch, "enqueue", sent.append)
+        monkeypatch.setattr(workflows, "send_due", filled.append)
+        before(workflows.start_instance(wf)[0])
+        sent.clear()
+        new = workflows.start_instance(wf)[0]
+        marked = Instance.objects.filter(pk=new.pk, dispatched_at__isnull=False).exists()
+        assert marked == (new.dispatched_at is not None)
+        return {"sent": sent == [new.pk], "filled": filled == [tenant.pk], "marked": marked}
+
+    hand = start("hand")
+    with twins.portable():
+        orm = start("orm")
+    assert hand == orm == {"sent": sendable, "filled": not sendable, "marked": sendable}
+
+
+def test_a_start_in_a_callers_transaction_is_left_to_the_fill_after_its_commit(
+    transactional_db, monkeypatch
+):
+    # The caller's commit may come after the clock's resend delay: no mark before it.
+    def start(slug):
+        wf = upload(make_tenant(slug, f"{slug}-user"), "wf", NO_STEPS).workflow
+        filled = []
+        monkeypatch.setattr(dispatch, "enqueue", pytest.fail)
+        monkeypatch.setattr(workflows, "send_due", filled.append)
+        with transaction.atomic():
+            new = workflows.start_instance(wf)[0]
+        assert filled == [wf.tenant_id]
+        return Instance.objects.get(pk=new.pk).dispatched_at
+
+    assert start("hand") is None
+    with twins.portable():
+        assert start("orm") is None
 
 
 def test_both_ways_of_storing_events_leave_the_same_rows(workflow):
