@@ -523,6 +523,7 @@ def status_frame(request_id, status, timed_out, cancelled, retire, cpu, maxrss, 
 
 def preload_runtime(boot):
     """Import what every step needs, and run its paths once; no tenant code yet."""
+    import json  # noqa: F401 - not the runtime's (json_codec), but steps often import it
     import traceback  # noqa: F401 - boot imports these lazily; pay for them once here
 
     from stepwell import _engine, _progress  # noqa: F401
