@@ -1,15 +1,20 @@
 """Fresh against warm sandbox mode, through the one Sandbox interface (issue 8).
 
-    .venv/bin/python bench/warm.py [--runs 200] [--threads 2]
+    .venv/bin/python bench/warm.py [--runs 200] [--threads 2] [--first]
 
 Measures, for each mode in one run: per-activation overhead (p50/p95 of a trivial
 ``return x`` step), the latency of a 10-step workflow (its 11 activations one after the
 other, each replaying the history so far, as the engine would run them), and
 activations/s with --threads threads at once. Goal on 2 cores: warm at least 250 steps/s.
 ``measure()`` returns the numbers for other benchmarks (bench/engine.py).
+
+With --first, warm mode alone: an instance's first activation (a child newly forked in
+the warm jail, which may be kept) against its next step in that kept child, --runs
+instances one after the other, each ended after its second step.
 """
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -108,6 +113,32 @@ def ten_step_workflow_kept(box) -> float:
     return time.perf_counter() - started
 
 
+def first_and_kept(box, runs: int) -> tuple[list[float], list[float]]:
+    """Seconds of each instance's first activation (run with keep, as the engine does)
+    and of its second step, resumed in the child the first one kept."""
+    request = SandboxRequest(
+        tenant="bench", code=WORKFLOW, input=activation_input([]), limits=Limits(),
+        mode="workflow",
+    )  # fmt: skip
+    firsts, kepts = [], []
+    for n in range(runs + 5):  # the first few start the jail and warm the page cache
+        started = time.perf_counter()
+        result = box.run(request, keep=True)
+        first = time.perf_counter() - started
+        if result.kept is None:
+            raise RuntimeError(f"a first activation was not kept: {result.error or result.result}")
+        started = time.perf_counter()
+        resumed = result.kept.resume(request, result.result["output"], "2026-01-01T00:00:01+00:00")
+        kept = time.perf_counter() - started
+        if resumed is None or resumed.kept is None:
+            raise RuntimeError("a kept child could not be resumed")
+        resumed.kept.close()
+        if n >= 5:
+            firsts.append(first)
+            kepts.append(kept)
+    return firsts, kepts
+
+
 def box_keeps(box) -> bool:
     return isinstance(box, WarmSandbox)
 
@@ -169,11 +200,36 @@ def measure(runs: int = 200, threads: int = 2, config: SandboxConfig | None = No
             shutil.rmtree(config.state_dir, ignore_errors=True)
 
 
+def measure_first(runs: int) -> dict:
+    """Warm mode's first activation and kept step: p50/p95 (ms) of each."""
+    state = Path(tempfile.mkdtemp(prefix="stepwell-bench-warm-"))
+    state.chmod(0o755)
+    # The uids of STEPWELL_SANDBOX_UID, as bench/long_runs.py: a session's own range.
+    uid_base = int(os.environ.get("STEPWELL_SANDBOX_UID", "99000"))
+    config = SandboxConfig(state_dir=state, uid_base=uid_base)
+    fresh = FreshSandbox(config)
+    fresh.prepare()
+    warm = WarmSandbox(config, jails_per_worker=2, fresh=fresh)
+    try:
+        firsts, kepts = first_and_kept(warm, runs)
+    finally:
+        warm.close()
+        shutil.rmtree(state, ignore_errors=True)
+    return {"first": summary(firsts), "kept": summary(kepts)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--first", action="store_true", help="warm first activations only")
     args = parser.parse_args()
+    if args.first:
+        results = measure_first(max(args.runs, 10))
+        print(f"warm mode, {max(args.runs, 10)} instances; ms{'':22} {'p50':>8} {'p95':>8}")
+        for label, key in (("first activation (new child)", "first"), ("next step (kept)", "kept")):
+            print(f"{label:40} {results[key]['p50_ms']:8.2f} {results[key]['p95_ms']:8.2f}")
+        return
     results = measure(max(args.runs, 10), max(args.threads, 1))
     fresh, warm = results["fresh"], results["warm"]
     print(f"sandbox modes side by side; {args.threads} threads for activations/s\n")
