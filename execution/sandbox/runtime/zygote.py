@@ -268,18 +268,15 @@ def child_peak_rss(pid):
     return 0
 
 
-def others_than(pid):
-    """Every process in the jail but the zygote and `pid` (zombies included)."""
-    return [
-        int(name) for name in os.listdir("/proc") if name.isdigit() and int(name) not in (1, pid)
-    ]
-
-
 def kill_all_but(pid):
     """SIGKILL every process in the jail but the zygote and `pid`; True once none is left
     (zombies included: the kept child reaps its own, and must be alone to be kept)."""
     for _ in range(KILL_ROUNDS):
-        others = others_than(pid)
+        others = [
+            int(name)
+            for name in os.listdir("/proc")
+            if name.isdigit() and int(name) not in (1, pid)
+        ]
         if not others:
             return True
         for other in others:
@@ -319,26 +316,6 @@ def after_pause(pid, keep):
     except OSError:
         return None
     return "kept" if alone else "over"
-
-
-def rehearse_pause(pid):
-    """Just after forking a child that may be kept: read what the zygote reads at its
-    pause, and encode the status it then sends, discarding both.
-
-    While the child lives, each page of the zygote's heap it shares with the child is
-    copied on the zygote's first write to it (copy-on-write, about 1.7 us each). Writes
-    made here, while the child sets itself up on another CPU, spare the step's critical
-    path after the pause about 70 of those copies (0.3 ms of a first activation). It only
-    reads the child's /proc files and lists processes: it kills, waits for and wipes
-    nothing, so a step's own subprocesses are not touched.
-    """
-    try:
-        usage = child_cpu_seconds(pid), child_peak_rss(pid)
-        others_than(pid)
-        os.listdir(f"/proc/{pid}/task")
-    except OSError:  # the child is gone already: the status path will say so
-        return
-    json_codec.dumps(status_frame(0, None, False, False, False, *usage, kept=True))
 
 
 def supervise(control, request_id, pid, wall_seconds, keep=None):
@@ -435,8 +412,6 @@ def serve_one(control, boot, preloaded, kept):
         for fd in fds:
             os.close(fd)  # the child holds the only copies: EOF means it and its kin are gone
     kept = Kept(pid, keep) if keep is not None else None
-    if kind == b"K":  # a child that cannot pause has exited before the status: no page shared
-        rehearse_pause(pid)
     timed_out, cancelled, paused = supervise(control, request_id, pid, wall_seconds, keep)
     pause = after_pause(pid, keep) if paused else None
     if pause == "kept":
