@@ -1,15 +1,22 @@
 """Fresh against warm sandbox mode, through the one Sandbox interface (issue 8).
 
-    .venv/bin/python bench/warm.py [--runs 200] [--threads 2]
+    .venv/bin/python bench/warm.py [--runs 200] [--threads 2] [--first]
 
 Measures, for each mode in one run: per-activation overhead (p50/p95 of a trivial
 ``return x`` step), the latency of a 10-step workflow (its 11 activations one after the
 other, each replaying the history so far, as the engine would run them), and
 activations/s with --threads threads at once. Goal on 2 cores: warm at least 250 steps/s.
 ``measure()`` returns the numbers for other benchmarks (bench/engine.py).
+
+With --first, warm mode alone: an instance's first activation (a child newly forked in
+the warm jail, which may be kept) against its next step in that kept child, --runs
+instances one after the other, each ended after its second step; --baseline-runtime DIR
+(another checkout's execution/sandbox/runtime) alternates its instances with this one's.
 """
 
 import argparse
+import dataclasses
+import os
 import shutil
 import sys
 import tempfile
@@ -108,6 +115,27 @@ def ten_step_workflow_kept(box) -> float:
     return time.perf_counter() - started
 
 
+def first_and_kept(box) -> tuple[float, float]:
+    """Seconds of an instance's first activation (run with keep, as the engine does) and
+    of its second step, resumed in the child the first one kept; then the child ends."""
+    request = SandboxRequest(
+        tenant="bench", code=WORKFLOW, input=activation_input([]), limits=Limits(),
+        mode="workflow",
+    )  # fmt: skip
+    started = time.perf_counter()
+    result = box.run(request, keep=True)
+    first = time.perf_counter() - started
+    if result.kept is None:
+        raise RuntimeError(f"a first activation was not kept: {result.error or result.result}")
+    started = time.perf_counter()
+    resumed = result.kept.resume(request, result.result["output"], "2026-01-01T00:00:01+00:00")
+    kept = time.perf_counter() - started
+    if resumed is None or resumed.kept is None:
+        raise RuntimeError("a kept child could not be resumed")
+    resumed.kept.close()
+    return first, kept
+
+
 def box_keeps(box) -> bool:
     return isinstance(box, WarmSandbox)
 
@@ -169,11 +197,65 @@ def measure(runs: int = 200, threads: int = 2, config: SandboxConfig | None = No
             shutil.rmtree(config.state_dir, ignore_errors=True)
 
 
+def measure_first(runs: int, baseline_runtime: Path | None = None) -> dict:
+    """Warm mode's first activation and kept step, p50/p95 (ms) of each: {"this": ...},
+    and with `baseline_runtime` (another checkout's execution/sandbox/runtime) the same
+    for it as {"baseline": ...}, its instances alternating with this one's, so that both
+    see the same load."""
+    # The uids of STEPWELL_SANDBOX_UID, as bench/long_runs.py: a session's own range.
+    uid_base = int(os.environ.get("STEPWELL_SANDBOX_UID", "99000"))
+    runtimes = {"this": None, "baseline": baseline_runtime} if baseline_runtime else {"this": None}
+    boxes, states = {}, []
+    try:
+        for n, (name, runtime) in enumerate(runtimes.items()):
+            state = Path(tempfile.mkdtemp(prefix="stepwell-bench-warm-"))
+            state.chmod(0o755)
+            states.append(state)
+            config = SandboxConfig(state_dir=state, uid_base=uid_base + 50 * n, slots=8)
+            if runtime is not None:
+                config = dataclasses.replace(config, runtime_dir=runtime)
+            fresh = FreshSandbox(config)
+            fresh.prepare()
+            boxes[name] = WarmSandbox(config, jails_per_worker=2, fresh=fresh)
+        samples = {name: ([], []) for name in boxes}
+        for n in range(runs + 5):  # the first few start the jails and warm the page cache
+            for name, box in boxes.items():
+                first, kept = first_and_kept(box)
+                if n >= 5:
+                    samples[name][0].append(first)
+                    samples[name][1].append(kept)
+    finally:
+        for box in boxes.values():
+            box.close()
+        for state in states:
+            shutil.rmtree(state, ignore_errors=True)
+    return {
+        name: {"first": summary(firsts), "kept": summary(kepts)}
+        for name, (firsts, kepts) in samples.items()
+    }
+
+
+def print_first(results: dict, runs: int) -> None:
+    print(f"warm mode, {runs} instances per runtime, one after the other; ms")
+    print(f"{'':34} {'p50':>8} {'p95':>8}")
+    for name, figures in results.items():
+        for label, key in (("first activation", "first"), ("next step, kept", "kept")):
+            row = f"{name}: {label}"
+            print(f"{row:34} {figures[key]['p50_ms']:8.2f} {figures[key]['p95_ms']:8.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--first", action="store_true", help="warm first activations only")
+    parser.add_argument(
+        "--baseline-runtime", type=Path, help="with --first: another runtime dir, alternated"
+    )
     args = parser.parse_args()
+    if args.first:
+        print_first(measure_first(max(args.runs, 10), args.baseline_runtime), max(args.runs, 10))
+        return
     results = measure(max(args.runs, 10), max(args.threads, 1))
     fresh, warm = results["fresh"], results["warm"]
     print(f"sandbox modes side by side; {args.threads} threads for activations/s\n")

@@ -88,10 +88,11 @@ def run_job(job, channel=None, tenant=None, secrets=None):
     if tenant is None:
         tenant = load_tenant()
     if job["mode"] == "workflow":
-        from stepwell import _progress
+        # Not "from stepwell import ...": a package's fromlist runs importlib's Python code.
         from stepwell._engine import activate
+        from stepwell._progress import set_sink
 
-        _progress.set_sink(send_progress(channel))
+        set_sink(send_progress(channel))
         return activate(tenant, job["input"], secrets)
     main = getattr(tenant, "main", None)
     if not callable(main):

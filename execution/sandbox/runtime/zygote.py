@@ -36,8 +36,8 @@ The tenant module runs in this interpreter, so it can patch anything here: the h
 trusts none of it, and decides from the jail's cgroups whether the jail is clean.
 """
 
+import _signal  # signal.signal() converts to enums: dozens of page copies in each child
 import gc
-import json
 import math
 import os
 import resource
@@ -48,6 +48,9 @@ import socket
 import struct
 import sys
 import time
+
+import json_codec
+from stepwell import _keep
 
 CONTROL_FD = 3
 RESULT_FD = 3
@@ -63,6 +66,7 @@ WORK_DIR = "/work"
 PR_SET_DUMPABLE = 4
 KEEP_FD = 4  # a kept child's socket to the zygote (stepwell/_keep.py)
 KILL_ROUNDS = 5
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # /proc/PID/stat counts CPU time in these
 CHILD_FAILED = 70  # the child could not set itself up; the host reports a missing result
 LEFT_THREADS = 71  # the tenant's module-level code left threads running in the zygote
 
@@ -113,7 +117,7 @@ def recv_kind(control):
 
 
 def send_frame(control, doc):
-    data = json.dumps(doc, separators=(",", ":")).encode()
+    data = json_codec.dumps(doc).encode()
     control.sendall(FRAME_LENGTH.pack(len(data)) + data)
 
 
@@ -181,7 +185,7 @@ def run_child(boot, preloaded, job, fds, cpu_seconds, keep=None):
             secrets_bytes = read_secrets(fds[PIPES_PER_STEP])
             os.close(fds[PIPES_PER_STEP])
             fds = fds[:PIPES_PER_STEP]
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _signal.signal(_signal.SIGINT, _signal.default_int_handler)
         set_dumpable(1)  # its own /proc files belong to it again
         # SIGXCPU at the limit says "CPU time" for sure; the hard limit a second later
         # still ends a step that ignores it.
@@ -194,8 +198,6 @@ def run_child(boot, preloaded, job, fds, cpu_seconds, keep=None):
         if keep is not None:
             os.dup2(keep.fileno(), KEEP_FD)
             first_free = KEEP_FD + 1
-            from stepwell import _keep
-
             _keep.set_pause(pauser(boot, KEEP_FD))
         os.closerange(first_free, 1 << 20)  # the control channel and the zygote's fds
         os.chdir(WORK_DIR)
@@ -211,7 +213,9 @@ def run_child(boot, preloaded, job, fds, cpu_seconds, keep=None):
 
 def pauser(boot, keep_fd):
     """A kept child's pause (stepwell/_keep.py): outcome out, pipes closed, then wait."""
-    keep = socket.socket(fileno=keep_fd)
+    # Family and type given: from a bare fileno, socket() asks the kernel for them, and
+    # its Python code costs a new child about 20 page copies more.
+    keep = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, keep_fd)
 
     def pause(outcome):
         try:
@@ -235,7 +239,7 @@ def pauser(boot, keep_fd):
             for target, fd in zip((1, 2, channel), fds, strict=True):
                 os.dup2(fd, target)
                 os.close(fd)
-            following = json.loads(data)
+            following = json_codec.loads(data)
             return following["output"], following["now"]
         except BaseException:
             os._exit(0)  # the host ended it, or the channel broke: nothing more to say
@@ -253,7 +257,7 @@ def child_cpu_seconds(pid):
     """User and system CPU of a live child so far, from the kernel's /proc/PID/stat."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         fields = f.read().rsplit(b")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def child_peak_rss(pid):
@@ -494,9 +498,9 @@ def status_frame(request_id, status, timed_out, cancelled, retire, cpu, maxrss, 
 
 def preload_runtime(boot):
     """Import what every step needs, and run its paths once; no tenant code yet."""
+    import json  # noqa: F401 - not the runtime's (json_codec), but steps often import it
     import traceback  # noqa: F401 - boot imports these lazily; pay for them once here
 
-    import json_codec  # noqa: F401
     from stepwell import _engine, _progress  # noqa: F401
 
     warm_up(boot)
@@ -554,7 +558,7 @@ def warm_up(boot):
         "history": [{**done, "output": {"n": 1}, "error": None}],
         "limits": {"result_bytes": 65536, "log_bytes": 65536, "step_timeout_seconds": 30.0},
     }
-    job = json.dumps({"mode": "workflow", "input": activation}).encode()
+    job = json_codec.dumps({"mode": "workflow", "input": activation}).encode()
     _progress.set_sink(lambda note: None)
     try:
         for _ in range(WARM_UP_RUNS):
