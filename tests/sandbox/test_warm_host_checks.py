@@ -21,14 +21,16 @@ from execution.sandbox import (
 )
 from execution.sandbox.cgroups import PARENT, JailCounters, JobCgroup, Layout
 from execution.sandbox.slots import NoSlotInTime, Slots
-from tests.sandbox.conftest import SMALL, _sandbox_pids
+from tests.sandbox.conftest import PINNED_UID_BASE, SMALL, _sandbox_pids
 
 pytestmark = pytest.mark.sandbox
 
 SLOTS = 16
 # A uid range of this module's own (conftest's ranges start at 200000 and end below
 # 400000), so every sandbox process in it belongs to these tests.
-UID_BASE = 400000 + (os.getpid() % 10000) * SLOTS
+UID_BASE = (
+    int(PINNED_UID_BASE) + 5000 if PINNED_UID_BASE else 400000 + (os.getpid() % 10000) * SLOTS
+)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -175,6 +177,29 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return float("inf")  # gone: the host already stopped it
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def test_the_zygote_joins_its_cpu_group_while_it_starts_and_the_group_goes_with_the_jail(
+    box, config
+):
+    assert step(box, "def main(x):\n    return x\n", 1).result == 1
+    ((_, jail),) = box.pool.jails()
+    group = jail.watch.cpu_group
+    if group is None:
+        pytest.skip("cpuacct shares the cpu hierarchy here: nsjail's group counts the CPU")
+    assert jail.cpu_group_joined == group  # at "started", not after "ready"
+    assert (group / "cgroup.procs").read_text().split() == [str(only_zygote(box))]
+    box.close()
+    assert wait_until(lambda: not group.exists())
+
+
+def test_a_start_that_fails_after_the_zygote_joined_its_cpu_group_leaves_no_cgroup(box, config):
+    result = step(box, "import os\nos._exit(3)\n")  # the zygote dies at the tenant's import
+    assert result.status != Status.OK
+    assert box.pool.jails() == []
+    layout = Layout.detect(config.cgroup_root)
+    prefix = f"job-{os.getpid()}-warm"
+    assert [p for parent in layout.parents() for p in parent.glob(f"{prefix}*")] == []
 
 
 def test_an_idle_jail_with_a_process_in_it_is_replaced_before_the_next_step(box, caplog):

@@ -10,11 +10,13 @@ Control channel (fd 3, a unix stream socket to the host):
   CPU seconds, wall seconds), carrying the write ends of the step's stdout, stderr and
   result pipes as SCM_RIGHTS (and, when the tenant has secrets, a fourth descriptor: a
   memfd holding them as JSON), then the job bytes; a cancel: ``b"C"`` + ``>Q`` (id).
-- zygote to host: ``>I`` length + JSON: first ``{"measure": true}`` once the runtime is
-  loaded, before any tenant code runs (the host takes the memory baseline and answers
-  ``b"G"``), then ``{"ready": true}``, then per request ``{"id", "exit_code", "signal",
-  "timed_out", "cancelled", "retire", "cpu_seconds", "maxrss_bytes"}``; ``retire`` says
-  the zygote could not clean up and is ending.
+- zygote to host: ``>I`` length + JSON: first ``{"started": true}`` (boot.py, before any
+  import: the host moves the zygote into its cpuacct group meanwhile), then
+  ``{"measure": true}`` once the runtime is loaded, before any tenant code runs (the host
+  takes the memory baseline and answers ``b"G"``), then ``{"ready": true}``, then per
+  request ``{"id", "exit_code", "signal", "timed_out", "cancelled", "retire",
+  "cpu_seconds", "maxrss_bytes"}``; ``retire`` says the zygote could not clean up and is
+  ending.
 - Sticky execution (stepwell/_keep.py): ``b"K"`` is a request like ``b"R"`` whose child
   may stay alive after a completed do step. The child then sends its outcome as usual,
   closes its pipes and says ``b"P"`` on a socket of its own (fd 4); the zygote kills
