@@ -38,18 +38,22 @@ The tenant module runs in this interpreter, so it can patch anything here: the h
 trusts none of it, and decides from the jail's cgroups whether the jail is clean.
 """
 
+# Every import here is paid by every jail start: signal's C core, as signal.py builds
+# enums at import (stepwell/_capture.py); json_codec, as json imports re and more; and
+# shutil only when a step left something to remove (wipe_scratch), as it imports bz2,
+# lzma and fnmatch.
+import _signal as signal
 import gc
-import json
 import math
 import os
 import resource
 import select
-import shutil
-import signal
 import socket
 import struct
 import sys
 import time
+
+from json_codec import dumps, loads
 
 CONTROL_FD = 3
 RESULT_FD = 3
@@ -115,7 +119,7 @@ def recv_kind(control):
 
 
 def send_frame(control, doc):
-    data = json.dumps(doc, separators=(",", ":")).encode()
+    data = dumps(doc).encode()
     control.sendall(FRAME_LENGTH.pack(len(data)) + data)
 
 
@@ -149,6 +153,8 @@ def wipe_scratch():
     for top in SCRATCH_DIRS:
         if not os.listdir(top):
             continue  # the usual case: the step left nothing
+        import shutil  # only a step that left something pays for it, once per jail
+
         make_writable(top)
         with os.scandir(top) as entries:
             for entry in entries:
@@ -237,7 +243,7 @@ def pauser(boot, keep_fd):
             for target, fd in zip((1, 2, channel), fds, strict=True):
                 os.dup2(fd, target)
                 os.close(fd)
-            following = json.loads(data)
+            following = loads(data)
             return following["output"], following["now"]
         except BaseException:
             os._exit(0)  # the host ended it, or the channel broke: nothing more to say
@@ -556,7 +562,7 @@ def warm_up(boot):
         "history": [{**done, "output": {"n": 1}, "error": None}],
         "limits": {"result_bytes": 65536, "log_bytes": 65536, "step_timeout_seconds": 30.0},
     }
-    job = json.dumps({"mode": "workflow", "input": activation}).encode()
+    job = dumps({"mode": "workflow", "input": activation}).encode()
     _progress.set_sink(lambda note: None)
     try:
         for _ in range(WARM_UP_RUNS):
