@@ -11,7 +11,9 @@ namespace) as its first line, after the zygote's import, around the warm-up and 
 tenant's import, and before each frame, and writes the notes to the jail's log (nsjail's
 stderr, which the host reads) before "ready". The probe costs a few tens of µs.
 "python start" is the interpreter's own start-up outside any jail (`python -I -S -B -c
-pass`, p50), to tell it from nsjail's set-up within "spawn -> first line".
+pass`, p50), to tell it from nsjail's set-up within "spawn -> first line". "CPU of nsjail
++ zygote" is their user + system time over a start and its stop (getrusage of reaped
+children): on a shared machine it says more than wall times, which depend on the load.
 
 Starts are --gap seconds apart: a move into a v1 cgroup waits for an RCU grace period
 (some 10 ms) unless another move ran within the last few ms, so back to back, one start's
@@ -23,6 +25,7 @@ under it, default /tmp) say which uids and where; 16 slots.
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -173,6 +176,7 @@ class TimedLayout(Layout):
 
 def one_start(box: FreshSandbox, config: SandboxConfig, layout: Layout, n: int, marks: Marks):
     marks.clear()
+    cpu_before = children_cpu()
 
     def code_dir(slot: int) -> Path:
         path = box.code_dir_for(slot, TENANT.format(n=n))
@@ -206,7 +210,13 @@ def one_start(box: FreshSandbox, config: SandboxConfig, layout: Layout, n: int, 
     stopped = time.monotonic()
     jail.stop()
     marks["stop"] = time.monotonic() - stopped
+    marks["cpu"] = children_cpu() - cpu_before  # nsjail and the zygote, reaped by now
     return dict(marks)
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def python_start(python: str, runs: int) -> float:
@@ -259,8 +269,8 @@ def main() -> None:
         p50, p95 = (percentile(spans, q) * 1000 for q in (0.5, 0.95))
         print(f"{label:46} {p50:7.1f} ms  (p95 {p95:6.1f})")
     print(f"{'  of which python start alone, outside a jail':46} {python * 1000:7.1f} ms")
-    stops = [run["stop"] for run in runs]
-    print(f"{'stop (not part of the start)':46} {percentile(stops, 0.5) * 1000:7.1f} ms")
+    for label, key in (("stop (not part of the start)", "stop"), ("CPU of nsjail + zygote", "cpu")):
+        print(f"{label:46} {percentile([run[key] for run in runs], 0.5) * 1000:7.1f} ms")
 
 
 if __name__ == "__main__":
