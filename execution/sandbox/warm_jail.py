@@ -131,11 +131,19 @@ class WarmJail:
         self.counters: MemoryCounters | None = None
         self.last_counts = (0, 0)  # as after the last step: only the zygote runs in between
         self.kept = False  # a step's child is alive and paused in it (sticky execution)
+        self.slot: int | None = None
 
     # Start and stop
 
     def start(self) -> None:
         """Spawn the jail and wait for the zygote's ready frame; WarmStartError otherwise."""
+        self.launch()
+        self.bind()
+
+    def launch(self) -> None:
+        """Spawn the jail and load the runtime, up to the zygote's wait for GO: no tenant
+        code has run, and none has been read (the slot's code dir holds what code_dir_for
+        wrote, "" for a spare). WarmStartError otherwise."""
         try:
             self._spawn()
             deadline = time.monotonic() + self.config.setup_allowance_seconds
@@ -147,6 +155,23 @@ class WarmJail:
             # Each step's memory limit sits on top of the runtime alone, measured before
             # the tenant's import, which counts against every step as in a fresh jail.
             self.job.limit(self.job.memory_bytes() + self.limits.memory_bytes)
+        except (OSError, ValueError, SandboxSetupError) as exc:
+            self.kill()
+            raise WarmStartError(f"the warm jail failed to start: {exc}") from exc
+        except WarmStartError:
+            self.kill()
+            raise
+
+    def bind(self, code_dir_for: Callable[[int], Path] | None = None) -> None:
+        """After launch(): the tenant's import (its code written first by `code_dir_for`,
+        for a spare launched with none), then the ready frame and the host's counters.
+        From here on the jail is that tenant's alone. WarmStartError otherwise."""
+        try:
+            if code_dir_for is not None:
+                self.code_dir_for = code_dir_for
+                code_dir_for(self.slot)
+            deadline = time.monotonic() + self.config.setup_allowance_seconds
+            self.started = time.monotonic()  # its lifetime (max_seconds) counts from here
             self.control.sendall(GO, socket.MSG_NOSIGNAL)
             if self._next_frame(deadline) != {"ready": True}:
                 raise WarmStartError(f"the zygote did not come up: {self.describe_log()}")
@@ -172,6 +197,7 @@ class WarmJail:
         if claimed is None:
             raise NoFreeSlot(f"all {len(self.slot_range)} slots for warm jails are taken")
         slot, self.slot_fd = claimed
+        self.slot = slot
         code_dir = self.code_dir_for(slot)
         self.job = self.layout.create_job(self.name, self.limits.memory_bytes + STARTUP_HEADROOM)
         uid = self.config.uid_base + slot
@@ -292,6 +318,15 @@ class WarmJail:
         self.forget()
 
     # Looking at it
+
+    def waiting(self) -> bool:
+        """A launched jail not bound yet: is its zygote still waiting for GO? It says
+        nothing while it waits, so anything to read (or EOF) means it is not."""
+        if self.pid is None or self.control is None:
+            return False
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.control, selectors.EVENT_READ)
+            return not sel.select(0)
 
     def zygote_pid(self) -> int | None:
         """The zygote's host pid (nsjail's only child), for tests and diagnostics."""

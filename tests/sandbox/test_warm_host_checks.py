@@ -5,6 +5,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -393,3 +394,37 @@ def test_the_counters_read_a_cgroup_v2_job_and_a_v1_cpu_cpuacct_hierarchy(tmp_pa
     counters = JailCounters(v1, JobCgroup(v1, v1.root / "memory" / PARENT / "job-1"), 4321)
     assert (counters.tasks(), counters.cpu_ns()) == (3, 7)
     counters.close()
+
+
+def jail_of(box, tenant: str):
+    (jail,) = [jail for key, jail in box.pool.jails() if key.tenant == tenant]
+    return jail
+
+
+def test_the_spare_jail_is_bound_to_the_next_miss_and_runs_that_tenants_code_alone(make_box):
+    box = make_box(spare_jail=True)
+    assert step(box, "def main(x):\n    return 'a'\n", tenant="a").result == "a"
+    assert wait_until(lambda: box.spare.jail() is not None)  # launched after a's start
+    spare = box.spare.jail()
+    assert spare.waiting() and not spare.alive  # no tenant's code in it yet
+    zygote = spare.zygote_pid()
+    assert step(box, "def main(x):\n    return 'b'\n", tenant="b").result == "b"
+    assert jail_of(box, "b") is spare and spare.zygote_pid() == zygote
+    assert jail_of(box, "a") is not spare
+    assert wait_until(lambda: box.spare.jail() not in (None, spare))  # the next one
+    assert step(box, "def main(x):\n    return 'a2'\n", tenant="a").result == "a2"
+
+
+def test_a_spare_with_other_limits_or_a_dead_zygote_is_not_used(make_box):
+    box = make_box(spare_jail=True)
+    assert step(box, "def main(x):\n    return 1\n", tenant="a").result == 1
+    assert wait_until(lambda: box.spare.jail() is not None)
+    spare = box.spare.jail()
+    assert step(box, "def main(x):\n    return 2\n", tenant="b", pids=16).result == 2
+    assert jail_of(box, "b") is not spare
+    assert wait_until(lambda: box.spare.jail() not in (None, spare))  # with b's limits
+    spare = box.spare.jail()
+    os.kill(spare.zygote_pid(), signal.SIGKILL)
+    assert wait_until(lambda: not spare.waiting())
+    assert step(box, "def main(x):\n    return 3\n", tenant="c", pids=16).result == 3
+    assert jail_of(box, "c") is not spare
