@@ -218,8 +218,8 @@ def join_cpu_group(group: Path, pid: int) -> None:
     """Make `group` if need be and move `pid` into it, unless it is there already.
 
     A move into a v1 cgroup waits for an RCU grace period (some 10 ms, more under load)
-    unless another move ran a moment before: the host makes it early, while the zygote's
-    interpreter starts (WarmJail), and this is then one small read.
+    unless another move ran a moment before: WarmJail makes it at the zygote's "started"
+    frame, soon after nsjail's own moves, and JailCounters then finds the zygote there.
     """
     try:
         group.mkdir(exist_ok=True)

@@ -177,17 +177,17 @@ class WarmSandbox:
             return self._start_jail(request)
 
     def _start_jail(self, request: SandboxRequest) -> WarmJail:
-        """The spare bound to this tenant if it fits, else a new jail; then the next spare."""
-        try:
-            if self.spare is not None and (jail := self.spare.take(request.limits)):
-                jail.bind(lambda slot: self.fresh.code_dir_for(slot, request.code))
-                return jail
+        """The spare bound to this tenant if it fits, else a new jail; then the next spare
+        (only after a start that worked: after NoFreeSlot it would take the slot that
+        evicting an idle jail frees for this one)."""
+        if self.spare is not None and (jail := self.spare.take(request.limits)):
+            jail.bind(lambda slot: self.fresh.code_dir_for(slot, request.code))
+        else:
             jail = self._new_jail(request.limits, request.code)
             jail.start()
-            return jail
-        finally:
-            if self.spare is not None:
-                self.spare.launch(request.limits)
+        if self.spare is not None:
+            self.spare.launch(request.limits)
+        return jail
 
     def _new_jail(self, limits: Limits, code: str) -> WarmJail:
         return WarmJail(

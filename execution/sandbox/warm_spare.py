@@ -54,7 +54,9 @@ class SpareJail:
         _spares.add(self)
 
     def take(self, limits: Limits) -> WarmJail | None:
-        """The spare, launched and still waiting, if it has these limits; else None."""
+        """The spare, launched and still waiting, if it has these limits; else None, and
+        a spare that does not fit is stopped now (a few ms), so that its slot is free for
+        the jail the caller starts instead."""
         with self._lock:
             self._forget_if_forked()
             jail, self._jail = self._jail, None
@@ -63,16 +65,17 @@ class SpareJail:
             return None
         if jail.limits == limits and fresh and jail.waiting():
             return jail
-        _stop_in_background(jail)
+        jail.stop()
         return None
 
     def drop(self) -> bool:
-        """Stop the spare to free its slot for a jail in service; False if there is none."""
+        """Stop the spare to free its slot for a jail in service, now (a few ms: the
+        caller claims a slot next); False if there is none."""
         with self._lock:
             self._forget_if_forked()
             jail, self._jail = self._jail, None
         if jail is not None:
-            _stop_in_background(jail)
+            jail.stop()
         return jail is not None
 
     def launch(self, limits: Limits) -> None:

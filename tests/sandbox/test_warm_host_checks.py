@@ -428,3 +428,14 @@ def test_a_spare_with_other_limits_or_a_dead_zygote_is_not_used(make_box):
     assert wait_until(lambda: not spare.waiting())
     assert step(box, "def main(x):\n    return 3\n", tenant="c", pids=16).result == 3
     assert jail_of(box, "c") is not spare
+
+
+def test_a_spare_that_does_not_fit_gives_its_slot_to_the_jail_started_instead(make_box):
+    box = make_box(jails_per_machine=2, spare_jail=True)
+    code = "def main(x):\n    return x\n"
+    assert step(box, code, "a", tenant="a").result == "a"
+    assert wait_until(lambda: box.spare.jail() is not None)  # the machine's 2 slots held
+    spare = box.spare.jail()
+    assert step(box, code, "b", tenant="b", pids=16).result == "b"  # other limits
+    assert sorted(key.tenant for key, _ in box.pool.jails()) == ["a", "b"]  # b warm
+    assert jail_of(box, "b") is not spare
