@@ -49,6 +49,7 @@ class SpareJail:
         self._jail: WarmJail | None = None
         self._launched_at = 0.0
         self._thread: threading.Thread | None = None
+        self._launching_limits: Limits | None = None
         self._closed = False
         self._owner_pid = os.getpid()
         _spares.add(self)
@@ -56,7 +57,14 @@ class SpareJail:
     def take(self, limits: Limits) -> WarmJail | None:
         """The spare, launched and still waiting, if it has these limits; else None, and
         a spare that does not fit is stopped now (a few ms), so that its slot is free for
-        the jail the caller starts instead."""
+        the jail the caller starts instead. A spare of these limits still launching is
+        waited for: it is further on than a start begun now, which would also share the
+        cores with it."""
+        with self._lock:
+            self._forget_if_forked()
+            thread, launching = self._thread, self._launching_limits
+        if thread is not None and thread.is_alive() and launching == limits:
+            thread.join(JOIN_SECONDS)
         with self._lock:
             self._forget_if_forked()
             jail, self._jail = self._jail, None
@@ -88,6 +96,7 @@ class SpareJail:
             if self._jail is not None and self._jail.limits == limits:
                 return
             old, self._jail = self._jail, None
+            self._launching_limits = limits
             self._thread = threading.Thread(
                 target=self._launch, args=(limits,), name="stepwell-warm-spare", daemon=True
             )
