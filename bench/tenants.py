@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/tenants.py [--tenants 1000] [--instances-per-tenant 3] [--instances N]
         [--steps 5] [--workers 1] [--concurrency 2] [--in-flight 4] [--warm-tenants N]
-        [--start-in-background on|off] [--many-mode warm|fresh] [--seed 18] [--timeout 1800]
+        [--start-in-background on|off] [--spare-jail on|off] [--many-mode warm|fresh]
+        [--seed 18] [--timeout 1800]
         [--database-url postgres://postgres@127.0.0.1:5432/stepwell_bench_tenants]
 
 Creates (and at the end drops) its own PostgreSQL database, starts a private Redis,
@@ -396,7 +397,8 @@ def report(args, warm: dict, many: dict) -> None:
         f"{args.steps} steps per instance, {args.in_flight} instances in flight, seed "
         f"{args.seed}; warm jails per pool process {args.jails_per_worker}, per machine "
         f"{args.jails_per_machine or 'default (slots / 2)'}, jail start in the background: "
-        f"{args.start_in_background or 'the setting'}; many tenants in {args.many_mode} mode"
+        f"{args.start_in_background or 'the setting'}, spare jail: "
+        f"{args.spare_jail or 'the setting'}; many tenants in {args.many_mode} mode"
     )
     print(f"load avg:   {load_average()} (1/5/15 min) at the report")
     print()
@@ -490,6 +492,11 @@ def parse_args(argv=None):
         help="STEPWELL_WARM_START_IN_BACKGROUND for the workers (default: the setting's)",
     )
     parser.add_argument(
+        "--spare-jail",
+        choices=("on", "off"),
+        help="STEPWELL_WARM_SPARE_JAIL for the workers (default: the setting's)",
+    )
+    parser.add_argument(
         "--many-mode",
         choices=("warm", "fresh"),
         default="warm",
@@ -521,6 +528,8 @@ def run(args) -> None:
     stack.extra_env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     if args.start_in_background:
         stack.extra_env["STEPWELL_WARM_START_IN_BACKGROUND"] = args.start_in_background
+    if args.spare_jail:
+        stack.extra_env["STEPWELL_WARM_SPARE_JAIL"] = args.spare_jail
     database_made = False
     rng = random.Random(args.seed)
     try:

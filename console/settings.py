@@ -263,6 +263,9 @@ STEPWELL_WARM_MAX_JAIL_STEPS = env_int("STEPWELL_WARM_MAX_JAIL_STEPS", 1000, min
 # rather than wait for the start. Off: on a loaded 2-core machine it made the first step
 # faster and the next ones slower, no gain overall (bench/README.md, bench/tenants.py).
 STEPWELL_WARM_START_IN_BACKGROUND = env_bool("STEPWELL_WARM_START_IN_BACKGROUND", False)
+# Launch a jail ahead, up to the tenant's import, for the next warm miss of each worker
+# process (execution/sandbox/warm_spare.py; bench/tenants.py measures it).
+STEPWELL_WARM_SPARE_JAIL = env_bool("STEPWELL_WARM_SPARE_JAIL", False)
 # Benchmarks only (bench/peers.py): every activation in this mode, whatever the quota says.
 STEPWELL_BENCH_SANDBOX_MODE = env_str("STEPWELL_BENCH_SANDBOX_MODE", "")
 # Retention (execution/retention.py): the clock deletes expired finished instances in

@@ -208,6 +208,27 @@ class JobCgroup:
         _remove_tree(self.path)
 
 
+def own_cpu_group(layout: Layout, job: JobCgroup) -> Path | None:
+    """v1 with cpuacct a hierarchy of its own: the group the host makes there for a warm
+    jail (nsjail makes none); None on other layouts."""
+    return layout.root / CPUACCT / PARENT / job.path.name if layout.own_cpuacct() else None
+
+
+def join_cpu_group(group: Path, pid: int) -> None:
+    """Make `group` if need be and move `pid` into it, unless it is there already.
+
+    A move into a v1 cgroup waits for an RCU grace period (some 10 ms, more under load)
+    unless another move ran a moment before: WarmJail makes it at the zygote's "started"
+    frame, soon after nsjail's own moves, and JailCounters then finds the zygote there.
+    """
+    try:
+        group.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise SandboxSetupError(f"cannot create {group}: {exc}") from exc
+    if str(pid) not in (_read(group / "cgroup.procs") or "").split():
+        _write(group / "cgroup.procs", str(pid))
+
+
 class JailCounters:
     """A warm jail's task count and CPU time, from cgroups the jail cannot touch.
 
@@ -233,15 +254,10 @@ class JailCounters:
         else:
             nsjail_group = f"{PARENT}.{zygote_pid}"  # nsjail names it after the jailed pid
             pids = layout.root / "pids" / PARENT / nsjail_group / "pids.current"
-            if layout.own_cpuacct():
-                group = layout.root / CPUACCT / PARENT / job.path.name
-                try:
-                    group.mkdir()
-                except OSError as exc:
-                    raise SandboxSetupError(f"cannot create {group}: {exc}") from exc
+            if (group := own_cpu_group(layout, job)) is not None:
                 self.cpu_group = group
                 # Only the zygote may be there yet; the caller checks the count after this.
-                _write(self.cpu_group / "cgroup.procs", str(zygote_pid))
+                join_cpu_group(group, zygote_pid)
                 cpu = self.cpu_group / "cpuacct.usage"
             elif (layout.root / "cpu" / "cpuacct.usage").is_file():
                 cpu = layout.root / "cpu" / PARENT / nsjail_group / "cpuacct.usage"
@@ -299,6 +315,11 @@ class MemoryCounters:
         for fd in self.fds:
             os.close(fd)
         self.fds = []
+
+
+def remove_group(path: Path) -> None:
+    """rmdir a cgroup the host made (and its children), killing stragglers."""
+    _remove_tree(path)
 
 
 def _subdirs(path: Path) -> list[Path]:

@@ -23,10 +23,12 @@ from execution.sandbox.config import SandboxConfig
 from execution.sandbox.fresh import FreshSandbox
 from execution.sandbox.job import Refused, open_job, watch_notes
 from execution.sandbox.kept import KeptChild, result_of
+from execution.sandbox.limits import Limits
 from execution.sandbox.protocol import dumps_secrets
 from execution.sandbox.result import SandboxRequest, SandboxResult, Status, failure
 from execution.sandbox.warm_jail import NoFreeSlot, WarmJail, WarmStartError
 from execution.sandbox.warm_pool import JailKey, JailPool
+from execution.sandbox.warm_spare import SpareJail
 from execution.sandbox.warm_step import StepRun
 from lib import metrics
 
@@ -52,6 +54,7 @@ class WarmSandbox:
         max_seconds: float = DEFAULT_MAX_SECONDS,
         max_steps: int = DEFAULT_MAX_STEPS,
         start_in_background: bool = False,
+        spare_jail: bool = False,
     ) -> None:
         self.config = config or SandboxConfig.from_settings()
         self.fresh = fresh or FreshSandbox(self.config)
@@ -66,6 +69,12 @@ class WarmSandbox:
         self._cold: dict[JailKey, float] = {}
         self._cold_lock = threading.Lock()
         self._layout: Layout | None = None
+        # A jail launched ahead for the next miss (warm_spare.py): its code dir is empty.
+        self.spare = (
+            SpareJail(lambda limits: self._new_jail(limits, ""), idle_seconds)
+            if spare_jail
+            else None
+        )
 
     @classmethod
     def from_settings(cls, fresh: FreshSandbox | None = None) -> "WarmSandbox":
@@ -78,6 +87,7 @@ class WarmSandbox:
             max_seconds=settings.STEPWELL_WARM_MAX_JAIL_SECONDS,
             max_steps=settings.STEPWELL_WARM_MAX_JAIL_STEPS,
             start_in_background=settings.STEPWELL_WARM_START_IN_BACKGROUND,
+            spare_jail=settings.STEPWELL_WARM_SPARE_JAIL,
         )
 
     def prepare(self) -> None:
@@ -89,6 +99,8 @@ class WarmSandbox:
 
     def close(self) -> None:
         self.pool.close()
+        if self.spare is not None:
+            self.spare.close()
 
     def run(self, request: SandboxRequest, *, keep: bool = False) -> SandboxResult:
         """With `keep`, a workflow's child that completes a do step may stay alive, paused:
@@ -160,24 +172,34 @@ class WarmSandbox:
         try:
             return self._start_jail(request)
         except NoFreeSlot:
-            if not self.pool.evict_oldest():
+            if not self.pool.evict_oldest() and not (self.spare and self.spare.drop()):
                 raise
             return self._start_jail(request)
 
     def _start_jail(self, request: SandboxRequest) -> WarmJail:
-        name = f"job-{os.getpid()}-warm{next(_jail_numbers)}"
-        jail = WarmJail(
+        """The spare bound to this tenant if it fits, else a new jail; then the next spare
+        (only after a start that worked: after NoFreeSlot it would take the slot that
+        evicting an idle jail frees for this one)."""
+        if self.spare is not None and (jail := self.spare.take(request.limits)):
+            jail.bind(lambda slot: self.fresh.code_dir_for(slot, request.code))
+        else:
+            jail = self._new_jail(request.limits, request.code)
+            jail.start()
+        if self.spare is not None:
+            self.spare.launch(request.limits)
+        return jail
+
+    def _new_jail(self, limits: Limits, code: str) -> WarmJail:
+        return WarmJail(
             self.config,
             self._layout,
             self.fresh.slots,
             self.slot_range,
-            lambda slot: self.fresh.code_dir_for(slot, request.code),
-            request.limits,
-            name,
+            lambda slot: self.fresh.code_dir_for(slot, code),
+            limits,
+            f"job-{os.getpid()}-warm{next(_jail_numbers)}",
             self.fresh.network,
         )
-        jail.start()
-        return jail
 
     def _is_cold(self, key: JailKey) -> bool:
         with self._cold_lock:
@@ -194,7 +216,8 @@ class WarmSandbox:
     # For tests and diagnostics
 
     def _all_jails(self) -> list[WarmJail]:
-        return [jail for _, jail in self.pool.jails()] + self.pool.stopping()
+        spare = [self.spare.jail()] if self.spare is not None and self.spare.jail() else []
+        return [jail for _, jail in self.pool.jails()] + self.pool.stopping() + spare
 
     def zygote_pids(self) -> set[int]:
         """Host pids of the zygotes of this sandbox's jails, in service or being stopped."""

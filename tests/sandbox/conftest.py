@@ -16,8 +16,11 @@ from execution.sandbox import (
 from execution.sandbox.limits import MiB
 
 SLOTS = 16  # warm jails hold a slot for as long as they live
-# A uid range of this session's own, so concurrent test runs never see each other's jails.
-UID_BASE = 200000 + (os.getpid() % 10000) * SLOTS
+# A uid range of this session's own, so concurrent test runs never see each other's jails;
+# STEPWELL_TEST_UID_BASE pins it (sessions that share a machine are given ranges): these
+# tests' uids from there, test_warm_host_checks.py's from 5000 above.
+PINNED_UID_BASE = os.environ.get("STEPWELL_TEST_UID_BASE")
+UID_BASE = int(PINNED_UID_BASE or 200000 + (os.getpid() % 10000) * SLOTS)
 
 # Small limits keep the hostile suite quick.
 SMALL = Limits(

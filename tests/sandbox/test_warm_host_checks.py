@@ -5,6 +5,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -21,14 +22,16 @@ from execution.sandbox import (
 )
 from execution.sandbox.cgroups import PARENT, JailCounters, JobCgroup, Layout
 from execution.sandbox.slots import NoSlotInTime, Slots
-from tests.sandbox.conftest import SMALL, _sandbox_pids
+from tests.sandbox.conftest import PINNED_UID_BASE, SMALL, _sandbox_pids
 
 pytestmark = pytest.mark.sandbox
 
 SLOTS = 16
 # A uid range of this module's own (conftest's ranges start at 200000 and end below
 # 400000), so every sandbox process in it belongs to these tests.
-UID_BASE = 400000 + (os.getpid() % 10000) * SLOTS
+UID_BASE = (
+    int(PINNED_UID_BASE) + 5000 if PINNED_UID_BASE else 400000 + (os.getpid() % 10000) * SLOTS
+)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -175,6 +178,29 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return float("inf")  # gone: the host already stopped it
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def test_the_zygote_joins_its_cpu_group_while_it_starts_and_the_group_goes_with_the_jail(
+    box, config
+):
+    assert step(box, "def main(x):\n    return x\n", 1).result == 1
+    ((_, jail),) = box.pool.jails()
+    group = jail.watch.cpu_group
+    if group is None:
+        pytest.skip("cpuacct shares the cpu hierarchy here: nsjail's group counts the CPU")
+    assert jail.cpu_group_joined == group  # at "started", not after "ready"
+    assert (group / "cgroup.procs").read_text().split() == [str(only_zygote(box))]
+    box.close()
+    assert wait_until(lambda: not group.exists())
+
+
+def test_a_start_that_fails_after_the_zygote_joined_its_cpu_group_leaves_no_cgroup(box, config):
+    result = step(box, "import os\nos._exit(3)\n")  # the zygote dies at the tenant's import
+    assert result.status != Status.OK
+    assert box.pool.jails() == []
+    layout = Layout.detect(config.cgroup_root)
+    prefix = f"job-{os.getpid()}-warm"
+    assert [p for parent in layout.parents() for p in parent.glob(f"{prefix}*")] == []
 
 
 def test_an_idle_jail_with_a_process_in_it_is_replaced_before_the_next_step(box, caplog):
@@ -368,3 +394,48 @@ def test_the_counters_read_a_cgroup_v2_job_and_a_v1_cpu_cpuacct_hierarchy(tmp_pa
     counters = JailCounters(v1, JobCgroup(v1, v1.root / "memory" / PARENT / "job-1"), 4321)
     assert (counters.tasks(), counters.cpu_ns()) == (3, 7)
     counters.close()
+
+
+def jail_of(box, tenant: str):
+    (jail,) = [jail for key, jail in box.pool.jails() if key.tenant == tenant]
+    return jail
+
+
+def test_the_spare_jail_is_bound_to_the_next_miss_and_runs_that_tenants_code_alone(make_box):
+    box = make_box(spare_jail=True)
+    assert step(box, "def main(x):\n    return 'a'\n", tenant="a").result == "a"
+    assert wait_until(lambda: box.spare.jail() is not None)  # launched after a's start
+    spare = box.spare.jail()
+    assert spare.waiting() and not spare.alive  # no tenant's code in it yet
+    zygote = spare.zygote_pid()
+    assert step(box, "def main(x):\n    return 'b'\n", tenant="b").result == "b"
+    assert jail_of(box, "b") is spare and spare.zygote_pid() == zygote
+    assert jail_of(box, "a") is not spare
+    assert wait_until(lambda: box.spare.jail() not in (None, spare))  # the next one
+    assert step(box, "def main(x):\n    return 'a2'\n", tenant="a").result == "a2"
+
+
+def test_a_spare_with_other_limits_or_a_dead_zygote_is_not_used(make_box):
+    box = make_box(spare_jail=True)
+    assert step(box, "def main(x):\n    return 1\n", tenant="a").result == 1
+    assert wait_until(lambda: box.spare.jail() is not None)
+    spare = box.spare.jail()
+    assert step(box, "def main(x):\n    return 2\n", tenant="b", pids=16).result == 2
+    assert jail_of(box, "b") is not spare
+    assert wait_until(lambda: box.spare.jail() not in (None, spare))  # with b's limits
+    spare = box.spare.jail()
+    os.kill(spare.zygote_pid(), signal.SIGKILL)
+    assert wait_until(lambda: not spare.waiting())
+    assert step(box, "def main(x):\n    return 3\n", tenant="c", pids=16).result == 3
+    assert jail_of(box, "c") is not spare
+
+
+def test_a_spare_that_does_not_fit_gives_its_slot_to_the_jail_started_instead(make_box):
+    box = make_box(jails_per_machine=2, spare_jail=True)
+    code = "def main(x):\n    return x\n"
+    assert step(box, code, "a", tenant="a").result == "a"
+    assert wait_until(lambda: box.spare.jail() is not None)  # the machine's 2 slots held
+    spare = box.spare.jail()
+    assert step(box, code, "b", tenant="b", pids=16).result == "b"  # other limits
+    assert sorted(key.tenant for key, _ in box.pool.jails()) == ["a", "b"]  # b warm
+    assert jail_of(box, "b") is not spare

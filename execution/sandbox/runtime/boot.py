@@ -19,6 +19,8 @@ import sys
 
 TENANT_PATH = "/code/tenant.py"
 RUNTIME_DIR = "/runtime"
+_STARTED_DOC = b'{"started":true}'
+STARTED = len(_STARTED_DOC).to_bytes(4, "big") + _STARTED_DOC  # a warm jail's first frame
 # The result channel's fd once main() took it: a kept child's pause writes there.
 result_channel = None
 
@@ -158,7 +160,10 @@ def main(job_bytes=None, tenant=None, secrets_bytes=None):
 if __name__ == "__main__":
     if sys.argv[1:] == ["--warm"]:
         # A warm jail: the zygote forks one child per activation, and each child runs
-        # this module's main() as __main__, exactly as a fresh jail would.
+        # this module's main() as __main__, exactly as a fresh jail would. Its first frame,
+        # {"started": true}, goes out before its imports: the host then moves it into a
+        # cgroup of its own while it loads them (zygote.py).
+        write_all(3, STARTED)
         sys.path.insert(0, RUNTIME_DIR)
         import zygote
 

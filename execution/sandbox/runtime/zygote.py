@@ -10,11 +10,13 @@ Control channel (fd 3, a unix stream socket to the host):
   CPU seconds, wall seconds), carrying the write ends of the step's stdout, stderr and
   result pipes as SCM_RIGHTS (and, when the tenant has secrets, a fourth descriptor: a
   memfd holding them as JSON), then the job bytes; a cancel: ``b"C"`` + ``>Q`` (id).
-- zygote to host: ``>I`` length + JSON: first ``{"measure": true}`` once the runtime is
-  loaded, before any tenant code runs (the host takes the memory baseline and answers
-  ``b"G"``), then ``{"ready": true}``, then per request ``{"id", "exit_code", "signal",
-  "timed_out", "cancelled", "retire", "cpu_seconds", "maxrss_bytes"}``; ``retire`` says
-  the zygote could not clean up and is ending.
+- zygote to host: ``>I`` length + JSON: first ``{"started": true}`` (boot.py, before any
+  import: the host moves the zygote into its cpuacct group meanwhile), then
+  ``{"measure": true}`` once the runtime is loaded, before any tenant code runs (the host
+  takes the memory baseline and answers ``b"G"``), then ``{"ready": true}``, then per
+  request ``{"id", "exit_code", "signal", "timed_out", "cancelled", "retire",
+  "cpu_seconds", "maxrss_bytes"}``; ``retire`` says the zygote could not clean up and is
+  ending.
 - Sticky execution (stepwell/_keep.py): ``b"K"`` is a request like ``b"R"`` whose child
   may stay alive after a completed do step. The child then sends its outcome as usual,
   closes its pipes and says ``b"P"`` on a socket of its own (fd 4); the zygote kills
@@ -36,20 +38,22 @@ The tenant module runs in this interpreter, so it can patch anything here: the h
 trusts none of it, and decides from the jail's cgroups whether the jail is clean.
 """
 
-import _signal  # signal.signal() converts to enums: dozens of page copies in each child
+# Every import here is paid by every jail start: signal's C core, as signal.py builds
+# enums at import (stepwell/_capture.py); json_codec, as json imports re and more; and
+# shutil only when a step left something to remove (wipe_scratch), as it imports bz2,
+# lzma and fnmatch.
+import _signal as signal
 import gc
 import math
 import os
 import resource
 import select
-import shutil
-import signal
 import socket
 import struct
 import sys
 import time
 
-import json_codec
+from json_codec import dumps, loads
 from stepwell import _keep
 
 CONTROL_FD = 3
@@ -117,7 +121,7 @@ def recv_kind(control):
 
 
 def send_frame(control, doc):
-    data = json_codec.dumps(doc).encode()
+    data = dumps(doc).encode()
     control.sendall(FRAME_LENGTH.pack(len(data)) + data)
 
 
@@ -151,6 +155,8 @@ def wipe_scratch():
     for top in SCRATCH_DIRS:
         if not os.listdir(top):
             continue  # the usual case: the step left nothing
+        import shutil  # only a step that left something pays for it, once per jail
+
         make_writable(top)
         with os.scandir(top) as entries:
             for entry in entries:
@@ -185,7 +191,7 @@ def run_child(boot, preloaded, job, fds, cpu_seconds, keep=None):
             secrets_bytes = read_secrets(fds[PIPES_PER_STEP])
             os.close(fds[PIPES_PER_STEP])
             fds = fds[:PIPES_PER_STEP]
-        _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         set_dumpable(1)  # its own /proc files belong to it again
         # SIGXCPU at the limit says "CPU time" for sure; the hard limit a second later
         # still ends a step that ignores it.
@@ -239,7 +245,7 @@ def pauser(boot, keep_fd):
             for target, fd in zip((1, 2, channel), fds, strict=True):
                 os.dup2(fd, target)
                 os.close(fd)
-            following = json_codec.loads(data)
+            following = loads(data)
             return following["output"], following["now"]
         except BaseException:
             os._exit(0)  # the host ended it, or the channel broke: nothing more to say
@@ -498,7 +504,6 @@ def status_frame(request_id, status, timed_out, cancelled, retire, cpu, maxrss, 
 
 def preload_runtime(boot):
     """Import what every step needs, and run its paths once; no tenant code yet."""
-    import json  # noqa: F401 - not the runtime's (json_codec), but steps often import it
     import traceback  # noqa: F401 - boot imports these lazily; pay for them once here
 
     from stepwell import _engine, _progress  # noqa: F401
@@ -558,7 +563,7 @@ def warm_up(boot):
         "history": [{**done, "output": {"n": 1}, "error": None}],
         "limits": {"result_bytes": 65536, "log_bytes": 65536, "step_timeout_seconds": 30.0},
     }
-    job = json_codec.dumps({"mode": "workflow", "input": activation}).encode()
+    job = dumps({"mode": "workflow", "input": activation}).encode()
     _progress.set_sink(lambda note: None)
     try:
         for _ in range(WARM_UP_RUNS):
