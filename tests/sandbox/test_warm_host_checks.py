@@ -195,12 +195,17 @@ def test_the_zygote_joins_its_cpu_group_while_it_starts_and_the_group_goes_with_
 
 
 def test_a_start_that_fails_after_the_zygote_joined_its_cpu_group_leaves_no_cgroup(box, config):
+    layout = Layout.detect(config.cgroup_root)
+    prefix = f"job-{os.getpid()}-warm"
+
+    def groups() -> set:
+        return {p for parent in layout.parents() for p in parent.glob(f"{prefix}*")}
+
+    before = groups()  # earlier tests' jails in this process, ended or ending
     result = step(box, "import os\nos._exit(3)\n")  # the zygote dies at the tenant's import
     assert result.status != Status.OK
     assert box.pool.jails() == []
-    layout = Layout.detect(config.cgroup_root)
-    prefix = f"job-{os.getpid()}-warm"
-    assert [p for parent in layout.parents() for p in parent.glob(f"{prefix}*")] == []
+    assert groups() - before == set()
 
 
 def test_an_idle_jail_with_a_process_in_it_is_replaced_before_the_next_step(box, caplog):
