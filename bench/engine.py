@@ -198,17 +198,17 @@ def wait_done(pks: list[int], timeout: float, what: str) -> list:
     from execution.models import Instance
 
     deadline = time.monotonic() + timeout
-    while True:
-        rows = list(Instance.objects.filter(pk__in=pks))
-        ended = [i for i in rows if i.is_terminal]
-        if len(ended) == len(pks):
-            break
+    # The poll counts, and the rows are read once at the end: reading every row 20 times
+    # a second took more of the two cores than the workers under test (a throughput
+    # phase of 400 instances: 14.8 s of this process's CPU against the workers' 9.9 s).
+    running = Instance.objects.filter(pk__in=pks).exclude(status__in=Instance.TERMINAL_STATUSES)
+    while (left := running.count()) > 0:
         if time.monotonic() > deadline:
             raise BenchError(
-                f"{what}: {len(pks) - len(ended)} of {len(pks)} instances had not ended "
-                f"after {timeout:.0f} s"
+                f"{what}: {left} of {len(pks)} instances had not ended after {timeout:.0f} s"
             )
         time.sleep(0.05)
+    rows = list(Instance.objects.filter(pk__in=pks))
     failed = [i for i in rows if i.status != Instance.Status.COMPLETE]
     if failed:
         i = failed[0]
