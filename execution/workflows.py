@@ -225,8 +225,7 @@ def start_in_one_statement(
     if pk is None:
         return False
     rows.saved(instance, pk)
-    if not sent:
-        instance.dispatched_at = None
+    due.placed_at_start(instance, sent)
     if entry is not None:
         entry.target_id = str(pk)  # its own id stays unread: nothing uses it
     event.instance = instance

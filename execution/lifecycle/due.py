@@ -70,6 +70,13 @@ def due_from_start(instance: Instance, now: datetime, *, sent: bool = False) -> 
     instance.dispatched_at = now if sent else None
 
 
+def placed_at_start(instance: Instance, placed: bool) -> None:
+    """What the start's statement decided (start_place_sql): `placed`, the stored row is
+    marked as sent, else it is due and sent by the fill after the commit."""
+    if not placed:
+        instance.dispatched_at = None
+
+
 def sendable_at_start(tenant_id: int, now: datetime) -> bool:
     """Whether a fill run now would send a new instance of the tenant, due now: the
     tenant has a free place, and no older instance of the tenant is due (the fill sends
