@@ -1,7 +1,7 @@
 """Stepwell against its peers: the same M-step workflow of trivial steps, five ways (issue 7).
 
     .venv/bin/python bench/peers.py [--instances 40] [--steps 10] [--sequential 10]
-        [--workers 1] [--concurrency 2] [--rounds 3] [--timeout 300]
+        [--workers 1] [--concurrency 2] [--timeout 300]
         [--database-url postgres://postgres@127.0.0.1:5432/stepwell_bench_peers]
 
 One run, on one private Redis and one PostgreSQL server (tests/integration/stack.py):
@@ -20,11 +20,8 @@ One run, on one private Redis and one PostgreSQL server (tests/integration/stack
 For each: per-workflow latency p50/p95 over --sequential workflows run one at a time
 (Stepwell: instance created_at -> finished_at; Celery: apply_async -> the last task's
 end; DBOS: the call), and steps/s with N workflows started at once = N*M / (first start
--> last end). (a2), (c) and (d) run in --rounds interleaved rounds, all up at once
-(bench/peer_rounds.py): --sequential latency samples and one throughput batch each per
-round, the steps/s the median of the rounds'. Then Stepwell warm's ratio to each, and
-issue 8's goals: warm 10-step p50 <= 2x DBOS p50, and warm >= 250 steps/s. Exits 0
-when a goal is missed.
+-> last end). Then Stepwell warm's ratio to each, and issue 8's goals: warm 10-step
+p50 <= 2x DBOS p50, and warm >= 250 steps/s. Exits 0 when a goal is missed.
 """
 
 from __future__ import annotations
@@ -33,6 +30,8 @@ import argparse
 import os
 import secrets
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -40,7 +39,7 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import engine, peer_rounds  # noqa: E402
+from bench import engine  # noqa: E402
 from tests.integration.stack import VENV_BIN, Process, wait_until  # noqa: E402
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/stepwell_bench_peers"
@@ -50,9 +49,6 @@ UNSANDBOXED_ENV = {
     "STEPWELL_BENCH_UNSANDBOXED": "1",
     "STEPWELL_BENCH_SANDBOX_MODE": "unsandboxed",
 }
-WARM = "(a2) Stepwell, warm sandbox"
-CHAIN = "(c) plain Celery chain"
-DBOS_LABEL = "(d) DBOS Transact"
 BenchError = engine.BenchError
 say = engine.say
 
@@ -174,7 +170,72 @@ def start_chain_workers(stack: PeerStack, args, redis_url: str) -> list[Process]
     return workers
 
 
-# (c) and (d) are bench/peer_rounds.py's CeleryChain and DbosTransact.
+def celery_chain(args, label: str) -> dict:
+    from bench import celery_chain as peer
+
+    def run_one() -> tuple[float, float]:
+        started = time.time()
+        done = peer.workflow(args.steps).apply_async()
+        return started, done.get(timeout=args.timeout)["at"]
+
+    w = args.workers * args.concurrency
+    for _ in range(w):
+        run_one()
+    latencies = []
+    for _ in range(args.sequential):
+        started, ended = run_one()
+        latencies.append(ended - started)
+    started = time.time()
+    pending = [peer.workflow(args.steps).apply_async() for _ in range(args.instances)]
+    ends = [p.get(timeout=args.timeout)["at"] for p in pending]
+    elapsed = max(ends) - started
+    return result(label, latencies, args.instances * args.steps, elapsed, f"{w} processes")
+
+
+# --- (d) DBOS Transact -------------------------------------------------------------------
+
+
+def dbos_transact(args, database_url: str, label: str) -> dict:
+    from dbos import DBOS
+
+    steps = args.steps
+    DBOS(
+        config={
+            "name": "stepwell-bench-peers",
+            "system_database_url": database_url.replace("postgres://", "postgresql://", 1),
+            "log_level": "WARNING",
+        }
+    )
+
+    @DBOS.step()
+    def trivial(i: int) -> int:
+        return i
+
+    @DBOS.workflow()
+    def ten_steps() -> int:
+        total = 0
+        for i in range(steps):
+            total += trivial(i)
+        return total
+
+    def timed() -> float:
+        started = time.perf_counter()
+        ten_steps()
+        return time.perf_counter() - started
+
+    w = args.workers * args.concurrency
+    DBOS.launch()
+    try:
+        for _ in range(w):
+            timed()
+        latencies = [timed() for _ in range(args.sequential)]
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=w) as pool:
+            list(pool.map(lambda _: timed(), range(args.instances)))
+        elapsed = time.perf_counter() - started
+    finally:
+        DBOS.destroy(destroy_registry=True)
+    return result(label, latencies, args.instances * steps, elapsed, f"{w} threads")
 
 
 # --- the report --------------------------------------------------------------------------
@@ -189,8 +250,7 @@ def report(args, results: list[dict], started_load: str) -> None:
     print(f"load avg:   {started_load} at the start, {load()} at the end (1/5/15 min)")
     print(
         f"parameters: M={args.steps} trivial steps per workflow; latency over "
-        f"{args.sequential} workflows one at a time per round; throughput N={args.instances} "
-        f"at once, median of {args.rounds} interleaved rounds for (a2), (c), (d); "
+        f"{args.sequential} workflows one at a time; throughput N={args.instances} at once; "
         f"W={args.workers} worker x {args.concurrency} = "
         f"{args.workers * args.concurrency} pool processes (DBOS: threads in this process)"
     )
@@ -259,9 +319,6 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, default=1, help="Celery worker processes")
     parser.add_argument("--concurrency", type=int, default=2, help="pool processes per worker")
     parser.add_argument("--clock-interval", type=float, default=0.25)
-    parser.add_argument(
-        "--rounds", type=int, default=3, help="interleaved rounds of (a2), (c) and (d)"
-    )
     parser.add_argument("--timeout", type=float, default=300, help="seconds a phase may take")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
     parser.add_argument(
@@ -274,7 +331,7 @@ def parse_args(argv=None):
         "--only", default="a1,a2,b,c,d", help="comma-separated variants (a2 and d needed)"
     )
     args = parser.parse_args(argv)
-    for name in ("instances", "steps", "sequential", "workers", "concurrency", "rounds"):
+    for name in ("instances", "steps", "sequential", "workers", "concurrency"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     args.only = set(args.only.split(",")) | {"a2", "d"}
@@ -301,47 +358,40 @@ def run(args) -> None:
         engine.configure_django(args.database_url, stack.redis.url)
 
         w = f"{args.workers} x {args.concurrency}"
-        w_count = args.workers * args.concurrency
         say(f"starting redis, {w} Stepwell workers and the clock")
         stack.start(workers=args.workers, concurrency=args.concurrency)
         engine.point_celery_at(stack.redis.url)
         from tests.factories import make_tenant
 
         tenant = make_tenant("bench", "bench-user", steps_per_instance=args.steps + 10)
-        if "a1" in args.only:
-            say("(a1) Stepwell, fresh sandbox")
-            results.append(stepwell(tenant, args, "fresh", "(a1) Stepwell, fresh sandbox"))
+        for key, mode, label in (
+            ("a1", "fresh", "(a1) Stepwell, fresh sandbox"),
+            ("a2", "warm", "(a2) Stepwell, warm sandbox"),
+        ):
+            if key in args.only:
+                say(label)
+                results.append(stepwell(tenant, args, mode, label))
         if "b" in args.only:
             say("(b) Stepwell, unsandboxed subprocess: restarting the workers")
             stack.restart_workers(args.workers, args.concurrency, **UNSANDBOXED_ENV)
             results.append(stepwell(tenant, args, "fresh", "(b) Stepwell, plain subprocess"))
-            stack.restart_workers(args.workers, args.concurrency)
+        for worker in stack.workers:  # idle from here on: keep the two cores for the peers
+            worker.stop()
+        stack.workers.clear()
 
-        # (a2), (c) and (d) in interleaved rounds (bench/peer_rounds.py), all up at once.
-        variants = {WARM: peer_rounds.StepwellWarm(tenant, args, WARM)}
         if "c" in args.only:
             say(f"(c) plain Celery chain: starting {w} chain workers")
             chain_url = chain_redis_url(stack.redis.url)
             os.environ["STEPWELL_BENCH_CHAIN_REDIS"] = chain_url
             chain_workers = start_chain_workers(stack, args, chain_url)
-            variants[CHAIN] = peer_rounds.CeleryChain(args)
+            results.append(celery_chain(args, "(c) plain Celery chain"))
+            for worker in chain_workers:
+                worker.stop()
+
         say("(d) DBOS Transact, in this process")
         engine.create_database(dbos_url)
         made.append(dbos_url)
-        variants[DBOS_LABEL] = peer_rounds.DbosTransact(args, dbos_url, w_count)
-        taken = peer_rounds.interleaved(variants, args, args.rounds, say)
-        kinds = {WARM: "processes", CHAIN: "processes", DBOS_LABEL: "threads"}
-        for label, figures in taken.items():
-            results.append(
-                {
-                    "name": label,
-                    "workers": f"{w_count} {kinds[label]}",
-                    "latency": engine.dist(figures["latencies"]),
-                    "steps_per_s": peer_rounds.median(figures["rates"]),
-                    "load": load(),
-                }
-            )
-        results.sort(key=lambda r: r["name"])
+        results.append(dbos_transact(args, dbos_url, "(d) DBOS Transact"))
         report(args, results, started_load)
     except Exception:
         if stack.workers or chain_workers:
