@@ -242,6 +242,27 @@ def template(tenant, name: str, code: str, statuses: tuple[str, ...]) -> int:
     return instance.pk
 
 
+def cloned_columns(model, source: str, overrides: dict[str, str], shift: str) -> tuple[str, str]:
+    """The column list and the SELECT list of an INSERT ... SELECT that clones `model`'s
+    rows from `source`: every column as it is but the primary key (left out), those in
+    `overrides` (SQL by column), and every timestamp, moved by the SQL interval `shift`."""
+    from django.db import connection
+
+    qn = connection.ops.quote_name
+    names, values = [], []
+    for field in model._meta.concrete_fields:
+        if field.primary_key:
+            continue
+        names.append(qn(field.column))
+        if field.column in overrides:
+            values.append(overrides[field.column])
+        elif field.get_internal_type() == "DateTimeField":
+            values.append(f"{source}.{qn(field.column)} + {shift}")
+        else:
+            values.append(f"{source}.{qn(field.column)}")
+    return ", ".join(names), ", ".join(values)
+
+
 def clone_statements(template_pk: int, lo: int, n: int, age_seconds: float, prefix: str):
     """INSERTs of n clones of the template instance (keys prefix + md5, ages spread evenly
     over age_seconds), then of its steps and its progress events for every instance whose
@@ -251,24 +272,9 @@ def clone_statements(template_pk: int, lo: int, n: int, age_seconds: float, pref
     from execution.models import Instance, ProgressEvent, Step
 
     qn = connection.ops.quote_name
-
-    def copy(model, source: str, overrides: dict[str, str], shift: str) -> tuple[str, str]:
-        names, values = [], []
-        for field in model._meta.concrete_fields:
-            if field.primary_key:
-                continue
-            names.append(qn(field.column))
-            if field.column in overrides:
-                values.append(overrides[field.column])
-            elif field.get_internal_type() == "DateTimeField":
-                values.append(f"{source}.{qn(field.column)} + {shift}")
-            else:
-                values.append(f"{source}.{qn(field.column)}")
-        return ", ".join(names), ", ".join(values)
-
     instances = qn(Instance._meta.db_table)
     age = f"((g - {lo}) * {age_seconds / max(n, 1):.6f} * interval '1 second')"
-    cols, vals = copy(
+    cols, vals = cloned_columns(
         Instance,
         "t",
         {"key": f"'{prefix}' || md5('{prefix}' || g)"},
@@ -281,7 +287,7 @@ def clone_statements(template_pk: int, lo: int, n: int, age_seconds: float, pref
     shift = "(i.created_at - t.created_at)"
     for model in (Step, ProgressEvent):
         table = qn(model._meta.db_table)
-        cols, vals = copy(model, "s", {"instance_id": "i.id"}, shift)
+        cols, vals = cloned_columns(model, "s", {"instance_id": "i.id"}, shift)
         yield (
             f"INSERT INTO {table} ({cols}) SELECT {vals} FROM {instances} i "
             f"JOIN {table} s ON s.instance_id = {template_pk} "
@@ -429,21 +435,9 @@ def clone_sleepers(template_pk: int, n: int, first_wake: float, gap: float) -> l
     shift = "(now() - t.created_at)"
     prefix = f"t{int(first_wake)}-"
 
-    def columns(model, source: str, overrides: dict[str, str], shifted: str):
-        names, values = [], []
-        for field in model._meta.concrete_fields:
-            if field.primary_key:
-                continue
-            names.append(qn(field.column))
-            if field.column in overrides:
-                values.append(overrides[field.column])
-            elif field.get_internal_type() == "DateTimeField":
-                values.append(f"{source}.{qn(field.column)} + {shifted}")
-            else:
-                values.append(f"{source}.{qn(field.column)}")
-        return ", ".join(names), ", ".join(values)
-
-    cols, vals = columns(Instance, "t", {"key": f"'{prefix}' || g", "next_run_at": wake}, shift)
+    cols, vals = cloned_columns(
+        Instance, "t", {"key": f"'{prefix}' || g", "next_run_at": wake}, shift
+    )
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SELECT coalesce(max(id), 0) FROM {instances}")
         after = cursor.fetchone()[0]
@@ -456,7 +450,7 @@ def clone_sleepers(template_pk: int, n: int, first_wake: float, gap: float) -> l
             (ProgressEvent, {"instance_id": "i.id"}),
         ):
             table = qn(model._meta.db_table)
-            cols, vals = columns(model, "s", overrides, "(i.created_at - t.created_at)")
+            cols, vals = cloned_columns(model, "s", overrides, "(i.created_at - t.created_at)")
             cursor.execute(
                 f"INSERT INTO {table} ({cols}) SELECT {vals} FROM {instances} i "
                 f"JOIN {table} s ON s.instance_id = {template_pk} "
