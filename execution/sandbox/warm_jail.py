@@ -144,7 +144,7 @@ class WarmJail:
         """Spawn the jail and load the runtime, up to the zygote's wait for GO: no tenant
         code has run, and none has been read (the slot's code dir holds what code_dir_for
         wrote, "" for a spare). WarmStartError otherwise."""
-        try:
+        with self._killed_on_failure():
             self._spawn()
             deadline = time.monotonic() + self.config.setup_allowance_seconds
             if self._next_frame(deadline) != {"started": True}:
@@ -155,18 +155,12 @@ class WarmJail:
             # Each step's memory limit sits on top of the runtime alone, measured before
             # the tenant's import, which counts against every step as in a fresh jail.
             self.job.limit(self.job.memory_bytes() + self.limits.memory_bytes)
-        except (OSError, ValueError, SandboxSetupError) as exc:
-            self.kill()
-            raise WarmStartError(f"the warm jail failed to start: {exc}") from exc
-        except WarmStartError:
-            self.kill()
-            raise
 
     def bind(self, code_dir_for: Callable[[int], Path] | None = None) -> None:
         """After launch(): the tenant's import (its code written first by `code_dir_for`,
         for a spare launched with none), then the ready frame and the host's counters.
         From here on the jail is that tenant's alone. WarmStartError otherwise."""
-        try:
+        with self._killed_on_failure():
             if code_dir_for is not None:
                 self.code_dir_for = code_dir_for
                 code_dir_for(self.slot)
@@ -184,13 +178,19 @@ class WarmJail:
             if (tasks := self.watch.tasks()) != 1:
                 raise WarmStartError(f"{tasks} tasks in the jail after the tenant's import")
             self.idle_cpu_from = self.watch.cpu_ns()
+        self.alive = True
+
+    @contextlib.contextmanager
+    def _killed_on_failure(self):
+        """A start that fails on the way is killed and reported as a WarmStartError."""
+        try:
+            yield
         except (OSError, ValueError, SandboxSetupError) as exc:
             self.kill()
             raise WarmStartError(f"the warm jail failed to start: {exc}") from exc
         except WarmStartError:
             self.kill()
             raise
-        self.alive = True
 
     def _spawn(self) -> None:
         claimed = self.slots.claim(self.slot_range)
