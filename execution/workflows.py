@@ -385,7 +385,10 @@ def pick_version(
     else:
         if not fresh:
             # Read it afresh: a caller's Workflow object may predate the latest upload.
-            workflow.refresh_from_db(fields=["current_version"])
+            # One query for the pointer and the version it points at (a refresh, then
+            # the relation's fetch, took two).
+            current = Workflow.objects.filter(pk=workflow.pk).values("current_version_id")[:1]
+            workflow.current_version = CodeVersion.objects.filter(pk=current).first()
         version = workflow.current_version
         if version is None:
             raise StartError(f"workflow {workflow.name!r} has no code yet")
