@@ -22,8 +22,7 @@ from execution.lifecycle import due, records
 from execution.models import ProgressEvent, Step
 from execution.outcome_checks import duration, json_size
 from execution.progress import (
-    event_message,
-    numbered,
+    numbered_messages,
     send,
     started,
     step_summary,
@@ -158,8 +157,7 @@ def store_completion_in_one_statement(
     if row is None:
         return False
     last_seq, step.pk = row
-    stored = numbered(activation.instance_pk, last_seq, events, at)
-    messages = [event_message(event, activation.instance_key) for event in stored]
+    messages = numbered_messages(activation.instance_key, last_seq, events, at)
     instance_pk, tenant_id = activation.instance_pk, activation.tenant_id
     transaction.on_commit(lambda: send(instance_pk, tenant_id, messages))
     return True

@@ -178,13 +178,22 @@ def next_seq(instance_pk: int, count: int = 1, **fields) -> int:
 
 
 def event_message(event: ProgressEvent, instance_key: str) -> dict:
-    return {
-        "seq": event.seq,
-        "type": event.type,
-        "instance": instance_key,
-        "at": event.created_at.isoformat(),
-        **event.data,
-    }
+    return message(event.seq, event.type, instance_key, event.created_at.isoformat(), event.data)
+
+
+def numbered_messages(instance_key: str, last_seq: int, events: list[tuple], at) -> list[dict]:
+    """The messages of numbered's rows, without making the rows: a completed step's
+    events are stored by its own statement, and only their messages are needed here."""
+    first, at_text = last_seq - len(events) + 1, at.isoformat()
+    return [
+        message(first + i, type_, instance_key, at_text, data)
+        for i, (type_, data) in enumerate(events)
+    ]
+
+
+def message(seq: int, type_: str, instance_key: str, at_text: str, data: dict) -> dict:
+    """A progress event as browsers and the event API see it."""
+    return {"seq": seq, "type": type_, "instance": instance_key, "at": at_text, **data}
 
 
 def send(instance_pk: int, tenant_id: int, messages: list[dict]) -> None:
