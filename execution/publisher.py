@@ -19,6 +19,7 @@ missed an event catch up with `?after=N`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import threading
@@ -60,7 +61,13 @@ class BackgroundPublisher:
         self.layer = layer
         self.audience = audience
         self.loop = asyncio.new_event_loop()
-        self.queue: asyncio.Queue | None = None
+        # Sends go to a deque, and only the first since the last batch wakes the loop's
+        # thread: a wake per send (a pipe write, then the thread taking the GIL from the
+        # engine's) cost a busy worker more than the sends themselves.
+        self.pending: collections.deque = collections.deque()
+        self.woken = False
+        self.woken_lock = threading.Lock()
+        self.wake: asyncio.Event | None = None
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, name="progress-publisher", daemon=True)
         self.thread.start()
@@ -68,16 +75,21 @@ class BackgroundPublisher:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.queue = asyncio.Queue()
+        self.wake = asyncio.Event()
         self.loop.call_soon(self.ready.set)
         self.loop.run_until_complete(self._drain())
 
     async def _drain(self) -> None:
         while True:
-            items = [await self.queue.get()]
+            await self.wake.wait()
             await asyncio.sleep(LINGER_SECONDS)
-            while not self.queue.empty():
-                items.append(self.queue.get_nowait())
+            with self.woken_lock:
+                # Before the deque is emptied: a send after this line wakes the loop again.
+                self.woken = False
+                self.wake.clear()
+            items = []
+            while self.pending:
+                items.append(self.pending.popleft())
             batches = gather(items)
             if self.audience is not None:
                 batches = await self._joined(batches)
@@ -99,7 +111,12 @@ class BackgroundPublisher:
         return [(group, events) for group, events in batches if group in joined]
 
     def send(self, groups: list[str], events: list[dict]) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, (groups, events))
+        self.pending.append((groups, events))
+        with self.woken_lock:
+            if self.woken:
+                return
+            self.woken = True
+        self.loop.call_soon_threadsafe(self.wake.set)
 
 
 class Audience:
