@@ -40,6 +40,10 @@ def _reject_constant(name: str) -> Any:
     raise ProtocolError(f"the result holds {name}, which is not JSON")
 
 
+# Made once: json.loads with any keyword argument builds a decoder and its scanner per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def loads(data: bytes, max_depth: int = MAX_DEPTH) -> Any:
     """Parse untrusted JSON with a nesting cap; raise ProtocolError on anything else.
 
@@ -49,7 +53,7 @@ def loads(data: bytes, max_depth: int = MAX_DEPTH) -> Any:
     """
     too_deep = ProtocolError(f"the result is nested deeper than {max_depth} levels")
     try:
-        value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+        value = _DECODER.decode(data.decode("utf-8"))
     except ProtocolError:
         raise
     except RecursionError:
