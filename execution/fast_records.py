@@ -149,8 +149,9 @@ def store_completion_in_one_statement(
                 *([] if is_new else [step.pk]),
                 len(events),
                 at,
-                [type_ for type_, _ in events],
-                [json.dumps(data) for _, data in events],
+                # One JSON document, [[type, data], ...]: two text arrays took psycopg's
+                # Python array dumper an element at a time.
+                json.dumps(events),
             ],
         )
         row = cursor.fetchone()
@@ -181,8 +182,8 @@ def completion_statement(*, is_new: bool, keep: bool) -> str:
     events_sql = (
         f"INSERT INTO {quote(ProgressEvent._meta.db_table)} "
         "(instance_id, seq, type, data, created_at) "
-        "SELECT held.id, held.last_seq - %s + e.n, e.type, e.data::jsonb, %s "
-        "FROM held, unnest(%s::text[], %s::text[]) WITH ORDINALITY AS e(type, data, n)"
+        "SELECT held.id, held.last_seq - %s + e.n, e.event->>0, e.event->1, %s "
+        "FROM held, jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(event, n)"
     )
     return (
         f"WITH held AS ({records.lease_update_sql(keep=keep)}), step AS ({step_sql}), "
