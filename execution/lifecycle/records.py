@@ -146,9 +146,10 @@ def finish_in_one_statement(activation: Activation, output: Any) -> bool | None:
                 event.type,
                 json.dumps(event.data),
                 now,
+                *states.waiting_parents_params(activation.instance_pk),
             ],
         )
-        last_seq, listened = cursor.fetchone()
+        last_seq, listened, parents = cursor.fetchone()
     if listened:
         return None
     if last_seq is None:
@@ -157,7 +158,7 @@ def finish_in_one_statement(activation: Activation, output: Any) -> bool | None:
     message = event_message(event, activation.instance_key)
     instance_pk, tenant_id = activation.instance_pk, activation.tenant_id
     transaction.on_commit(lambda: send(instance_pk, tenant_id, [message]))
-    states.wake_waiting_parents(Instance(pk=instance_pk, tenant_id=tenant_id))
+    states.wake_parents(parents)
     # The place this activation held is free: another due instance may take it.
     transaction.on_commit(lambda: due.fill(tenant_id))
     return True
@@ -167,7 +168,8 @@ def finish_in_one_statement(activation: Activation, output: Any) -> bool | None:
 def end_statement() -> str:
     """finish_in_one_statement's SQL: the instance completed and its lease given back if
     the lease held and no webhook listens, and its last progress event. Returns the
-    event's seq (NULL if nothing changed) and whether a webhook listens."""
+    event's seq (NULL if nothing changed), whether a webhook listens, and the instances
+    waiting for this one (states.waiting_parents_statement: a round trip less per end)."""
     quote = connection.ops.quote_name
     return (
         f"WITH listened AS (SELECT {deliveries.listening_condition()} AS yes), "
@@ -181,5 +183,7 @@ def end_statement() -> str:
         f"event AS (INSERT INTO {quote(ProgressEvent._meta.db_table)} "
         "(instance_id, seq, type, data, created_at) "
         "SELECT id, last_seq, %s, %s::jsonb, %s FROM held) "
-        "SELECT (SELECT last_seq FROM held), (SELECT yes FROM listened)"
+        "SELECT (SELECT last_seq FROM held), (SELECT yes FROM listened), "
+        "(SELECT coalesce(json_agg(json_build_array(w.id, w.tenant_id)), '[]'::json) "
+        f"FROM ({states.waiting_parents_statement()}) w)"
     )

@@ -60,10 +60,11 @@ def wake_waiting_parents(child: Instance) -> None:
     """Make the active instances that wait for the ended `child` due. Every instance's end
     asks, and almost never finds one: only the two columns make_due needs are read, on
     PostgreSQL by a statement prepared on the server (waiting_parents_statement), whose
-    ORM twin cost a worker 0.9 ms per end (bench/README.md, session 7)."""
+    ORM twin cost a worker 0.9 ms per end (bench/README.md, session 7). The end of run()
+    asks within its own statement (records.end_statement) and calls wake_parents."""
     if twins.hand_written():
         with rows.cursor() as cursor:
-            cursor.execute(waiting_parents_statement(), [child.pk, list(Instance.ACTIVE_STATUSES)])
+            cursor.execute(waiting_parents_statement(), waiting_parents_params(child.pk))
             parents = cursor.fetchall()
     else:
         parents = (
@@ -75,12 +76,19 @@ def wake_waiting_parents(child: Instance) -> None:
             .values_list("pk", "tenant_id")
             .distinct()
         )
+    wake_parents(parents)
+
+
+def wake_parents(parents) -> None:
+    """Make due each (pk, tenant id) of instances found waiting for an ended child."""
     for pk, tenant_id in parents:
         due.make_due(Instance(pk=pk, tenant_id=tenant_id))
 
 
 @functools.cache
 def waiting_parents_statement() -> str:
+    """The (id, tenant_id) of active instances waiting for a child; its parameters are
+    waiting_parents_params'."""
     qn = connection.ops.quote_name
     return (
         f"SELECT DISTINCT i.id, i.tenant_id FROM {qn(Instance._meta.db_table)} i "
@@ -88,6 +96,10 @@ def waiting_parents_statement() -> str:
         f"WHERE s.target_id = %s AND s.status = '{Step.Status.WAITING.value}' "
         "AND i.status = ANY(%s)"
     )
+
+
+def waiting_parents_params(child_pk: int) -> list:
+    return [child_pk, list(Instance.ACTIVE_STATUSES)]
 
 
 class Hold(NamedTuple):

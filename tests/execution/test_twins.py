@@ -116,6 +116,38 @@ def test_both_ways_of_recording_the_end_leave_the_same_rows(workflow):
     assert not hand["leased"] and not hand["due"]
 
 
+def test_both_ways_of_recording_the_end_wake_the_same_waiting_parents(workflow, monkeypatch):
+    # The hand-written end asks for waiting parents within its own statement.
+    wf = workflow(NO_STEPS)
+    woken: list[int] = []
+    monkeypatch.setattr(due, "make_due", lambda instance: woken.append(instance.pk))
+
+    def ended_with_parents() -> tuple[list[int], list[int]]:
+        child = started(wf)()
+        waiting, ended = started(wf)(), started(wf)()
+        Instance.objects.filter(pk=ended.pk).update(status=Instance.Status.COMPLETE)
+        for index, parent in enumerate([waiting, waiting, ended]):
+            Step.objects.create(
+                instance=parent,
+                index=index,
+                name=f"join{index}",
+                kind=Step.Kind.WAIT_FOR_WORKFLOW,
+                status=Step.Status.WAITING,
+                target=child,
+            )
+        woken.clear()
+        activation = claimed(child)
+        outcomes.record(activation, run_in_process(activation))
+        assert Instance.objects.get(pk=child.pk).status == Instance.Status.COMPLETE
+        return sorted(woken), [waiting.pk]
+
+    found, expected = ended_with_parents()
+    assert found == expected
+    with twins.portable():
+        found, expected = ended_with_parents()
+    assert found == expected
+
+
 def test_both_ways_of_starting_leave_the_same_rows_and_take_the_same_allowance(workflow):
     wf = workflow(NO_STEPS)
     workflows.start_instance(wf)  # the first start counts and shares out the allowance
