@@ -62,12 +62,15 @@ def my_shard() -> int:
 
 
 @functools.cache
-def take_sql(*kinds: str) -> str:
-    """UPDATE taking one unit of each kind from one usage row, if it has them all;
+def take_sql(*kinds: str, unless: str = "") -> str:
+    """UPDATE taking one unit of each kind from one usage row, if it has them all (and
+    the SQL condition `unless`, placed after the tenant and shard parameters, is false);
     `RETURNING 1` when it did (PostgreSQL, and SQLite >= 3.35)."""
     table = connection.ops.quote_name(QuotaUsage._meta.db_table)
     sets = ", ".join(f"{k}_left = {k}_left - 1" for k in kinds)
     room = " AND ".join(f"{k}_left > 0" for k in kinds)
+    if unless:
+        room += f" AND NOT {unless}"
     return f"UPDATE {table} SET {sets} WHERE tenant_id = %s AND shard = %s AND {room} RETURNING 1"
 
 

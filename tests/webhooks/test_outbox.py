@@ -96,14 +96,22 @@ def test_a_listening_webhook_takes_the_transaction_paths_which_write_deliveries(
     driver, acme, monkeypatch
 ):
     hook(acme, "instance.queued", "instance.complete")
-    # The end's one statement asks whether a webhook listens, and then changes nothing.
-    portable = []
+    # The start's and the end's one statements ask whether a webhook listens, and then
+    # change nothing.
+    portable, one_statement = [], []
     original = records.finish_portably
     monkeypatch.setattr(records, "finish_portably", lambda *a: portable.append(1) or original(*a))
-    monkeypatch.setattr(workflows, "start_in_one_statement", pytest.fail)
+    original_start = workflows.start_in_one_statement
+    monkeypatch.setattr(
+        workflows,
+        "start_in_one_statement",
+        lambda *a: one_statement.append(original_start(*a)) or one_statement[-1],
+    )
     assert driver.run(start(acme)).status == "complete"
     assert Delivery.objects.count() == 2
     assert portable == [1]
+    if connection.vendor == "postgresql":
+        assert one_statement == [False]  # it stored nothing: the transaction did
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the condition is PostgreSQL's")
