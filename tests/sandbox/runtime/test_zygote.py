@@ -82,7 +82,7 @@ print(dumpable_off, zygote._prctl(3, 0, 0, 0, 0), sorted(m for m in heavy if m i
 def test_a_warm_jail_start_loads_no_heavy_module_and_still_sets_dumpable():
     # Each of these cost every warm-jail start milliseconds of CPU (bench/README.md).
     done = subprocess.run(
-        [settings.STEPWELL_SANDBOX_PYTHON, "-I", "-S", "-c", START_IMPORTS, str(RUNTIME_DIR)],
+        [settings.STEPWELL_SANDBOX_PYTHON, "-I", "-S", "-B", "-c", START_IMPORTS, str(RUNTIME_DIR)],
         capture_output=True,
         text=True,
         timeout=30,
