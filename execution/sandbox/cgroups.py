@@ -14,6 +14,7 @@ change, never from what its zygote says.
 import contextlib
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,22 @@ class Layout:
             _write(self.root / "cgroup.subtree_control", enable)
             _write(self.root / PARENT / "cgroup.subtree_control", enable)
 
+    def wait_for_moves_early(self) -> None:
+        """Call just before spawning nsjail: makes the kernel's wait before nsjail's first
+        cgroup move start now, on a thread of its own, and overlap nsjail's own start.
+
+        A move between cgroups (a pid written to a v1 ``tasks`` file) takes the kernel's
+        cgroup_threadgroup_rwsem for writing, which waits for an RCU grace period first
+        (8-20 ms here) unless a move ran within about one grace period; moves that come
+        during the wait end with it. nsjail makes its first move some 10 ms after its
+        exec (linking, reading its config), then waited the whole grace period: the
+        jail's start stood still. This thread moves itself into the pids cgroup it is in
+        already (nothing changes for it), so the wait runs while nsjail starts. Only on
+        v1 (the layout measured); any error is ignored, as nsjail's moves work without.
+        """
+        if self.version == 1:
+            threading.Thread(target=move_self, args=(self.root,), daemon=True).start()
+
     def job_path(self, name: str) -> Path:
         if self.version == 1:
             return self.root / "memory" / PARENT / name
@@ -206,6 +223,19 @@ class JobCgroup:
 
     def remove(self) -> None:
         _remove_tree(self.path)
+
+
+def move_self(root: Path) -> bool:
+    """Write this thread's id into the v1 pids cgroup it is in (see wait_for_moves_early);
+    False when it could not."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/thread-self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if "pids" in controllers.split(","):
+                tasks = root / "pids" / path.lstrip("/") / "tasks"
+                tasks.write_text(str(threading.get_native_id()))
+                return True
+    return False
 
 
 def own_cpu_group(layout: Layout, job: JobCgroup) -> Path | None:
@@ -323,8 +353,11 @@ def remove_group(path: Path) -> None:
 
 
 def _subdirs(path: Path) -> list[Path]:
+    """The cgroups under `path`: by the entries' type from the directory listing, not a
+    stat of each of its files (some 30 in a v1 memory group: 0.2 ms of CPU a call)."""
     try:
-        return [entry for entry in path.iterdir() if entry.is_dir()]
+        with os.scandir(path) as entries:
+            return [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
     except OSError:
         return []
 

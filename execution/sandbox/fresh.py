@@ -82,6 +82,7 @@ class FreshSandbox:
                 uid = self.config.uid_base + slot
                 spec = jail.JailSpec(limits, uid, code_dir, job)
                 netns = self.network.slot(uid) if limits.network else None
+                self._layout.wait_for_moves_early()
                 run = process.run(
                     self.config.nsjail_path,
                     jail.render(self.config, spec),

@@ -220,6 +220,7 @@ class WarmJail:
                 (os.POSIX_SPAWN_DUP2, log_write, LOG_FD),
                 (os.POSIX_SPAWN_DUP2, config_fd, 5),
             ]
+            self.layout.wait_for_moves_early()
             with network.inside(netns):
                 self.pid = os.posix_spawn(
                     self.config.nsjail_path,

@@ -3,6 +3,7 @@
 import json
 import stat
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from execution.sandbox import (
     get_sandbox,
 )
 from execution.sandbox import jail as jail_module
-from execution.sandbox.cgroups import JobCgroup, Layout
+from execution.sandbox.cgroups import JobCgroup, Layout, move_self
 from execution.sandbox.outcome import JailExit, strip_loader_noise
 from execution.sandbox.protocol import ProtocolError, nesting_depth, parse_result
 from execution.sandbox.slots import Slots
@@ -305,6 +306,45 @@ def test_the_sweep_removes_only_cgroups_whose_owner_is_gone(tmp_path):
     assert removed == 2
     assert [p.name for p in (tmp_path / "pids" / "NSJAIL").iterdir()] == ["NSJAIL.222"]
     assert list((tmp_path / "memory" / "NSJAIL").iterdir()) == []
+
+
+def own_pids_cgroup() -> str:
+    lines = Path("/proc/thread-self/cgroup").read_text().splitlines()
+    return next(line.split(":", 2)[2] for line in lines if "pids" in line.split(":")[1])
+
+
+def moved_in_a_thread(root: Path) -> tuple[bool, int, str, str]:
+    """move_self(root) in a new thread: (its answer, the thread's id, the thread's
+    cgroups before and after)."""
+    outcome = []
+
+    def move():
+        before = Path("/proc/thread-self/cgroup").read_text()
+        moved = move_self(root)
+        after = Path("/proc/thread-self/cgroup").read_text()
+        outcome.append((moved, threading.get_native_id(), before, after))
+
+    thread = threading.Thread(target=move)
+    thread.start()
+    thread.join()
+    return outcome[0]
+
+
+def test_the_early_move_writes_the_thread_into_the_pids_cgroup_it_is_in(tmp_path):
+    tasks = tmp_path / "pids" / own_pids_cgroup().lstrip("/") / "tasks"
+    tasks.parent.mkdir(parents=True)
+    moved, tid, _, _ = moved_in_a_thread(tmp_path)
+    assert moved and tasks.read_text() == str(tid)
+    assert not moved_in_a_thread(tmp_path / "elsewhere")[0]
+
+
+@sandbox_test
+def test_the_early_move_leaves_the_thread_where_it_was():
+    layout = Layout.detect("/sys/fs/cgroup")
+    if layout.version != 1:
+        pytest.skip("the early move is made on cgroup v1 only")
+    moved, _, before, after = moved_in_a_thread(layout.root)
+    assert moved and after == before
 
 
 def test_none_of_this_is_a_cgroup_root(tmp_path):

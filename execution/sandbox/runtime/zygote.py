@@ -39,16 +39,17 @@ trusts none of it, and decides from the jail's cgroups whether the jail is clean
 """
 
 # Every import here is paid by every jail start: signal's C core, as signal.py builds
-# enums at import (stepwell/_capture.py); json_codec, as json imports re and more; and
-# shutil only when a step left something to remove (wipe_scratch), as it imports bz2,
-# lzma and fnmatch.
+# enums at import (stepwell/_capture.py); socket's C core, as socket.py imports enum and
+# selectors and builds enums of every constant (some 5 ms of CPU a start); json_codec, as
+# json imports re and more; and shutil only when a step left something to remove
+# (wipe_scratch), as it imports bz2, lzma and fnmatch.
 import _signal as signal
+import _socket
 import gc
 import math
 import os
 import resource
 import select
-import socket
 import struct
 import sys
 import time
@@ -62,6 +63,7 @@ REQUEST = struct.Struct(">QIdd")
 CANCEL = struct.Struct(">Q")
 GO = b"G"  # the host's answer to "measure": the baseline is taken, import the tenant
 FRAME_LENGTH = struct.Struct(">I")
+FD = struct.Struct("i")  # a descriptor in SCM_RIGHTS data, a C int
 PIPES_PER_STEP = 3
 MAX_FDS_PER_STEP = PIPES_PER_STEP + 1  # the pipes, and the secrets if the step has any
 MAX_SECRETS_BYTES = 8 << 20
@@ -82,15 +84,34 @@ class ChannelClosed(Exception):
 _prctl = None
 
 
+def libc_prctl():
+    """libc's prctl(), through ctypes' C core alone: ctypes/__init__.py defines some
+    forty types and functions at import (1.5-4 ms of CPU a start). These two classes are
+    what it would use for `CDLL(None, use_errno=True).prctl`: a C int result, cdecl."""
+    import _ctypes
+
+    class Int(_ctypes._SimpleCData):
+        _type_ = "i"  # as ctypes.c_int: a result of this type comes back as a Python int
+
+    class Function(_ctypes.CFuncPtr):
+        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+        _restype_ = Int
+
+    class Program:  # CFuncPtr((name, library)) looks the name up in library._handle
+        _handle = _ctypes.dlopen(None, _ctypes.RTLD_LOCAL)
+
+    return Function(("prctl", Program))
+
+
 def set_dumpable(flag):
     """Non-dumpable, the zygote's /proc/1/mem and /proc/1/fd are closed to its children."""
     global _prctl
-    import ctypes
+    import _ctypes
 
     if _prctl is None:  # looked up once in the zygote, inherited by every child
-        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+        _prctl = libc_prctl()
     if _prctl(PR_SET_DUMPABLE, flag, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+        raise OSError(_ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
 
 
 def recv_exact(control, size):
@@ -108,9 +129,26 @@ def recv_into_exact(control, buffer):
         view = view[got:]
 
 
+def recv_fds(sock, size, max_fds):
+    """socket.recv_fds, on socket's C core: (data, the fds that came with it)."""
+    data, ancillary, _, _ = sock.recvmsg(size, _socket.CMSG_LEN(max_fds * FD.size))
+    fds = []
+    for level, kind, payload in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            whole = len(payload) - len(payload) % FD.size
+            fds += (fd for (fd,) in FD.iter_unpack(payload[:whole]))
+    return data, fds
+
+
+def send_fds(sock, data, fds):
+    """socket.send_fds, on socket's C core."""
+    rights = b"".join(FD.pack(fd) for fd in fds)
+    sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
+
+
 def recv_kind(control):
     """One frame's type byte, and the fds sent with it (only a request or a next carries any)."""
-    kind, fds, _, _ = socket.recv_fds(control, 1, MAX_FDS_PER_STEP)
+    kind, fds = recv_fds(control, 1, MAX_FDS_PER_STEP)
     if not kind:
         raise ChannelClosed("the host closed the control channel")
     if (kind in (b"C", b"E") and fds) or kind not in (b"R", b"K", b"N", b"C", b"E"):
@@ -221,7 +259,7 @@ def pauser(boot, keep_fd):
     """A kept child's pause (stepwell/_keep.py): outcome out, pipes closed, then wait."""
     # Family and type given: from a bare fileno, socket() asks the kernel for them, and
     # its Python code costs a new child about 20 page copies more.
-    keep = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, keep_fd)
+    keep = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, keep_fd)
 
     def pause(outcome):
         try:
@@ -237,7 +275,7 @@ def pauser(boot, keep_fd):
                 os.dup2(devnull, fd)
             os.close(devnull)
             keep.sendall(b"P")
-            kind, fds, _, _ = socket.recv_fds(keep, 1, PIPES_PER_STEP)
+            kind, fds = recv_fds(keep, 1, PIPES_PER_STEP)
             if kind != b"N" or len(fds) != PIPES_PER_STEP:
                 os._exit(0)
             (length,) = FRAME_LENGTH.unpack(recv_exact(keep, FRAME_LENGTH.size))
@@ -255,7 +293,7 @@ def pauser(boot, keep_fd):
 
 def hand_on(keep, payload, fds):
     """Give a paused child its next step's pipes and the recorded result it goes on with."""
-    socket.send_fds(keep, [b"N"], fds)
+    send_fds(keep, b"N", fds)
     keep.sendall(FRAME_LENGTH.pack(len(payload)) + payload)
 
 
@@ -405,7 +443,7 @@ def serve_one(control, boot, preloaded, kept):
                 os.kill(pid, signal.SIGKILL)  # gone or deaf: the step did not start
         else:
             cpu_before = 0.0
-            pair = socket.socketpair() if kind == b"K" else None
+            pair = _socket.socketpair() if kind == b"K" else None
             pid = os.fork()
             if pid == 0:
                 run_child(boot, preloaded, job, fds, cpu_seconds, pair and pair[1])
@@ -503,9 +541,10 @@ def status_frame(request_id, status, timed_out, cancelled, retire, cpu, maxrss, 
 
 
 def preload_runtime(boot):
-    """Import what every step needs, and run its paths once; no tenant code yet."""
-    import traceback  # noqa: F401 - boot imports these lazily; pay for them once here
+    """Import what every step needs, and run its paths once; no tenant code yet.
 
+    Not traceback, which only a failing step needs: with linecache, tokenize, re and
+    enum it cost every jail start 4-8 ms of CPU; a failing step's child imports it."""
     from stepwell import _engine, _progress  # noqa: F401
 
     warm_up(boot)
@@ -583,8 +622,8 @@ def quiet_std_streams():
 def serve(boot):
     # As pid 1 the zygote gets only the signals it handles, so it handles none.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    control = socket.socket(fileno=CONTROL_FD)
-    control.set_inheritable(False)
+    control = _socket.socket(fileno=CONTROL_FD)
+    os.set_inheritable(CONTROL_FD, False)
     set_dumpable(0)
     os.chdir(WORK_DIR)
     preload_runtime(boot)
