@@ -15,7 +15,7 @@ from execution import retention, twins, workflows
 from execution.lifecycle import states
 from execution.models import Event, Instance, ProgressEvent, Step
 from tenants.models import Quota, Tenant
-from tests.factories import insert_finished_instances, make_token, set_quota, upload
+from tests.factories import insert_finished_instances, make_tenant, make_token, set_quota, upload
 from webhooks.models import Delivery, Webhook
 
 CODE = """
@@ -163,17 +163,34 @@ def test_the_clock_sweeps_every_interval_and_at_once_while_work_is_left(acme, mo
     assert pace.run_if_due().more  # a backlog: the next tick sweeps again
     assert pace.run_if_due() is not None
     assert pace.run_if_due() is None  # then it waits for the interval
-    assert calls == [{"budget_seconds": 0.25}] * 2
+    assert calls == [{"budget_seconds": 0.25, "after": 0}] * 2
+
+
+def test_a_round_over_more_tenants_than_a_budget_reaches_goes_on_where_it_stopped(acme, globex):
+    third = make_tenant("initech", "ivan")
+    tenants = sorted([acme, globex, third], key=lambda t: t.pk)
+    for tenant in tenants:
+        set_quota(tenant, retention_days=1)
+        finish(start(tenant, f"old-{tenant.pk}"), days_ago=2)
+    pace = retention.Pace(interval=3600, budget=0.0)  # each sweep: one batch, then stops
+    places = []
+    for _ in tenants:
+        swept = pace.run_if_due()
+        places.append((swept.deleted, swept.more, pace.after))
+    # From the first tenant every time, the last would never be reached.
+    assert places == [(1, True, tenants[0].pk), (1, True, tenants[1].pk), (1, False, 0)]
+    assert not Instance.objects.filter(key__startswith="old-").exists()
+    assert pace.run_if_due() is None  # the round is over: the interval then
 
 
 def test_the_budget_stops_a_sweep_with_work_left(acme):
     set_quota(acme, retention_days=1)
     for n in range(3):
         finish(start(acme, f"old-{n}"), days_ago=2)
-    swept = retention.sweep(batch=1, budget_seconds=0.0)
-    assert (swept.deleted, swept.more) == (0, True)
+    swept = retention.sweep(batch=1, budget_seconds=0.0)  # one batch, whatever the budget
+    assert (swept.deleted, swept.more) == (1, True)
     swept = retention.sweep(batch=1)
-    assert swept.batches == [1, 1, 1]
+    assert swept.batches == [1, 1]
 
 
 ROWS = 100_000
