@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import weakref
+from collections.abc import Callable
 
-from django.db import connection
+from django.db import ProgrammingError, connection
 
 
 def columns(model, alias: str, names) -> list[str]:
@@ -103,3 +105,63 @@ def cursor():
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as raw:
         yield raw
+
+
+UNDEFINED_FUNCTION = "42883"  # PostgreSQL's SQLSTATE
+
+
+class SessionFunction:
+    """A hand-written statement that PostgreSQL plans once per connection and keeps: a
+    PL/pgSQL function of the session (`pg_temp`) whose one statement has its generic plan
+    forced, made from the statement's text at its first call on each connection (so it
+    is always the code's: nothing is stored in the database).
+
+    A statement prepared by cursor() is planned again at every call whenever its generic
+    plan looks costlier than the ones made for the values given. On a big table a
+    comparison with a time that is a parameter is costed as a third of its rows, so a
+    generic plan can look a thousand times costlier than it is and the statement is
+    planned afresh every time, for longer than it runs (bench/README.md, "bench/scale.py").
+    Only a statement whose plan is good whatever its values belongs here: its generic
+    plan must read no big table whole (tests/execution/test_query_plans.py). JIT is off:
+    it would compile that inflated cost at every call.
+    """
+
+    def __init__(
+        self, name: str, parameters: tuple[str, ...], returns: str, body: Callable[[], str]
+    ):
+        """`parameters`: the SQL types of $1, $2... in `body()`, the statement."""
+        self.name = name
+        self.parameters = parameters
+        self.returns = returns
+        self.body = body
+        self.made: weakref.WeakSet = weakref.WeakSet()  # the connections that have it
+
+    def definition(self) -> str:
+        return (
+            f"CREATE OR REPLACE FUNCTION pg_temp.{self.name}({', '.join(self.parameters)}) "
+            f"RETURNS {self.returns} LANGUAGE plpgsql "
+            "SET plan_cache_mode = force_generic_plan SET jit = off "
+            f"AS $statement$ BEGIN RETURN QUERY {self.body()}; END $statement$"
+        )
+
+    def call(self, values: list) -> list[tuple]:
+        """The statement's rows. Outside a transaction only: the function is made in
+        one of its own the first time."""
+        assert not connection.in_atomic_block, "a session function is made on its own"
+        try:
+            return self.run(values)
+        except ProgrammingError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) != UNDEFINED_FUNCTION:
+                raise
+            # The session lost its temporary objects (DISCARD): make the function again.
+            self.made.discard(connection.connection)
+            return self.run(values)
+
+    def run(self, values: list) -> list[tuple]:
+        marks = ", ".join(["%s"] * len(self.parameters))
+        with cursor() as rows:
+            if connection.connection not in self.made:
+                rows.execute(self.definition())
+                self.made.add(connection.connection)
+            rows.execute(f"SELECT * FROM pg_temp.{self.name}({marks})", values)
+            return rows.fetchall()
