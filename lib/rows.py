@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import weakref
 from collections.abc import Callable
 
 from django.db import ProgrammingError, connection
+
+log = logging.getLogger(__name__)
 
 
 def columns(model, alias: str, names) -> list[str]:
@@ -123,7 +126,9 @@ class SessionFunction:
     planned afresh every time, for longer than it runs (bench/README.md, "bench/scale.py").
     Only a statement whose plan is good whatever its values belongs here: its generic
     plan must read no big table whole (tests/execution/test_query_plans.py). JIT is off:
-    it would compile that inflated cost at every call.
+    it would compile that inflated cost at every call. Where server sessions do not keep
+    what a session makes (PgBouncer's transaction pooling), the statement is run as
+    prepared, as before.
     """
 
     def __init__(
@@ -135,6 +140,7 @@ class SessionFunction:
         self.returns = returns
         self.body = body
         self.made: weakref.WeakSet = weakref.WeakSet()  # the connections that have it
+        self.sessions_keep_it = True
 
     def definition(self) -> str:
         return (
@@ -144,18 +150,24 @@ class SessionFunction:
             f"AS $statement$ BEGIN RETURN QUERY {self.body()}; END $statement$"
         )
 
-    def call(self, values: list) -> list[tuple]:
-        """The statement's rows. Outside a transaction only: the function is made in
-        one of its own the first time."""
+    def call(self, values: list, otherwise: Callable[[], list[tuple]]) -> list[tuple]:
+        """The statement's rows, from the session's function; from `otherwise()`, the
+        statement prepared as any other, where sessions do not keep what they make.
+        Outside a transaction only: the function is made in one of its own."""
         assert not connection.in_atomic_block, "a session function is made on its own"
+        if not self.sessions_keep_it:
+            return otherwise()
         try:
             return self.run(values)
         except ProgrammingError as exc:
             if getattr(exc.__cause__, "sqlstate", None) != UNDEFINED_FUNCTION:
                 raise
-            # The session lost its temporary objects (DISCARD): make the function again.
-            self.made.discard(connection.connection)
-            return self.run(values)
+            # Made on this connection and gone: its transactions go to other server
+            # sessions (PgBouncer's transaction pooling), or a DISCARD dropped it. This
+            # process stops making it; the statement failed before it changed anything.
+            log.warning("PostgreSQL sessions do not keep pg_temp.%s: not used", self.name)
+            self.sessions_keep_it = False
+            return otherwise()
 
     def run(self, values: list) -> list[tuple]:
         marks = ", ".join(["%s"] * len(self.parameters))

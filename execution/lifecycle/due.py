@@ -206,10 +206,19 @@ def pick_in_one_statement(tenant_id: int, now: datetime) -> list[int]:
     """
     values = {"relaxed": not connection.in_atomic_block, **place_params(tenant_id, now)}
     if connection.in_atomic_block:
-        with rows.cursor() as cursor:
-            cursor.execute(fill_statement(), values)
-            return [row[0] for row in cursor.fetchall()]
-    return [row[0] for row in FILL.call([values[name] for name in FILL_VALUES])]
+        found = fill_prepared(values)
+    else:
+        ordered = [values[name] for name in FILL_VALUES]
+        found = FILL.call(ordered, lambda: fill_prepared(values))
+    return [row[0] for row in found]
+
+
+def fill_prepared(values: dict) -> list[tuple]:
+    """The fill as a statement prepared like the others: on a big table, planned again
+    at every call (see FILL)."""
+    with rows.cursor() as cursor:
+        cursor.execute(fill_statement(), values)
+        return cursor.fetchall()
 
 
 def place_params(tenant_id: int, now: datetime) -> dict:
