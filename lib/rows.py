@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
+import weakref
+from collections.abc import Callable
 
-from django.db import connection
+from django.db import ProgrammingError, connection
+
+log = logging.getLogger(__name__)
 
 
 def columns(model, alias: str, names) -> list[str]:
@@ -103,3 +108,72 @@ def cursor():
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as raw:
         yield raw
+
+
+UNDEFINED_FUNCTION = "42883"  # PostgreSQL's SQLSTATE
+
+
+class SessionFunction:
+    """A hand-written statement that PostgreSQL plans once per connection and keeps: a
+    PL/pgSQL function of the session (`pg_temp`) whose one statement has its generic plan
+    forced, made from the statement's text at its first call on each connection (so it
+    is always the code's: nothing is stored in the database).
+
+    A statement prepared by cursor() is planned again at every call whenever its generic
+    plan looks costlier than the ones made for the values given. On a big table a
+    comparison with a time that is a parameter is costed as a third of its rows, so a
+    generic plan can look a thousand times costlier than it is and the statement is
+    planned afresh every time, for longer than it runs (bench/README.md, "bench/scale.py").
+    Only a statement whose plan is good whatever its values belongs here: its generic
+    plan must read no big table whole (tests/execution/test_query_plans.py). JIT is off:
+    it would compile that inflated cost at every call. Where server sessions do not keep
+    what a session makes (PgBouncer's transaction pooling), the statement is run as
+    prepared, as before.
+    """
+
+    def __init__(
+        self, name: str, parameters: tuple[str, ...], returns: str, body: Callable[[], str]
+    ):
+        """`parameters`: the SQL types of $1, $2... in `body()`, the statement."""
+        self.name = name
+        self.parameters = parameters
+        self.returns = returns
+        self.body = body
+        self.made: weakref.WeakSet = weakref.WeakSet()  # the connections that have it
+        self.sessions_keep_it = True
+
+    def definition(self) -> str:
+        return (
+            f"CREATE OR REPLACE FUNCTION pg_temp.{self.name}({', '.join(self.parameters)}) "
+            f"RETURNS {self.returns} LANGUAGE plpgsql "
+            "SET plan_cache_mode = force_generic_plan SET jit = off "
+            f"AS $statement$ BEGIN RETURN QUERY {self.body()}; END $statement$"
+        )
+
+    def call(self, values: list, otherwise: Callable[[], list[tuple]]) -> list[tuple]:
+        """The statement's rows, from the session's function; from `otherwise()`, the
+        statement prepared as any other, where sessions do not keep what they make.
+        Outside a transaction only: the function is made in one of its own."""
+        assert not connection.in_atomic_block, "a session function is made on its own"
+        if not self.sessions_keep_it:
+            return otherwise()
+        try:
+            return self.run(values)
+        except ProgrammingError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) != UNDEFINED_FUNCTION:
+                raise
+            # Made on this connection and gone: its transactions go to other server
+            # sessions (PgBouncer's transaction pooling), or a DISCARD dropped it. This
+            # process stops making it; the statement failed before it changed anything.
+            log.warning("PostgreSQL sessions do not keep pg_temp.%s: not used", self.name)
+            self.sessions_keep_it = False
+            return otherwise()
+
+    def run(self, values: list) -> list[tuple]:
+        marks = ", ".join(["%s"] * len(self.parameters))
+        with cursor() as rows:
+            if connection.connection not in self.made:
+                rows.execute(self.definition())
+                self.made.add(connection.connection)
+            rows.execute(f"SELECT * FROM pg_temp.{self.name}({marks})", values)
+            return rows.fetchall()

@@ -162,6 +162,47 @@ def test_a_fill_relaxes_only_a_commit_of_its_own(sent):
             assert cursor.fetchone()[0] == "off"
 
 
+def filled_from_two_due():
+    """A tenant with two instances due and unsent, both then sent by a fill on its own."""
+    acme = make_tenant("acme", "alice", concurrent_activations=3)
+    flood(acme, 2)
+    Instance.objects.update(dispatched_at=None)
+    assert len(due.pick_in_one_statement(acme.pk, timezone.now())) == 2
+    return acme
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the SQL twin is PostgreSQL's")
+def test_a_fill_on_its_own_runs_in_its_session_function_with_its_commit_relaxed(sent):
+    # On its own the fill is a function of the session (due.FILL), which keeps its plan.
+    acme = filled_from_two_due()
+    assert connection.connection in due.FILL.made
+    Instance.objects.update(dispatched_at=None)
+    now = timezone.now()
+    values = {"relaxed": True, **due.place_params(acme.pk, now)}
+    with transaction.atomic():  # to see the setting it leaves to its own transaction
+        picked = due.FILL.run([values[name] for name in due.FILL_VALUES])
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone()[0] == "off"
+            cursor.execute("SHOW plan_cache_mode")  # forced inside the function only
+            assert cursor.fetchone()[0] == "auto"
+    assert len(picked) == 2
+    assert Instance.objects.filter(dispatched_at=now).count() == 2
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the SQL twin is PostgreSQL's")
+def test_where_sessions_do_not_keep_the_fills_function_the_fill_is_prepared(sent, monkeypatch):
+    # As behind PgBouncer's transaction pooling: the function made is gone at the next call.
+    monkeypatch.setattr(due.FILL, "sessions_keep_it", True)
+    acme = filled_from_two_due()
+    with connection.cursor() as cursor:
+        cursor.execute("DISCARD TEMP")
+    for _ in range(2):
+        Instance.objects.update(dispatched_at=None)
+        assert len(due.pick_in_one_statement(acme.pk, timezone.now())) == 2
+        assert not due.FILL.sessions_keep_it
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the SQL twin is PostgreSQL's")
 def test_both_ways_of_claiming_take_and_read_the_same_and_refuse_the_same(sent, in_process):
     # claim_in_three_statements serves PostgreSQL; take_lease and load_claimed, the ORM, the rest.

@@ -211,6 +211,45 @@ def test_the_fill_and_the_clocks_due_and_timer_sweep_use_indexes(db, filled):
     assert_indexed(sent, "dispatched_at")
 
 
+def whole_reads(plan: dict) -> list[str]:
+    """The big tables that a plan reads whole: a Seq Scan, or an index scan with no
+    condition (all of the index, as a merge join with all of a table's ids does)."""
+    return [
+        f"{node['Node Type']} on {node['Relation Name']}"
+        for node in scans(plan)
+        if node.get("Relation Name") in BIG_TABLES
+        and (
+            node["Node Type"] == "Seq Scan"
+            or (node["Node Type"].startswith("Index") and "Index Cond" not in node)
+        )
+    ]
+
+
+def kept_plan(function, values: list) -> dict:
+    """The plan that a lib.rows.SessionFunction keeps for its statement whatever the
+    values (its generic plan), as PostgreSQL runs it with `values`."""
+    name = f"kept_{uuid.uuid4().hex}"  # a prepared statement outlives the transaction
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cursor.execute(f"PREPARE {name} ({', '.join(function.parameters)}) AS {function.body()}")
+        marks = ", ".join(["%s"] * len(values))
+        cursor.execute(f"EXPLAIN (FORMAT JSON) EXECUTE {name} ({marks})", values)
+        plan = cursor.fetchone()[0][0]["Plan"]
+        cursor.execute(f"DEALLOCATE {name}")
+    return plan
+
+
+def test_the_plan_the_fill_keeps_uses_indexes_whatever_the_values(db, filled):
+    """On its own, the fill keeps one plan per connection (due.FILL): its generic plan,
+    made without the values, must not read a big table whole for any of them."""
+    new_instance(filled)
+    now = timezone.now()
+    values = {"relaxed": True, **due.place_params(filled["tenant"].pk, now)}
+    plan = kept_plan(due.FILL, [values[name] for name in due.FILL_VALUES])
+    assert not whole_reads(plan), whole_reads(plan)
+    assert any(node.get("Index Name") == "instance_dispatch" for node in scans(plan))
+
+
 def api(client, filled):
     return {"HTTP_AUTHORIZATION": f"Bearer {filled['token']}"}
 
