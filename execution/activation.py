@@ -41,6 +41,10 @@ class Activation:
     # paused, for this activation to resume (execution.sandbox.kept.KeptChild); whoever
     # holds the activation resumes or closes it.
     kept: object | None = dataclasses.field(default=None, repr=False)
+    # A kept child runs ahead with its step's result as it sent it (stepwell/_step.py):
+    # False when redaction changed that result, so that what the child did next may
+    # differ from a replay's, and neither it nor what it answered past the step is used.
+    ran_ahead_as_recorded: bool = True
 
     @property
     def sandbox_mode(self) -> str:
@@ -77,6 +81,7 @@ class Activation:
             on_progress=None,
             step_seconds=0.0,
             kept=None,
+            ran_ahead_as_recorded=True,
             history_bytes=self.history_bytes + grown,
         )
 

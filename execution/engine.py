@@ -124,11 +124,17 @@ def run_and_record(activation: Activation, *, keep: bool) -> Activation | Next:
                 contextvars.copy_context().run, announced(watching, redactor)
             )
             # The one door by which a jail's answer enters the engine: redacted here.
-            result = redactor.result(run_sandbox(activation, keep=keep))
+            raw = run_sandbox(activation, keep=keep)
+            result = redactor.result(raw)
         activation.marked = watching.marked
+        activation.ran_ahead_as_recorded = not redactor or output_of(raw) == output_of(result)
         following = outcomes.record(activation, result, keep=keep)
         observe(activation, result, time.perf_counter() - began)
-        if isinstance(following, Activation) and result.kept is not None:
+        if (
+            isinstance(following, Activation)
+            and result.kept is not None
+            and activation.ran_ahead_as_recorded
+        ):
             following.kept, handed = result.kept, True
         return following
     except Exception as exc:
@@ -147,6 +153,12 @@ def run_and_record(activation: Activation, *, keep: bool) -> Activation | Next:
         activation.kept = None
         if result is not None and not handed:
             close_kept(result.kept)
+
+
+def output_of(result: SandboxResult):
+    """The result a do step's outcome holds, if it is one (what a kept child goes on with)."""
+    outcome = result.result
+    return outcome.get("output") if isinstance(outcome, dict) else None
 
 
 def close_kept(kept) -> None:

@@ -132,6 +132,7 @@ def checked_do(outcome: dict, name: str) -> dict:
     if outcome.get("status") == "complete":
         problem = json_problem(outcome.get("output"))
         if problem is None:
+            checked.update(then_of(outcome))
             return {**checked, "status": "complete", "output": outcome.get("output")}
         error = {
             "type": "ResultNotStorable",
@@ -145,6 +146,19 @@ def checked_do(outcome: dict, name: str) -> dict:
         "error": error,
         "retryable": bool(outcome.get("retryable")),
     }
+
+
+def then_of(outcome: dict) -> dict:
+    """A kept child's completed step may come with how run() ended right after it (the
+    child ran ahead, stepwell/_step.py): `then`, a complete outcome checked as one, kept
+    for the engine to record with the step. An error there is left out: the engine
+    records the step alone, and the next activation meets that error again."""
+    then = outcome.get("then")
+    if then is None:
+        return {}
+    if not isinstance(then, dict) or then.get("kind") not in ("complete", "error"):
+        raise InvalidOutcome("the outcome's 'then' is not how run() ended")
+    return {"then": checked_end(then.get("output"))} if then["kind"] == "complete" else {}
 
 
 def checked_start(outcome: dict) -> dict:

@@ -60,6 +60,9 @@ def record(
     if isinstance(outcome, dict):
         grown = plain_completion_growth(activation, outcome)
         if grown is not None:
+            then = outcome.get("then")
+            if then and activation.ran_ahead_as_recorded and is_plain_end(activation, then):
+                return record_completed_end(activation, outcome, grown, then["output"])
             return record_completed_step(activation, outcome, grown, keep=keep)
         if is_plain_end(activation, outcome):
             record_end(activation, outcome["output"])
@@ -67,6 +70,18 @@ def record(
     with due.kept(activation.instance_pk if keep else None) as kept:
         record_any(activation, result, outcome)
     return Next.AGAIN if kept.ready else Next.DONE
+
+
+def record_completed_end(activation: Activation, outcome: dict, grown: int, output) -> Next:
+    """A completed step and the end of run() right after it (its kept child ran ahead to
+    it), in one transaction: one commit where the step and then the end took two, and no
+    resume of the child in between. The step is recorded under the lease kept, the end
+    gives it back; if the lease was gone, neither is."""
+    with transaction.atomic():
+        following = record_completed_step(activation, outcome, grown, keep=True)
+        if isinstance(following, Activation):
+            record_end(following, output)
+    return Next.DONE
 
 
 def step_outcome(result: SandboxResult, outcome: dict | InvalidOutcome | None) -> str | None:

@@ -51,22 +51,24 @@ def recorded(outcome: dict) -> dict:
     }
 
 
-def test_a_kept_child_goes_on_with_the_recorded_result_without_replaying(warm):
+def test_a_kept_child_goes_on_without_replaying_and_runs_ahead_to_the_end(warm):
     first = warm.run(request(COUNTING), keep=True)
     assert first.status == Status.OK and first.result["kind"] == "step"
-    assert first.kept is not None
-    # The engine records the step; the child goes on with the record, not its own value.
-    record = {**first.result["output"], "t": "as recorded"}
-    second = first.kept.resume(request(COUNTING), record, NOW)
+    assert first.kept is not None  # paused at step b's call, a's outcome sent
+    # The engine records the step and resumes the child, which went on with the result
+    # as JSON gives it back (the tuple is a list), what a replay reads from the record.
+    second = first.kept.resume(request(COUNTING), first.result["output"], NOW)
     assert second.status == Status.OK, second.error
     b = second.result["output"]
     assert b["pid"] == first.result["output"]["pid"]  # the same process
     assert b["starts"] == 1  # run() did not start again
-    assert b["a"]["t"] == "as recorded"
-    third = second.kept.resume(request(COUNTING), b, NOW)
-    assert third.status == Status.OK and third.result["kind"] == "complete"
-    assert third.result["output"]["starts"] == 1
-    assert third.kept is None  # the child ended with the workflow
+    assert b["a"]["t"] == [1, 2]
+    # run() returned right after b: the end comes with b's outcome, and the child is done.
+    assert second.result["then"] == {
+        "kind": "complete",
+        "output": {"a": first.result["output"], "b": b, "starts": 1},
+    }
+    assert second.kept is None
     # The jail went back to its pool and serves the next instance with a fresh child.
     again = warm.run(request(COUNTING), keep=True)
     assert again.result["output"]["pid"] != b["pid"]

@@ -56,8 +56,11 @@ def _activate(
     # noise; it must not reach the process's own stdout either.
     discarded = CappedLog(activation.limits.log_bytes, stop_for_output)
     try:
-        with capture_output(discarded):
-            value = run(event, step)
+        try:
+            with capture_output(discarded):
+                value = run(event, step)
+        finally:
+            step.hold_ahead()
     except Suspend:
         # Only tenant code that raises the runtime's private signal itself gets here.
         return step.outcome or _error(describe(RuntimeError("run() raised Suspend itself")))
@@ -67,9 +70,10 @@ def _activate(
             or _unreached(step, f"run() raised {type(exc).__name__} before it")
             or _error(describe(exc))
         )
-    return (
-        step.outcome
-        or _unreached(step, "run() returned before it")
+    if step.decided is not None:
+        return step.decided
+    return step.ended(
+        _unreached(step, "run() returned before it")
         or _complete(value, activation.limits.result_bytes)
     )
 

@@ -2,11 +2,12 @@
 
 Only a warm jail's child sets a pause function (zygote.py); everywhere else the runtime
 runs one new step per activation, as it always has. With one set, a completed do step's
-outcome is sent like any activation's, and the process waits instead of exiting: the
-host records the step, then either ends the process or hands it the step's result as
-recorded (the JSON that every replay reads back, with secrets redacted) and the time of
-the next activation. The workflow then goes on from where it stands, without replaying
-its history; what it sees is what a replay would have seen.
+outcome is sent like any activation's at the next step call (run() runs ahead to it,
+stepwell/_step.py), and the process waits there instead of exiting: the host records
+the step, then either ends the process or hands it the step's result as recorded and
+the time of the next activation. The workflow then goes on from where it stands,
+without replaying its history; what it sees is what a replay would have seen (the host
+ends the process instead when redaction changed the result it ran ahead with).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import _signal  # signal's C core, always loaded (see _capture)
+
 from ._arguments import attempt_timeout, check_text, parse_retries, wait_timeout
 from ._attempt import run_attempt
 from ._durations import after, format_instant, parse_duration, parse_instant
@@ -83,6 +85,8 @@ class Step:
         self._secrets = secrets if secrets is not None else Secrets()
         self._next_index = 0
         self._outcome: dict[str, Any] | None = None
+        self._ahead: dict[str, Any] | None = None  # a kept step's outcome not yet sent
+        self._run_ahead = RunAhead()
         self._running: str | None = None  # the step whose function is running now
         self._nested_call: str | None = None
 
@@ -156,7 +160,13 @@ class Step:
 
     @property
     def outcome(self) -> dict[str, Any] | None:
-        """The decided outcome (a new step or non-determinism), if any."""
+        """The decided outcome (a new step or non-determinism), if any; a kept step's that
+        was not sent yet comes first (whatever happened after it, its record stands)."""
+        return self._ahead or self._outcome
+
+    @property
+    def decided(self) -> dict[str, Any] | None:
+        """The outcome a step call decided (a new step or non-determinism), if any."""
         return self._outcome
 
     def first_unreached(self) -> Record | None:
@@ -169,6 +179,8 @@ class Step:
     def _enter(self, method: str, name: Any) -> None:
         if self._outcome is not None:  # tenant code swallowed Suspend: stop it again
             raise Suspend
+        if self._ahead is not None:
+            self._flush_ahead()
         if self._running is not None:
             self._nested_call = f"step.{method}({name!r})"
             raise NestedStepError(
@@ -253,16 +265,38 @@ class Step:
         return outcome
 
     def _kept(self, outcome: dict[str, Any]) -> Any:
-        """The step is recorded and this process goes on to the next one (stepwell._keep):
-        its result as recorded, and the host's time for what follows, as a replay gets them."""
-        self._outcome = outcome  # what the host reads if the process ends here
-        output, now = pause(outcome)
+        """The step is over and this process goes on (stepwell._keep), running ahead: its
+        outcome waits, and run() goes on with the step's result as JSON gives it back (what
+        the host records, unless it redacts a secret in it: then the host ends this process
+        instead of resuming it). The outcome is sent at the next step call, before anything
+        of it runs, or within AHEAD_SECONDS if run() does not get there (RunAhead); if run()
+        returns first, with its output (`then`), so that the host records both at once."""
+        self._ahead = outcome  # what the host reads if the process ends here
+        self._run_ahead.start(self)
+        return copy_of(outcome["output"])
+
+    def _flush_ahead(self) -> None:
+        """Send the outcome waiting since the last step, and wait for the host to have
+        recorded it (the pause); a no-op without one. Called at the next step call, and
+        from RunAhead's alarm."""
+        outcome = self._run_ahead.take(self)
+        if outcome is None:
+            return
+        _, now = pause(outcome)  # the output as recorded: what this process went on with
         try:
             self._activation.now = parse_now(now)
         except ProtocolError as exc:  # a host bug: stop here rather than run on a bad clock
             self._finish({"kind": "error", "error": {"type": "ProtocolError", "message": str(exc)}})
-        self._outcome = None
-        return output
+
+    def hold_ahead(self) -> None:
+        """run() is over: an outcome still waiting is answered with what ended it."""
+        self._run_ahead.hold()
+
+    def ended(self, end: dict[str, Any]) -> dict[str, Any]:
+        """What the activation answers when run() ended with `end` (its output or error):
+        with an outcome still waiting, that outcome with `end` as what follows it."""
+        outcome = self._run_ahead.take(self)
+        return end if outcome is None else {**outcome, "then": end}
 
     def _payload(self, payload: Any) -> Any:
         try:
@@ -332,3 +366,53 @@ def _shown(step: dict[str, Any]) -> dict[str, Any]:
     if step.get("shape"):
         shown["shape"] = step["shape"]
     return shown
+
+
+# How long run() may go on past a kept step before that step's outcome is sent anyway:
+# long enough for the deterministic code between two steps, short enough that a step's
+# record never waits on a slow computation that follows it (one that outlasted the
+# activation's time limit would make the step run again).
+AHEAD_SECONDS = 0.02
+
+
+class RunAhead:
+    """The alarm that sends a kept step's outcome when run() takes long to reach its next
+    step call (Step._kept). SIGALRM is the runtime's within a step (_capture.time_limit),
+    and free between steps, when this alarm is the only one armed. Tenant code that takes
+    SIGALRM for itself between steps only delays the outcome to the next step call.
+
+    `armed` is set and cleared by single assignments, which a signal's handler (run by
+    Python between two bytecodes) cannot split: once it is cleared, an alarm that had
+    already fired does nothing, so the outcome is never sent twice."""
+
+    def __init__(self) -> None:
+        self.armed = False
+
+    def start(self, step: Step) -> None:
+        self.armed = True
+        _signal.signal(_signal.SIGALRM, lambda signum, frame: self._on_alarm(step))
+        _signal.setitimer(_signal.ITIMER_REAL, AHEAD_SECONDS)
+
+    def _on_alarm(self, step: Step) -> None:
+        if self.armed:
+            step._flush_ahead()
+
+    def hold(self) -> None:
+        """No alarm from now on: the outcome waits for take()."""
+        if self.armed:
+            self.armed = False
+            _signal.setitimer(_signal.ITIMER_REAL, 0)
+
+    def take(self, step: Step) -> dict[str, Any] | None:
+        """The waiting outcome, once, the alarm disarmed first."""
+        self.hold()
+        outcome, step._ahead = step._ahead, None
+        return outcome
+
+
+def copy_of(value: Any) -> Any:
+    """The JSON value as a replay reads it back, and a copy: what run() does with it
+    cannot change the outcome that waits to be sent."""
+    from json_codec import dumps, loads  # loaded by boot.py already
+
+    return loads(dumps(value, ensure_ascii=False))
