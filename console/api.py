@@ -82,6 +82,11 @@ class StrictJSONParser(Parser):
             data = json.loads(request.body, parse_constant=reject_constant)
         except (ValueError, RecursionError) as exc:
             raise MalformedBody(f"malformed JSON: {exc}") from None
+        if data is not None and not isinstance(data, dict):
+            # Every body is an object (or null where it is optional): a schema whose fields
+            # are all optional took a bare 1 or [] as no fields at all (a start with body 1
+            # was 201).
+            raise MalformedBody(f"the body is not a JSON object but {type(data).__name__}")
         problem = json_problem(data)
         if problem:
             raise MalformedBody(f"the body holds {problem}, which cannot be stored")

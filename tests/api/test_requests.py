@@ -61,6 +61,17 @@ def test_malformed_json_is_422_saying_so(alice, raw):
     assert problem["loc"] == ["body"] and problem["type"] == "json_invalid"
 
 
+@pytest.mark.parametrize("raw", [b"1", b"[]", b'"x"', b"true"])
+def test_a_body_that_is_not_an_object_is_422_and_starts_nothing(alice, raw):
+    code = "def run(event, step):\n    return 1\n"
+    assert alice.request("put", "/workflows/adder", {"code": code}).status_code in (200, 201)
+    response = alice.request("post", "/workflows/adder/instances", raw)
+    assert response.status_code == 422
+    [problem] = response.json()["detail"]
+    assert problem["loc"] == ["body"] and "not a JSON object" in problem["msg"]
+    assert alice.request("get", "/instances").json()["items"] == []
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
