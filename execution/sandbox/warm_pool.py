@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from execution.sandbox.forks import forgotten_in_forked_children
 from execution.sandbox.limits import Limits
 from execution.sandbox.warm_jail import WarmJail
 from lib import metrics
@@ -30,16 +31,7 @@ logger = logging.getLogger(__name__)
 
 MAX_REAP_INTERVAL_SECONDS = 5.0  # also how long a fault found only while idle may last
 CLOSE_WAIT_SECONDS = 5.0
-_pools: "weakref.WeakSet[JailPool]" = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for pool in list(_pools):
-        pool._lock = threading.Lock()  # another thread may have held it at the fork
-        pool._forget_if_forked()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+_pools: "weakref.WeakSet[JailPool]" = forgotten_in_forked_children()
 
 
 @dataclass(frozen=True)

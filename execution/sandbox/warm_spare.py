@@ -18,22 +18,14 @@ import time
 import weakref
 from collections.abc import Callable
 
+from execution.sandbox.forks import forgotten_in_forked_children
 from execution.sandbox.limits import Limits
 from execution.sandbox.warm_jail import WarmJail, WarmStartError
 
 logger = logging.getLogger(__name__)
 
 JOIN_SECONDS = 10.0  # close() waits this long for a launch under way
-_spares: "weakref.WeakSet[SpareJail]" = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for spare in list(_spares):
-        spare._lock = threading.Lock()  # another thread may have held it at the fork
-        spare._forget_if_forked()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+_spares: "weakref.WeakSet[SpareJail]" = forgotten_in_forked_children()
 
 
 def _stop_in_background(jail: WarmJail) -> None:
