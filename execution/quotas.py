@@ -27,7 +27,8 @@ import os
 import threading
 from datetime import timedelta
 
-from django.db import connection
+from django.db import connection, transaction
+from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from execution.errors import StartError
@@ -119,41 +120,64 @@ def events_refused(sent: int, limit: int) -> QuotaExceeded:
     )
 
 
-def locked_usage(tenant_id: int) -> list[QuotaUsage]:
-    """All the tenant's usage rows, made if missing, locked in shard order."""
-    QuotaUsage.objects.bulk_create(
-        [QuotaUsage(tenant_id=tenant_id, shard=s) for s in range(SHARDS)],
-        ignore_conflicts=True,
-    )
-    return list(
-        QuotaUsage.objects.select_for_update().filter(tenant_id=tenant_id).order_by("shard")
-    )
+def locked_usage(tenant_id: int) -> None:
+    """Lock all the tenant's usage rows in shard order, made first if any is missing
+    (a tenant's first count, or rows lost): a count that finds them all costs one query."""
+
+    def lock() -> int:
+        rows = QuotaUsage.objects.select_for_update().filter(tenant_id=tenant_id)
+        return len(rows.order_by("shard").values_list("shard", flat=True))
+
+    if lock() < SHARDS:
+        QuotaUsage.objects.bulk_create(
+            [QuotaUsage(tenant_id=tenant_id, shard=s) for s in range(SHARDS)],
+            ignore_conflicts=True,
+        )
+        lock()
 
 
-def share_out(rows: list[QuotaUsage], **room: int) -> None:
-    """Share the room left under each limit (running=, starts=, events=) among the rows."""
+def share_out(tenant_id: int, **room: int) -> None:
+    """Share the room left under each limit (running=, starts=, events=) among the
+    tenant's rows, locked by locked_usage, in one UPDATE. What does not divide evenly
+    goes to this thread's row first, then the next ones: the start or event that
+    counted takes its unit from there."""
+    mine = my_shard()
+    values = {}
     for kind, free in room.items():
-        free = max(free, 0)
-        for row in rows:
-            setattr(row, f"{kind}_left", free // SHARDS + (1 if row.shard < free % SHARDS else 0))
-    QuotaUsage.objects.bulk_update(rows, [f"{kind}_left" for kind in room])
+        base, extra = divmod(max(free, 0), SHARDS)
+        first = [(mine + i) % SHARDS for i in range(extra)]
+        values[f"{kind}_left"] = Case(
+            When(shard__in=first, then=Value(base + 1)), default=Value(base)
+        )
+    QuotaUsage.objects.filter(tenant_id=tenant_id).update(**values)
 
 
-def count_start(tenant: Tenant, *, rate: bool) -> None:
-    """The counting path of take_start: the instance is made (and counted) already."""
+def count(tenant: Tenant, *, rate: bool, made: bool) -> None:
+    """The counting path of a start: lock the tenant's rows, count, refuse a start over
+    a limit, and share out the room left. `made`: the start's instance is stored (and
+    counted) already; else it is about to be, and takes a unit of what is shared out."""
     quota = tenant.quota
-    rows = locked_usage(tenant.pk)
-    running = unfinished_count(tenant.pk)
-    if running > quota.running_instances:
-        raise running_refused(running - 1, quota.running_instances)
-    started = started_count(tenant.pk)
-    if rate and started > quota.instance_starts_per_minute:
-        raise starts_refused(started - 1, quota.instance_starts_per_minute)
+    locked_usage(tenant.pk)
+    mine = 1 if made else 0
+    running = unfinished_count(tenant.pk) - mine
+    if running >= quota.running_instances:
+        raise running_refused(running, quota.running_instances)
+    started = started_count(tenant.pk) - mine
+    if rate and started >= quota.instance_starts_per_minute:
+        raise starts_refused(started, quota.instance_starts_per_minute)
     share_out(
-        rows,
-        running=quota.running_instances - running,
-        starts=quota.instance_starts_per_minute - started,
+        tenant.pk,
+        running=quota.running_instances - running - mine,
+        starts=quota.instance_starts_per_minute - started - mine,
     )
+
+
+def count_ahead(tenant: Tenant, *, rate: bool = True) -> None:
+    """Count before a start, in a transaction of its own, when the start's one statement
+    found this thread's row dry: the statement then runs again and takes its unit from
+    what was shared out. Raises QuotaExceeded exactly where the counting path would."""
+    with transaction.atomic():
+        count(tenant, rate=rate, made=False)
 
 
 # --- what the paths that make rows call ----------------------------------------------
@@ -168,7 +192,7 @@ def take_start(tenant: Tenant, *, rate: bool = True) -> None:
     them).
     """
     if not took(tenant.pk, "running", "starts"):
-        count_start(tenant, rate=rate)
+        count(tenant, rate=rate, made=True)
 
 
 def check_running(tenant: Tenant) -> None:
@@ -177,11 +201,11 @@ def check_running(tenant: Tenant) -> None:
     if took(tenant.pk, "running"):
         return
     limit = tenant.quota.running_instances
-    rows = locked_usage(tenant.pk)
+    locked_usage(tenant.pk)
     running = unfinished_count(tenant.pk)
     if running >= limit:
         raise running_refused(running, limit)
-    share_out(rows, running=limit - running - 1)
+    share_out(tenant.pk, running=limit - running - 1)
 
 
 def take_event(tenant: Tenant, *, rate: bool = True) -> None:
@@ -190,11 +214,11 @@ def take_event(tenant: Tenant, *, rate: bool = True) -> None:
     if took(tenant.pk, "events"):
         return
     limit = tenant.quota.events_per_minute
-    rows = locked_usage(tenant.pk)
+    locked_usage(tenant.pk)
     sent = sent_count(tenant.pk)
     if rate and sent > limit:
         raise events_refused(sent - 1, limit)
-    share_out(rows, events=limit - sent)
+    share_out(tenant.pk, events=limit - sent)
 
 
 # --- checks before the fact, for callers that do not hold the quota in the transaction --

@@ -130,7 +130,7 @@ def start_instance(
     try:
         # The one statement writes no webhook deliveries: with a webhook listening it
         # changes nothing, and the transaction does it all (create_instance).
-        if not (twins.hand_written() and start_in_one_statement(instance, entry, placed)):
+        if not (twins.hand_written() and start_with_one_statement(instance, entry, placed, rate)):
             with transaction.atomic():
                 create_instance(instance, placed)
                 if entry is not None:
@@ -184,13 +184,35 @@ def create_instance(instance: Instance, placed: bool = False) -> None:
     send_after_commit(instance)
 
 
+def start_with_one_statement(
+    instance: Instance, entry: AuditLog | None, placed: bool, rate: bool
+) -> bool:
+    """The start as one statement; when this thread's usage row is dry (a tenant's first
+    start, or its allowance used up), a count outside the caller's transaction, then the
+    statement again. False when the transaction path must start it: a webhook listens
+    for `instance.queued`, the start is inside a caller's transaction, or the room the
+    count shared out was taken meanwhile. QuotaExceeded when the count refuses it.
+
+    A count in a transaction of its own costs a tenant's first start a few queries
+    instead of the transaction path's ORM-built ones (some 20 ms of CPU, bench/README.md)."""
+    made = start_in_one_statement(instance, entry, placed)
+    if made != DRY or connection.in_atomic_block:
+        return made == MADE
+    quotas.count_ahead(instance.tenant, rate=rate)
+    return start_in_one_statement(instance, entry, placed) == MADE
+
+
+MADE, DRY, LISTENED = "made", "dry", "listened"  # what start_in_one_statement did
+
+
 def start_in_one_statement(
     instance: Instance, entry: AuditLog | None = None, placed: bool = False
-) -> bool:
+) -> str:
     """create_instance and quotas.take_start as one PostgreSQL statement, with the audit
-    `entry` if any; False (and nothing stored or locked) when this thread's usage row
-    has no allowance left, and the transaction path must count, or when a webhook of the
-    tenant wants `instance.queued` (asked in the statement: a round trip less per start).
+    `entry` if any: MADE; else nothing is stored or locked, and it says why: DRY, this
+    thread's usage row has no allowance left (a count must come first), or LISTENED, a
+    webhook of the tenant wants `instance.queued` (asked in the statement: a round trip
+    less per start), and the transaction path must start it.
 
     One statement commits on its own: no BEGIN and COMMIT round trips, and the usage
     row is locked only while PostgreSQL runs it and flushes its commit, never while
@@ -216,13 +238,14 @@ def start_in_one_statement(
     if entry is not None:
         entry.created_at = now
         params += [value for f, value in audited_values(entry) if f.name != "target_id"]
+    params.append(instance.tenant_id)  # the webhooks' condition again, for why nothing was made
     # Inside the caller's transaction, a savepoint: a clash of ids must not abort it.
     savepoint = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
     with savepoint, rows.cursor() as cursor:
         cursor.execute(one_statement_start_sql(audited=entry is not None, placed=placed), params)
-        pk, sent = cursor.fetchone()
+        pk, sent, listened = cursor.fetchone()
     if pk is None:
-        return False
+        return LISTENED if listened else DRY
     rows.saved(instance, pk)
     due.placed_at_start(instance, sent)
     if entry is not None:
@@ -232,7 +255,7 @@ def start_in_one_statement(
     tenant_id = instance.tenant_id
     transaction.on_commit(lambda: progress.send(pk, tenant_id, [message]))
     send_after_commit(instance)
-    return True
+    return MADE
 
 
 def send_after_commit(instance: Instance) -> None:
@@ -260,7 +283,7 @@ def one_statement_start_sql(*, audited: bool = False, placed: bool = False) -> s
     so that auditing a start costs no round trip (bench/load.py measures starts).
     `placed`: the new row is marked as sent if the tenant has a place for it (its
     dispatched_at value is kept then, else NULL). Returns the new id and whether it was
-    marked."""
+    marked, and whether a webhook listens for `instance.queued` (why nothing was made)."""
     qn = connection.ops.quote_name
     queued = notices.event_of(Instance.Status.QUEUED)
     queued_listened = deliveries.listening_condition("%s", f"'{queued}'")
@@ -295,7 +318,8 @@ def one_statement_start_sql(*, audited: bool = False, placed: bool = False) -> s
         f"SELECT {values} FROM {sources} RETURNING id, dispatched_at), "
         f"announced AS (INSERT INTO {qn(ProgressEvent._meta.db_table)} (instance_id, {names}) "
         f"SELECT made.id, {casts} FROM made){audit_cte} "
-        "SELECT (SELECT id FROM made), (SELECT dispatched_at IS NOT NULL FROM made)"
+        "SELECT (SELECT id FROM made), (SELECT dispatched_at IS NOT NULL FROM made), "
+        f"CASE WHEN NOT EXISTS (SELECT 1 FROM made) THEN {queued_listened} END"
     )
 
 

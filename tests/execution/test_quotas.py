@@ -6,7 +6,7 @@ import pytest
 from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 
-from execution import quotas
+from execution import quotas, workflows
 from execution.models import Instance, ProgressEvent
 from execution.workflows import start_instance, terminate
 from tenants.models import QuotaUsage
@@ -142,3 +142,56 @@ def test_an_event_with_allowance_left_counts_no_rows(acme, waiter):
         send_event(instance, "ping", rate=True)
     assert counts(queries) == []
     assert left(acme, "events") == acme.quota.events_per_minute - 2
+
+
+def test_the_room_that_does_not_divide_evenly_goes_to_this_threads_row_first(acme):
+    quotas.locked_usage(acme.pk)
+    quotas.share_out(acme.pk, running=quotas.SHARDS + 3, events=2)
+    mine = quotas.my_shard()
+    rows = {row.shard: row for row in QuotaUsage.objects.filter(tenant=acme)}
+    extra = {(mine + i) % quotas.SHARDS for i in range(3)}
+    assert [rows[s].running_left for s in range(quotas.SHARDS)] == [
+        2 if s in extra else 1 for s in range(quotas.SHARDS)
+    ]
+    assert rows[mine].events_left == 1 and rows[(mine + 1) % quotas.SHARDS].events_left == 1
+    assert sum(row.events_left for row in rows.values()) == 2
+
+
+def test_a_count_that_finds_every_usage_row_locks_them_in_one_query(acme):
+    quotas.locked_usage(acme.pk)
+    with CaptureQueriesContext(connection) as queries:
+        quotas.locked_usage(acme.pk)
+    assert len(queries) == 1
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the one statement is PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_a_tenants_first_start_counts_ahead_then_starts_in_one_statement(acme, waiter, monkeypatch):
+    set_quota(acme, running_instances=17, instance_starts_per_minute=600)
+    made = []
+    original = workflows.start_in_one_statement
+    monkeypatch.setattr(
+        workflows, "start_in_one_statement", lambda *a: made.append(original(*a)) or made[-1]
+    )
+    monkeypatch.setattr(workflows, "create_instance", lambda *a: pytest.fail("transaction path"))
+    instance, created = start_instance(waiter, rate=True)
+    assert created and made == [workflows.DRY, workflows.MADE]
+    instance.refresh_from_db()
+    assert (instance.status, instance.last_seq) == ("queued", 1)
+    assert (left(acme, "running"), left(acme, "starts")) == (16, 599)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the one statement is PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_a_count_ahead_refuses_exactly_at_the_limit_and_stores_nothing(acme, waiter):
+    set_quota(acme, running_instances=3, instance_starts_per_minute=600)
+    version = waiter.current_version
+    Instance.objects.bulk_create(
+        Instance(tenant=acme, workflow=waiter, version=version) for _ in range(2)
+    )
+    start_instance(waiter, rate=True)  # the third place
+    QuotaUsage.objects.filter(tenant=acme).delete()  # lost: the next start counts first
+    with pytest.raises(quotas.QuotaExceeded, match="3 unfinished instances; the limit is 3"):
+        start_instance(waiter, key="refused", rate=True)
+    assert not Instance.objects.filter(key="refused").exists()
+    assert Instance.objects.filter(tenant=acme).count() == 3
