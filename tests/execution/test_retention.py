@@ -9,6 +9,7 @@ import pytest
 from django.apps import apps
 from django.db import close_old_connections, connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from execution import retention, twins, workflows
@@ -248,3 +249,22 @@ def test_100k_expired_instances_are_deleted_in_short_batches_while_writes_go_on(
     assert len(writer.latencies) >= len(swept.batches)
     assert max(writer.latencies) < 2, max(writer.latencies)
     assert Event.objects.filter(instance=busy).count() == len(writer.latencies)
+
+
+def test_a_sweep_asks_once_per_retention_period_not_once_per_tenant(acme, globex):
+    tenants = [make_tenant(f"quiet-{n}", f"quiet-user-{n}") for n in range(30)]
+    for tenant in tenants[:20]:
+        set_quota(tenant, retention_days=30)
+    for tenant in tenants[20:]:
+        set_quota(tenant, retention_days=7)
+    set_quota(acme, retention_days=1)
+    old = finish(start(acme, "old"), days_ago=2)
+    recent = finish(start(globex, "recent"), days_ago=2)  # globex keeps 30 days
+    assert retention.with_expired(timezone.now()) == [(acme.pk, 1)]
+    with CaptureQueriesContext(connection) as queries:
+        assert retention.sweep().deleted == 1
+    reads = [q["sql"] for q in queries if q["sql"].startswith("SELECT")]
+    # The periods in use, one query for each (1, 7, 30 days), then acme's batch.
+    assert len(reads) == 1 + 3 + 1
+    assert not Instance.objects.filter(pk=old.pk).exists()
+    assert Instance.objects.filter(pk=recent.pk).exists()
