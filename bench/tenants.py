@@ -135,6 +135,20 @@ def make_tenants(prefix: str, count: int, steps: int, mode: str = "warm") -> lis
 # --- the closed loop ----------------------------------------------------------------------
 
 
+def statuses(pks: set[int]) -> list[tuple[int, str]]:
+    """The instances' statuses, in a plain query: the loop asks 100 times a second, and
+    through the ORM that cost the driver a tenth of a core, on the cores it measures."""
+    from django.db import connection
+
+    from execution.models import Instance
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, status FROM {Instance._meta.db_table} WHERE id = ANY(%s)", [list(pks)]
+        )
+        return cursor.fetchall()
+
+
 def run_in_flight(workflows: list, order: list[int], in_flight: int, timeout: float) -> list[int]:
     """Start workflows[i] for each i of `order`, keeping `in_flight` instances unfinished."""
     from execution.models import Instance
@@ -142,6 +156,7 @@ def run_in_flight(workflows: list, order: list[int], in_flight: int, timeout: fl
 
     running: set[int] = set()
     done: list[int] = []
+    terminal = set(Instance.TERMINAL_STATUSES)
     upcoming = iter(order)
     exhausted = False
     deadline = time.monotonic() + timeout
@@ -155,11 +170,7 @@ def run_in_flight(workflows: list, order: list[int], in_flight: int, timeout: fl
         if not running:
             break
         time.sleep(0.01)
-        ended = [
-            (pk, status)
-            for pk, status in Instance.objects.filter(pk__in=running).values_list("pk", "status")
-            if status in Instance.TERMINAL_STATUSES
-        ]
+        ended = [(pk, status) for pk, status in statuses(running) if status in terminal]
         for pk, status in ended:
             if status != Instance.Status.COMPLETE:
                 i = Instance.objects.get(pk=pk)

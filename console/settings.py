@@ -264,8 +264,11 @@ STEPWELL_WARM_MAX_JAIL_STEPS = env_int("STEPWELL_WARM_MAX_JAIL_STEPS", 1000, min
 # faster and the next ones slower, no gain overall (bench/README.md, bench/tenants.py).
 STEPWELL_WARM_START_IN_BACKGROUND = env_bool("STEPWELL_WARM_START_IN_BACKGROUND", False)
 # Launch a jail ahead, up to the tenant's import, for the next warm miss of each worker
-# process (execution/sandbox/warm_spare.py; bench/tenants.py measures it).
-STEPWELL_WARM_SPARE_JAIL = env_bool("STEPWELL_WARM_SPARE_JAIL", False)
+# process (execution/sandbox/warm_spare.py). On: with more tenants than warm jails, a
+# miss binds the spare instead of waiting for a start (bench/tenants.py: the many-tenant
+# per-step overhead 1.65-1.74x all-warm, against 2.36-2.43x off). Costs one warm slot
+# and some 5.5 MiB per worker process while it waits, at most the warm idle time.
+STEPWELL_WARM_SPARE_JAIL = env_bool("STEPWELL_WARM_SPARE_JAIL", True)
 # Benchmarks only (bench/peers.py): every activation in this mode, whatever the quota says.
 STEPWELL_BENCH_SANDBOX_MODE = env_str("STEPWELL_BENCH_SANDBOX_MODE", "")
 # Retention (execution/retention.py): the clock deletes expired finished instances in

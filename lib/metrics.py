@@ -140,6 +140,17 @@ WARM_FALLBACKS = Counter(
     "cold (a recent failure of that code)",
     ["reason"],
 )
+WARM_SPARES = Gauge(
+    "stepwell_warm_spare_jails",
+    "Spare warm jails launched ahead and waiting for a worker's next miss, on this machine",
+    multiprocess_mode="livesum",
+)
+WARM_SPARE_ENDS = Counter(
+    "stepwell_warm_spare_jail_ends",
+    "Spare warm jails, by what became of them: bound (to the tenant of a miss), unfit "
+    "(other limits, or its zygote gone), dropped (its slot needed), expired (idle too long)",
+    ["end"],
+)
 HTTP_REQUESTS = Counter(
     "stepwell_http_requests",
     "HTTP requests answered, by route template, method and status code",
@@ -175,12 +186,15 @@ SANDBOX_FAILURE_KINDS = (
     "engine",
 )
 WARM_FALLBACK_REASONS = ("busy", "starting", "no_slot", "failed", "cold")
+WARM_SPARE_END_KINDS = ("bound", "unfit", "dropped", "expired")
 TIMER_KINDS = ("sleep", "retry", "timeout")
 WEBHOOK_RESULTS = ("delivered", "failed")
 for _kind in SANDBOX_FAILURE_KINDS:
     SANDBOX_FAILURES.labels(_kind)
 for _reason in WARM_FALLBACK_REASONS:
     WARM_FALLBACKS.labels(_reason)
+for _end in WARM_SPARE_END_KINDS:
+    WARM_SPARE_ENDS.labels(_end)
 for _kind in TIMER_KINDS:
     TIMER_LATENESS.labels(_kind)
 for _result in WEBHOOK_RESULTS:
@@ -204,6 +218,15 @@ def warm_jail_started(seconds: float) -> None:
 def warm_fallback(reason: str) -> None:
     """Count a warm-mode activation run fresh; `reason` is one of WARM_FALLBACK_REASONS."""
     WARM_FALLBACKS.labels(reason).inc()
+
+
+def warm_spares_waiting(count: int) -> None:
+    WARM_SPARES.set(count)
+
+
+def warm_spare_ended(end: str) -> None:
+    """Count a spare warm jail's end; `end` is one of WARM_SPARE_END_KINDS."""
+    WARM_SPARE_ENDS.labels(end).inc()
 
 
 def process_ended(pid: int | None = None) -> None:

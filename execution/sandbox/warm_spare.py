@@ -7,8 +7,10 @@ machine). A spare is launched on a thread up to the zygote's wait for GO
 slot's code dir; the next miss with those limits writes its tenant's code there and
 binds it (WarmJail.bind), and from then on it is that tenant's jail like any other,
 while the next spare launches. No tenant code runs in a jail before it is bound, so
-every jail stays single-tenant (SANDBOX.md). A spare holds one warm slot and some 6 MiB;
-one older than the idle time is stopped when next looked at.
+every jail stays single-tenant (SANDBOX.md). A spare holds one warm slot and some 5.5 MiB
+(its job cgroup and nsjail, bench/README.md); one idle longer than the warm jails' idle
+time is stopped then, by a timer, or when next looked at. /metrics has the spares
+waiting (stepwell_warm_spare_jails) and what became of each (..._jail_ends).
 """
 
 import logging
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from execution.sandbox.forks import forgotten_in_forked_children
 from execution.sandbox.limits import Limits
 from execution.sandbox.warm_jail import WarmJail, WarmStartError
+from lib import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ class SpareJail:
         self._launching_limits: Limits | None = None
         self._closed = False
         self._owner_pid = os.getpid()
+        self._expiry: threading.Timer | None = None
         _spares.add(self)
 
     def take(self, limits: Limits) -> WarmJail | None:
@@ -63,8 +67,11 @@ class SpareJail:
             fresh = time.monotonic() - self._launched_at < self.idle_seconds
         if jail is None:
             return None
+        self._report()
         if jail.limits == limits and fresh and jail.waiting():
+            metrics.warm_spare_ended("bound")
             return jail
+        metrics.warm_spare_ended("unfit" if fresh else "expired")
         jail.stop()
         return None
 
@@ -75,8 +82,23 @@ class SpareJail:
             self._forget_if_forked()
             jail, self._jail = self._jail, None
         if jail is not None:
+            self._report()
+            metrics.warm_spare_ended("dropped")
             jail.stop()
         return jail is not None
+
+    def expire(self) -> bool:
+        """Stop the spare if it has waited longer than the idle time; whether it did."""
+        with self._lock:
+            self._forget_if_forked()
+            jail = self._jail
+            if jail is None or time.monotonic() - self._launched_at < self.idle_seconds:
+                return False
+            self._jail = None
+        self._report()
+        metrics.warm_spare_ended("expired")
+        jail.stop()
+        return True
 
     def launch(self, limits: Limits) -> None:
         """Launch a spare with these limits on a thread, unless one is there or coming."""
@@ -94,6 +116,8 @@ class SpareJail:
             )
             self._thread.start()
         if old is not None:
+            self._report()
+            metrics.warm_spare_ended("unfit")
             _stop_in_background(old)
 
     def _launch(self, limits: Limits) -> None:
@@ -111,8 +135,27 @@ class SpareJail:
             keep = jail is not None and not self._closed and os.getpid() == self._owner_pid
             if keep:
                 self._jail, self._launched_at = jail, time.monotonic()
-        if jail is not None and not keep:
+                self._expire_later()
+        if keep:
+            self._report()
+        elif jail is not None:
             jail.stop()
+
+    def _expire_later(self) -> None:
+        """A timer (one at a time, under the lock) that stops the spare once it has
+        waited the idle time, so that a worker that stops missing does not keep it."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        # A little after the idle time, so that expire() finds the spare old enough.
+        self._expiry = threading.Timer(self.idle_seconds + 0.05, self.expire)
+        self._expiry.name = "stepwell-warm-spare-expiry"
+        self._expiry.daemon = True
+        self._expiry.start()
+
+    def _report(self) -> None:
+        with self._lock:
+            waiting = 1 if self._jail is not None and os.getpid() == self._owner_pid else 0
+        metrics.warm_spares_waiting(waiting)
 
     def close(self) -> None:
         """Stop the spare, after any launch under way."""
@@ -123,7 +166,10 @@ class SpareJail:
             thread.join(JOIN_SECONDS)
         with self._lock:
             jail, self._jail = self._jail, None
+            if self._expiry is not None:
+                self._expiry.cancel()
         if jail is not None and os.getpid() == self._owner_pid:
+            self._report()
             jail.stop()
 
     def jail(self) -> WarmJail | None:
@@ -139,4 +185,5 @@ class SpareJail:
                 self._jail.forget()
             self._jail = None
             self._thread = None
+            self._expiry = None  # the parent's timer thread did not come along
             self._owner_pid = os.getpid()

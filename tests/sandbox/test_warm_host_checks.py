@@ -22,6 +22,7 @@ from execution.sandbox import (
 )
 from execution.sandbox.cgroups import PARENT, JailCounters, JobCgroup, Layout
 from execution.sandbox.slots import NoSlotInTime, Slots
+from lib import metrics
 from tests.sandbox.conftest import PINNED_UID_BASE, SMALL, _sandbox_pids
 
 pytestmark = pytest.mark.sandbox
@@ -418,6 +419,21 @@ def test_the_spare_jail_is_bound_to_the_next_miss_and_runs_that_tenants_code_alo
     assert jail_of(box, "a") is not spare
     assert wait_until(lambda: box.spare.jail() not in (None, spare))  # the next one
     assert step(box, "def main(x):\n    return 'a2'\n", tenant="a").result == "a2"
+
+
+def test_a_spare_left_waiting_past_the_idle_time_is_stopped_by_its_timer(make_box):
+    box = make_box(spare_jail=True, idle_seconds=1.0)
+    expired = metrics.WARM_SPARE_ENDS.labels("expired")
+    before = expired._value.get()
+    assert step(box, "def main(x):\n    return 1\n", tenant="a").result == 1
+    assert wait_until(lambda: box.spare.jail() is not None)
+    zygote = box.spare.jail().zygote_pid()
+    assert metrics.WARM_SPARES._value.get() == 1
+    # No miss comes: the spare goes by itself, its processes with it.
+    assert wait_until(lambda: box.spare.jail() is None)
+    assert wait_until(lambda: not Path(f"/proc/{zygote}").exists())
+    assert expired._value.get() == before + 1
+    assert metrics.WARM_SPARES._value.get() == 0
 
 
 def test_a_spare_with_other_limits_or_a_dead_zygote_is_not_used(make_box):
