@@ -388,6 +388,22 @@ def phase(name: str, workflows: list, args, stack, metrics_dir: Path, rng: rando
     }
 
 
+def wait_for_the_clock(redis_url: str, timeout: float = 120.0) -> None:
+    """Until the clock has swept once: its start-up (Django's set-up and checks, some
+    2 s of CPU) otherwise falls into the all-warm phase and slows the baseline."""
+    import redis
+
+    from execution.clock_mark import seconds_since_sweep
+
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + timeout
+    while seconds_since_sweep(client) is None:
+        if time.monotonic() > deadline:
+            raise BenchError(f"the clock did not sweep within {timeout:.0f} s")
+        time.sleep(0.1)
+    client.close()
+
+
 def warm_up(workflows: list, args) -> None:
     """One uncounted instance of each workflow per pool process: a warm jail each."""
     w = args.workers * args.concurrency
@@ -561,6 +577,7 @@ def run(args) -> None:
         say(f"starting redis, {args.workers} x {args.concurrency} workers and the clock")
         stack.start(workers=args.workers, concurrency=args.concurrency)
         point_celery_at(stack.redis.url)
+        wait_for_the_clock(stack.redis.url)
 
         say("all warm: warming up (uncounted)")
         warm_up(warm_workflows, args)
