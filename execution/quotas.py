@@ -31,6 +31,7 @@ from django.db import connection, transaction
 from django.db.models import Case, Value, When
 from django.utils import timezone
 
+from execution import twins
 from execution.errors import StartError
 from execution.models import Event, Instance, TenantEvent
 from tenants.models import Quota, QuotaUsage, Tenant
@@ -156,20 +157,76 @@ def count(tenant: Tenant, *, rate: bool, made: bool) -> None:
     """The counting path of a start: lock the tenant's rows, count, refuse a start over
     a limit, and share out the room left. `made`: the start's instance is stored (and
     counted) already; else it is about to be, and takes a unit of what is shared out."""
-    quota = tenant.quota
     locked_usage(tenant.pk)
     mine = 1 if made else 0
+    if twins.hand_written() and (counted := count_in_one_statement(tenant.pk, rate, mine)):
+        refuse_over(*counted, rate=rate)  # the statement shared out only if it refuses nothing
+        return
+    quota = tenant.quota
     running = unfinished_count(tenant.pk) - mine
-    if running >= quota.running_instances:
-        raise running_refused(running, quota.running_instances)
     started = started_count(tenant.pk) - mine
-    if rate and started >= quota.instance_starts_per_minute:
-        raise starts_refused(started, quota.instance_starts_per_minute)
-    share_out(
-        tenant.pk,
-        running=quota.running_instances - running - mine,
-        starts=quota.instance_starts_per_minute - started - mine,
+    limits = quota.running_instances, quota.instance_starts_per_minute
+    refuse_over(running, limits[0], started, limits[1], rate=rate)
+    share_out(tenant.pk, running=limits[0] - running - mine, starts=limits[1] - started - mine)
+
+
+def refuse_over(
+    running: int, running_limit: int, started: int, starts_limit: int, *, rate: bool
+) -> None:
+    """QuotaExceeded if one more start would pass a limit: `running` and `started` count
+    the instances before it."""
+    if running >= running_limit:
+        raise running_refused(running, running_limit)
+    if rate and started >= starts_limit:
+        raise starts_refused(started, starts_limit)
+
+
+@functools.cache
+def count_sql() -> str:
+    """count()'s counts, refusal and share_out as one PostgreSQL statement, run after
+    locked_usage's lock (so its snapshot sees every start that took a unit before);
+    returns the counts and limits, and shares out nothing when it refuses."""
+    qn = connection.ops.quote_name
+    usage, quota, instance = (qn(m._meta.db_table) for m in (QuotaUsage, Quota, Instance))
+
+    def share(room: str) -> str:  # share_out's arithmetic, this thread's row first
+        free = f"GREATEST({room}, 0)"
+        mine = f"MOD(u.shard - %(shard)s + {SHARDS}, {SHARDS})"
+        return f"{free} / {SHARDS} + CASE WHEN {mine} < MOD({free}, {SHARDS}) THEN 1 ELSE 0 END"
+
+    return (
+        f"WITH limits AS (SELECT running_instances AS running_limit, "
+        f"instance_starts_per_minute AS starts_limit FROM {quota} WHERE tenant_id = %(tenant)s), "
+        f"counted AS (SELECT (SELECT count(*) FROM {instance} WHERE tenant_id = %(tenant)s "
+        f"AND status = ANY(%(unfinished)s)) - %(made)s AS running, "
+        f"(SELECT count(*) FROM {instance} WHERE tenant_id = %(tenant)s "
+        f"AND created_at >= %(since)s) - %(made)s AS started), "
+        f"shared AS (UPDATE {usage} AS u SET "
+        f"running_left = {share('limits.running_limit - counted.running - %(made)s')}, "
+        f"starts_left = {share('limits.starts_limit - counted.started - %(made)s')} "
+        f"FROM limits, counted WHERE u.tenant_id = %(tenant)s "
+        f"AND counted.running < limits.running_limit "
+        f"AND (NOT %(rate)s OR counted.started < limits.starts_limit) RETURNING 1) "
+        "SELECT counted.running, limits.running_limit, counted.started, limits.starts_limit, "
+        "(SELECT count(*) FROM shared) FROM limits, counted"
     )
+
+
+def count_in_one_statement(tenant_id: int, rate: bool, made: int) -> tuple[int, ...] | None:
+    """(running, its limit, started, its limit) as count_sql counted them, or None when
+    the tenant has no quota row yet (the portable path makes it)."""
+    params = {
+        "tenant": tenant_id,
+        "unfinished": NOT_FINISHED,
+        "since": timezone.now() - WINDOW,
+        "made": made,
+        "rate": rate,
+        "shard": my_shard(),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(count_sql(), params)
+        row = cursor.fetchone()
+    return None if row is None else row[:4]
 
 
 def count_ahead(tenant: Tenant, *, rate: bool = True) -> None:

@@ -22,8 +22,10 @@ LIFECYCLE_COLUMNS = (
 # Steps and code versions have a status of their own; those are written where they are.
 ALWAYS_INSTANCE = tuple(c for c in LIFECYCLE_COLUMNS if c != "status")
 WRITING_CALLS = {"update", "create", "get_or_create", "update_or_create", "Instance"}
+# `status = ANY(...)` compares (a WHERE clause); it never sets.
 SQL_WRITE = re.compile(
-    r"\b(" + "|".join(LIFECYCLE_COLUMNS) + r")\s*=\s*(%|NULL|'|\$|[a-z_]+\s*[+(])", re.I
+    r"\b(" + "|".join(LIFECYCLE_COLUMNS) + r")\s*=\s*(?!ANY\s*\()(%|NULL|'|\$|[a-z_]+\s*[+(])",
+    re.I,
 )
 PACKAGE = Path(execution.__file__).parent
 

@@ -1,12 +1,14 @@
 """Quotas held by allowances shared out from a count (execution.quotas)."""
 
 import threading
+from datetime import timedelta
 
 import pytest
 from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
-from execution import quotas, workflows
+from execution import quotas, twins, workflows
 from execution.models import Instance, ProgressEvent
 from execution.workflows import start_instance, terminate
 from tenants.models import QuotaUsage
@@ -195,3 +197,43 @@ def test_a_count_ahead_refuses_exactly_at_the_limit_and_stores_nothing(acme, wai
         start_instance(waiter, key="refused", rate=True)
     assert not Instance.objects.filter(key="refused").exists()
     assert Instance.objects.filter(tenant=acme).count() == 3
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the statement is PostgreSQL's")
+@pytest.mark.parametrize("made", [False, True])
+@pytest.mark.parametrize("rate", [False, True])
+@pytest.mark.parametrize("limits", [(13, 11), (5, 11), (6, 11), (13, 7), (13, 8), (2, 2)])
+def test_the_count_statement_and_its_portable_twin_refuse_and_share_out_alike(
+    acme, waiter, made, rate, limits
+):
+    set_quota(acme, running_instances=limits[0], instance_starts_per_minute=limits[1])
+    version = waiter.current_version
+    old = timezone.now() - timedelta(minutes=2)
+    Instance.objects.bulk_create(
+        [Instance(tenant=acme, workflow=waiter, version=version) for _ in range(5)]
+        + [
+            Instance(tenant=acme, workflow=waiter, version=version, status="complete")
+            for _ in range(2)
+        ]
+    )
+    for _ in range(3):  # finished, and out of the minute's window
+        instance = Instance.objects.create(
+            tenant=acme, workflow=waiter, version=version, status="failed"
+        )
+        Instance.objects.filter(pk=instance.pk).update(created_at=old)
+
+    quotas.locked_usage(acme.pk)  # the rows, so that both ways start from the same ones
+
+    def outcome():
+        QuotaUsage.objects.filter(tenant=acme).update(running_left=99, starts_left=99)
+        try:
+            quotas.count(acme, rate=rate, made=made)
+            refused = None
+        except quotas.QuotaExceeded as exc:
+            refused = str(exc)
+        usage = QuotaUsage.objects.filter(tenant=acme).order_by("shard")
+        return refused, list(usage.values_list("shard", "running_left", "starts_left"))
+
+    hand_written = outcome()
+    with twins.portable():
+        assert outcome() == hand_written
