@@ -184,6 +184,9 @@ def create_instance(instance: Instance, placed: bool = False) -> None:
     send_after_commit(instance)
 
 
+MADE, DRY, LISTENED = "made", "dry", "listened"  # what start_in_one_statement did
+
+
 def start_with_one_statement(
     instance: Instance, entry: AuditLog | None, placed: bool, rate: bool
 ) -> bool:
@@ -200,9 +203,6 @@ def start_with_one_statement(
         return made == MADE
     quotas.count_ahead(instance.tenant, rate=rate)
     return start_in_one_statement(instance, entry, placed) == MADE
-
-
-MADE, DRY, LISTENED = "made", "dry", "listened"  # what start_in_one_statement did
 
 
 def start_in_one_statement(
