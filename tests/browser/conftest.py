@@ -2,7 +2,7 @@
 clock, and the Procfile's uvicorn serving the console, all pointed at the test database."""
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 
 from tests.integration.stack import Stack, current_database_url, point_celery_at
 
@@ -56,3 +56,7 @@ def browser(stack):
             yield chromium
         finally:
             chromium.close()
+            # ORM calls made while Playwright's loop ran used a connection of that
+            # context (asgiref's Local): closed here, or the test database cannot be
+            # dropped at the end ("being accessed by other users").
+            connections.close_all()
