@@ -10,6 +10,7 @@ of b + a. ``measure()`` returns the numbers for other benchmarks.
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -64,15 +65,16 @@ def bare_python(config: SandboxConfig):
     return lambda: subprocess.run(argv, check=True, env={})
 
 
-def bare_nsjail(config: SandboxConfig, limits: Limits):
-    """nsjail around /bin/true with the activation's policy (a job cgroup made once)."""
+def bare_nsjail(config: SandboxConfig, limits: Limits, command: tuple[str, ...] = ("/bin/true",)):
+    """nsjail around /bin/true (or `command`) with the activation's policy (a job cgroup
+    made once, for one such runner at a time)."""
     box = FreshSandbox(config)
     box.prepare()
     layout = Layout.detect(config.cgroup_root)
     job = layout.create_job(f"job-{os.getpid()}-bench", limits.memory_bytes)
     code_dir = box.code_cache.put("0", TRIVIAL, config.uid_base)  # slot 0's
     cfg = jail.build(config, jail.JailSpec(limits, config.uid_base, code_dir, job))
-    cfg.exec_bin = Exe(path="/bin/true")
+    cfg.exec_bin = Exe(path=command[0], arg=list(command[1:]))
     cfg.log_fd = None
     cfg.log_level = None
     cfg.pass_fd = []
@@ -88,6 +90,45 @@ def bare_nsjail(config: SandboxConfig, limits: Limits):
         shutil.rmtree(config_file.parent, ignore_errors=True)
 
     return run, cleanup
+
+
+def children_cpu_ms(fn, runs: int) -> float:
+    """Mean CPU (ms, user + system) of the processes fn() runs and reaps, over `runs` calls."""
+    fn()  # warm the page cache
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    for _ in range(runs):
+        fn()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    spent = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return 1000 * spent / runs
+
+
+def bare_jail_cpu(runs: int = 30, config: SandboxConfig | None = None) -> dict:
+    """CPU (ms) of what every new jail pays before any Stepwell code runs, each run alone:
+    nsjail with the activation's policy around /bin/true ("nsjail_ms") and around the
+    jail's interpreter, with the jail's flags, doing nothing ("jail_ms")."""
+    owned_state = config is None
+    if config is None:
+        state = Path(tempfile.mkdtemp(prefix="stepwell-bench-state-"))
+        state.chmod(0o755)
+        config = SandboxConfig(state_dir=state)
+    python = (config.python, *jail.PYTHON_FLAGS, "-c", "pass")
+    try:
+        return {
+            key: runner_cpu_ms(bare_nsjail(config, Limits(), command), runs)
+            for key, command in (("nsjail_ms", ("/bin/true",)), ("jail_ms", python))
+        }
+    finally:
+        if owned_state:
+            shutil.rmtree(config.state_dir, ignore_errors=True)
+
+
+def runner_cpu_ms(runner: tuple, runs: int) -> float:
+    run, cleanup = runner
+    try:
+        return children_cpu_ms(run, runs)
+    finally:
+        cleanup()
 
 
 def activation(config: SandboxConfig, limits: Limits):

@@ -3,7 +3,7 @@
     .venv/bin/python bench/tenants.py [--tenants 1000] [--instances-per-tenant 3] [--instances N]
         [--steps 5] [--workers 1] [--concurrency 2] [--in-flight 4] [--warm-tenants N]
         [--start-in-background on|off] [--spare-jail on|off] [--many-mode warm|fresh]
-        [--seed 18] [--timeout 1800]
+        [--open-load F] [--open-instances 600] [--bare-runs 30] [--seed 18] [--timeout 1800]
         [--database-url postgres://postgres@127.0.0.1:5432/stepwell_bench_tenants]
 
 Creates (and at the end drops) its own PostgreSQL database, starts a private Redis,
@@ -30,7 +30,12 @@ the steps' gaps, the warm-jail starts (count and time, from the workers' metrics
 stepwell_warm_jail_start_seconds), the activations run fresh instead
 (stepwell_warm_fallbacks), and memory, sampled every --sample-seconds: per warm jail,
 its job cgroup's memory use (memory.usage_in_bytes, or memory.current on cgroup v2)
-and the PSS (smaps_rollup) of its nsjail and zygote processes.
+and the PSS (smaps_rollup) of its nsjail and zygote processes. And the machine's CPU
+per instance, split into the jails', the pool processes' own and the rest's, against a
+new jail's floor (nsjail and an interpreter doing nothing, measured alone first): with
+more in flight than pool processes the machine saturates, and the latency ratio follows
+the CPU ratio. With --open-load F both phases run again as an open loop (Poisson starts
+at F x the many-tenant closed loop's rate): a miss's latency at that load, not its CPU.
 
 Goal (issue 18): the many-tenant p50 per-step overhead within 2x the all-warm one.
 Exits 0 when the goal is missed (it is a benchmark); non-zero only on errors.
@@ -69,10 +74,12 @@ from bench.engine import (  # noqa: E402
     step_gaps,
     verdict,
 )
+from bench.sandbox import bare_jail_cpu  # noqa: E402
 from tests.integration.stack import point_celery_at  # noqa: E402
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/stepwell_bench_tenants"
 GOAL_RATIO = 2.0
+OPEN_LOOP_BACKLOG = 200  # unfinished instances at which an open loop gives up
 MIB = 2**20
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -149,14 +156,27 @@ def statuses(pks: set[int]) -> list[tuple[int, str]]:
         return cursor.fetchall()
 
 
+def collect_ended(running: set[int], done: list[int]) -> None:
+    """Move the instances of `running` that ended to `done`; one that failed is an error."""
+    from execution.models import Instance
+
+    terminal = set(Instance.TERMINAL_STATUSES)
+    for pk, status in statuses(running):
+        if status not in terminal:
+            continue
+        if status != Instance.Status.COMPLETE:
+            i = Instance.objects.get(pk=pk)
+            raise BenchError(f"instance {pk} ended {status}: {i.error}")
+        running.discard(pk)
+        done.append(pk)
+
+
 def run_in_flight(workflows: list, order: list[int], in_flight: int, timeout: float) -> list[int]:
     """Start workflows[i] for each i of `order`, keeping `in_flight` instances unfinished."""
-    from execution.models import Instance
     from execution.workflows import start_instance
 
     running: set[int] = set()
     done: list[int] = []
-    terminal = set(Instance.TERMINAL_STATUSES)
     upcoming = iter(order)
     exhausted = False
     deadline = time.monotonic() + timeout
@@ -170,13 +190,39 @@ def run_in_flight(workflows: list, order: list[int], in_flight: int, timeout: fl
         if not running:
             break
         time.sleep(0.01)
-        ended = [(pk, status) for pk, status in statuses(running) if status in terminal]
-        for pk, status in ended:
-            if status != Instance.Status.COMPLETE:
-                i = Instance.objects.get(pk=pk)
-                raise BenchError(f"instance {pk} ended {status}: {i.error}")
-            running.discard(pk)
-            done.append(pk)
+        collect_ended(running, done)
+        if time.monotonic() > deadline:
+            raise BenchError(f"{len(running)} instances unfinished after {timeout:.0f} s")
+    return done
+
+
+def run_open(
+    workflows: list, order: list[int], rate: float, rng: random.Random, timeout: float
+) -> list[int]:
+    """Start workflows[i] for each i of `order` at the arrival times of a Poisson process
+    of `rate` per second, however many are unfinished (an open loop), then wait for all.
+    A start falls behind its time only while the driver is busy starting the one before."""
+    from execution.workflows import start_instance
+
+    running: set[int] = set()
+    done: list[int] = []
+    upcoming = iter(order)
+    index = next(upcoming, None)
+    due = time.monotonic()
+    deadline = due + timeout
+    while running or index is not None:
+        while index is not None and time.monotonic() >= due:
+            running.add(start_instance(workflows[index])[0].pk)
+            due += rng.expovariate(rate)
+            index = next(upcoming, None)
+        if len(running) > OPEN_LOOP_BACKLOG:
+            raise BenchError(
+                f"{len(running)} instances unfinished: the machine does not keep up with "
+                f"{rate:.1f} starts/s; ask for less (--open-load)"
+            )
+        wait = 0.01 if index is None else min(0.01, max(0.0, due - time.monotonic()))
+        time.sleep(wait)
+        collect_ended(running, done)
         if time.monotonic() > deadline:
             raise BenchError(f"{len(running)} instances unfinished after {timeout:.0f} s")
     return done
@@ -202,7 +248,7 @@ def worker_metrics(directory: Path) -> dict:
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=str(directory))
-    out = {"starts": 0.0, "start_seconds": 0.0, "buckets": {}, "fallbacks": {}}
+    out = {"starts": 0.0, "start_seconds": 0.0, "buckets": {}, "fallbacks": {}, "spares": {}}
     for family in registry.collect():
         for sample in family.samples:
             if sample.name == "stepwell_warm_jail_start_seconds_count":
@@ -215,6 +261,9 @@ def worker_metrics(directory: Path) -> dict:
             elif sample.name == "stepwell_warm_fallbacks_total":
                 reason = sample.labels["reason"]
                 out["fallbacks"][reason] = out["fallbacks"].get(reason, 0.0) + sample.value
+            elif sample.name == "stepwell_warm_spare_jail_ends_total":
+                end = sample.labels["end"]
+                out["spares"][end] = out["spares"].get(end, 0.0) + sample.value
     return out
 
 
@@ -233,6 +282,9 @@ def metrics_since(before: dict, after: dict) -> dict:
         "fallbacks": {
             reason: int(n - before["fallbacks"].get(reason, 0.0))
             for reason, n in after["fallbacks"].items()
+        },
+        "spares": {
+            end: int(n - before["spares"].get(end, 0.0)) for end, n in after["spares"].items()
         },
     }
 
@@ -297,6 +349,58 @@ def cgroup_pids(path: Path) -> list[int]:
     return sorted(pids)
 
 
+# --- CPU per instance -----------------------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent busy (not idle or waiting on I/O) since boot."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / CLOCK_TICKS
+
+
+def process_times(pid: int) -> tuple[float, float] | None:
+    """(its own CPU seconds, its reaped children's), or None when it is gone."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        own = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        reaped = (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
+        return own, reaped
+    return None
+
+
+def descendants(pids: list[int]) -> list[int]:
+    found, pending = [], list(pids)
+    while pending:
+        kids = children(pending.pop())
+        found.extend(kids)
+        pending.extend(kids)
+    return found
+
+
+def cpu_split(stack) -> dict[str, float]:
+    """CPU seconds so far: the whole machine, the pool processes' own (the host side of
+    the sandbox and the engine), and their jails' (nsjail and everything under it,
+    reaped or still running)."""
+    pools = [c for w in stack.workers if w.proc for c in children(w.proc.pid)]
+    host = jails = 0.0
+    for pid in pools:
+        if times := process_times(pid):
+            host += times[0]
+            jails += times[1]
+    # A process's CPU counts in its parent's once reaped: each live one under the pool
+    # processes adds its own and its reaped children's (a zygote's steps), no more.
+    for pid in descendants(pools):
+        if times := process_times(pid):
+            jails += times[0] + times[1]
+    return {"machine": machine_busy_seconds(), "host": host, "jails": jails}
+
+
+def cpu_per_instance_ms(before: dict, after: dict, instances: int) -> dict[str, float]:
+    return {k: 1000 * (after[k] - before[k]) / instances for k in before}
+
+
 class MemorySampler:
     """Every `interval` s: per warm jail, its cgroup's memory and its processes' PSS."""
 
@@ -359,20 +463,34 @@ class MemorySampler:
 # --- the phases ------------------------------------------------------------------------------
 
 
-def phase(name: str, workflows: list, args, stack, metrics_dir: Path, rng: random.Random) -> dict:
+def phase(
+    name: str,
+    workflows: list,
+    args,
+    stack,
+    metrics_dir: Path,
+    rng: random.Random,
+    instances: int = 0,
+    rate: float | None = None,
+) -> dict:
+    """One phase: a closed loop of --in-flight instances, or with `rate` an open loop."""
+    instances = instances or args.instances
     # Every tenant the same number of times (give or take one), in a random order.
-    order = [i % len(workflows) for i in range(max(args.instances, len(workflows)))]
+    order = [i % len(workflows) for i in range(max(instances, len(workflows)))]
     rng.shuffle(order)
-    order = order[: args.instances]
-    say(
-        f"{name}: {len(order)} instances of {len(workflows)} tenants x {args.steps} steps, "
-        f"{args.in_flight} in flight"
-    )
+    order = order[:instances]
+    how = f"{rate:.1f} starts/s (open loop)" if rate else f"{args.in_flight} in flight"
+    say(f"{name}: {len(order)} instances of {len(workflows)} tenants x {args.steps} steps, {how}")
     before = worker_metrics(metrics_dir)
+    cpu_before = cpu_split(stack)
     began = time.monotonic()
     with MemorySampler(stack, args.sample_seconds) as sampler:
-        pks = run_in_flight(workflows, order, args.in_flight, args.timeout)
+        if rate:
+            pks = run_open(workflows, order, rate, rng, args.timeout)
+        else:
+            pks = run_in_flight(workflows, order, args.in_flight, args.timeout)
     elapsed = time.monotonic() - began
+    cpu = cpu_per_instance_ms(cpu_before, cpu_split(stack), len(pks))
     first, between, last = step_gaps(pks)
     return {
         "tenants": len(workflows),
@@ -385,6 +503,7 @@ def phase(name: str, workflows: list, args, stack, metrics_dir: Path, rng: rando
         "last_to_done": dist(last),
         "jails": metrics_since(before, worker_metrics(metrics_dir)),
         "memory": sampler.summary(),
+        "cpu": cpu,
     }
 
 
@@ -414,7 +533,7 @@ def warm_up(workflows: list, args) -> None:
 # --- the report ------------------------------------------------------------------------------
 
 
-def report(args, warm: dict, many: dict) -> None:
+def report(args, warm: dict, many: dict, bare: dict) -> None:
     w = args.workers * args.concurrency
     print()
     print(f"machine:    {machine()}")
@@ -462,14 +581,9 @@ def report(args, warm: dict, many: dict) -> None:
     row("  start time, mean", jw["mean_ms"] or None, jm["mean_ms"] or None)
     row("  start time, p50 (bucket upper bound)", jw["p50_bucket_ms"], jm["p50_bucket_ms"], False)
     row("  start time, p95 (bucket upper bound)", jw["p95_bucket_ms"], jm["p95_bucket_ms"], False)
-    for reason in sorted(set(jw["fallbacks"]) | set(jm["fallbacks"])):
-        row(
-            f"activations run fresh instead: {reason}",
-            jw["fallbacks"].get(reason, 0),
-            jm["fallbacks"].get(reason, 0),
-            False,
-            "{:12d}",
-        )
+    for key, label in (("spares", "spare jails"), ("fallbacks", "activations run fresh instead")):
+        for kind in sorted(set(jw[key]) | set(jm[key])):
+            row(f"{label}: {kind}", jw[key].get(kind, 0), jm[key].get(kind, 0), False, "{:12d}")
     mw, mm = warm["memory"], many["memory"]
     for label, key, fmt in (
         ("warm jails alive, max over samples", "jails_max", "{:12d}"),
@@ -480,13 +594,63 @@ def report(args, warm: dict, many: dict) -> None:
     ):
         row(label, mw.get(key), mm.get(key), False, fmt)
     row("  (jail samples)", mw["n"], mm["n"], False, "{:12d}")
+    cw, cm = warm["cpu"], many["cpu"]
+    row("machine CPU per instance", cw["machine"], cm["machine"])
+    row("  the jails' (nsjail and all under it)", cw["jails"], cm["jails"])
+    row("  the pool processes' own (host side)", cw["host"], cm["host"])
+    row(
+        "  the rest (PostgreSQL, this driver, ...)",
+        *(c["machine"] - c["jails"] - c["host"] for c in (cw, cm)),
+    )
     print("-" * 82)
+    report_floor(cw["machine"], cm["machine"], bare)
     ratio = many["per_step"]["p50"] / warm["per_step"]["p50"]
     print(
         f"goal (issue 18.4): many-tenant per-step overhead p50 {many['per_step']['p50']:.1f} ms "
         f"<= {GOAL_RATIO:g}x all-warm {warm['per_step']['p50']:.1f} ms: ratio {ratio:.2f}, "
         f"{verdict(ratio <= GOAL_RATIO)}"
     )
+
+
+def report_floor(warm_ms: float, many_ms: float, bare: dict) -> None:
+    """What a miss costs the machine against what any new jail must: with more instances
+    in flight than cores, the closed loop's latency follows CPU per instance."""
+    floor = warm_ms + bare["jail_ms"]
+    print(
+        f"a new jail's floor, measured alone in this run: nsjail around the jail's python "
+        f"doing nothing {bare['jail_ms']:.1f} ms of CPU (around /bin/true "
+        f"{bare['nsjail_ms']:.1f} ms)"
+    )
+    print(
+        f"  many tenants cost {many_ms - warm_ms:.1f} ms of CPU more per instance than all "
+        f"warm, {(many_ms - warm_ms) / bare['jail_ms']:.2f}x that floor; were the floor all "
+        f"of it, CPU per instance would be {floor:.1f} ms, {floor / warm_ms:.2f}x all warm's"
+    )
+
+
+def report_open(rate: float, warm: dict, many: dict) -> None:
+    print()
+    print(
+        f"open loop: both phases offered {rate:.1f} starts/s (--open-load x the many-tenant "
+        f"closed loop's rate), Poisson arrivals; not the goal's figure"
+    )
+    print(f"{'figure (ms unless said)':46} {'all warm':>12} {'many tenants':>14} {'ratio':>7}")
+    print("-" * 82)
+    for label, a, b in (
+        ("instances", warm["instances"], many["instances"]),
+        ("per-step overhead p50", warm["per_step"]["p50"], many["per_step"]["p50"]),
+        ("per-step overhead p95", warm["per_step"]["p95"], many["per_step"]["p95"]),
+        (
+            "  created -> first step recorded p50",
+            warm["first_step"]["p50"],
+            many["first_step"]["p50"],
+        ),
+        ("steps/s", warm["steps_per_s"], many["steps_per_s"]),
+        ("machine CPU per instance", warm["cpu"]["machine"], many["cpu"]["machine"]),
+    ):
+        cells = f"{a:12.1f} {b:14.1f} {b / a:7.2f}" if a else f"{a:12} {b:14}"
+        print(f"{label:46} {cells}")
+    print("-" * 82)
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -529,15 +693,30 @@ def parse_args(argv=None):
         default="warm",
         help="the many tenants' sandbox mode: fresh shows what never starting a jail costs",
     )
+    parser.add_argument(
+        "--open-load",
+        type=float,
+        default=0.0,
+        help="also run both phases as an open loop, offered this fraction of the many-tenant "
+        "closed loop's rate (0: not)",
+    )
+    parser.add_argument(
+        "--open-instances", type=int, default=600, help="instances per open-loop phase"
+    )
+    parser.add_argument(
+        "--bare-runs", type=int, default=30, help="runs of the bare jail, for its CPU floor"
+    )
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--sample-seconds", type=float, default=0.5)
     parser.add_argument("--clock-interval", type=float, default=0.25)
     parser.add_argument("--timeout", type=float, default=1800, help="seconds a phase may take")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
     args = parser.parse_args(argv)
-    for name in ("tenants", "instances_per_tenant", "steps", "workers", "concurrency"):
+    for name in ("tenants", "instances_per_tenant", "steps", "workers", "concurrency", "bare_runs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 <= args.open_load < 1:
+        parser.error("--open-load must be at least 0 and under 1 (a fraction of the capacity)")
     args.instances = args.instances or args.tenants * args.instances_per_tenant  # per phase
     args.in_flight = args.in_flight or 2 * args.workers * args.concurrency
     args.jails_per_worker = int(os.environ.get("STEPWELL_WARM_JAILS_PER_WORKER", "4"))
@@ -574,6 +753,9 @@ def run(args) -> None:
         many_workflows = make_tenants("many", args.tenants, args.steps, args.many_mode)
         say(f"  made in {time.monotonic() - began:.1f} s")
 
+        say(f"the bare jail's CPU, {args.bare_runs} runs (before the workers start)")
+        bare = bare_jail_cpu(args.bare_runs)
+
         say(f"starting redis, {args.workers} x {args.concurrency} workers and the clock")
         stack.start(workers=args.workers, concurrency=args.concurrency)
         point_celery_at(stack.redis.url)
@@ -583,7 +765,17 @@ def run(args) -> None:
         warm_up(warm_workflows, args)
         baseline = phase("all warm", warm_workflows, args, stack, metrics_dir, rng)
         many = phase("many tenants", many_workflows, args, stack, metrics_dir, rng)
-        report(args, baseline, many)
+        report(args, baseline, many, bare)
+        if args.open_load:
+            rate = args.open_load * many["steps_per_s"] / args.steps
+            say("all warm, open loop: warming up (uncounted)")
+            warm_up(warm_workflows, args)
+            open_phases = [
+                phase(f"{name}, open loop", workflows, args, stack, metrics_dir, rng,
+                      args.open_instances, rate)
+                for name, workflows in (("all warm", warm_workflows), ("many", many_workflows))
+            ]  # fmt: skip
+            report_open(rate, *open_phases)
     except Exception:
         if stack.workers:
             print(stack.logs(), file=sys.stderr)
