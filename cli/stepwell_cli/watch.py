@@ -89,18 +89,18 @@ def describe(message: dict[str, Any]) -> str:
     seq = message.get("seq")
     prefix = f"[{seq}] " if seq is not None else ""
     if kind == "snapshot":
+        # An instance that ended before the watch began ends the stream here: its error
+        # must show now, as it would on the status event the watch did not see.
         instance = message["instance"]
         steps = instance.get("steps") or []
         return (
             f"{prefix}{instance['id']} ({instance['workflow']}): {instance['status']}, "
-            f"{len(steps)} step{'s' * (len(steps) != 1)} so far"
+            f"{len(steps)} step{'s' * (len(steps) != 1)} so far{error_suffix(instance)}"
         )
     if kind == "reconnect":
         return f"-- connection lost ({message['reason']}); resuming after seq {message['after']}"
     if kind == "instance.status":
-        error = message.get("error")
-        suffix = f": {error.get('type')}: {error.get('message')}" if error else ""
-        return f"{prefix}instance {message.get('status')}{suffix}"
+        return f"{prefix}instance {message.get('status')}{error_suffix(message)}"
     step = message.get("step") or {}
     label = f"#{step.get('index')} {step.get('name')!r} ({step.get('kind')})"
     if kind == "step.log":
@@ -110,3 +110,8 @@ def describe(message: dict[str, Any]) -> str:
     # The event's type says what happened; a failure says whether it will be retried.
     status = f": {step.get('status')}" if kind == "step.failed" else ""
     return f"{prefix}{kind} {label}{status}{extra}"
+
+
+def error_suffix(holder: dict[str, Any]) -> str:
+    error = holder.get("error")
+    return f": {error.get('type')}: {error.get('message')}" if isinstance(error, dict) else ""
