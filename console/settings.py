@@ -265,9 +265,11 @@ STEPWELL_WARM_MAX_JAIL_STEPS = env_int("STEPWELL_WARM_MAX_JAIL_STEPS", 1000, min
 STEPWELL_WARM_START_IN_BACKGROUND = env_bool("STEPWELL_WARM_START_IN_BACKGROUND", False)
 # Launch a jail ahead, up to the tenant's import, for the next warm miss of each worker
 # process (execution/sandbox/warm_spare.py). On: with more tenants than warm jails, a
-# miss binds the spare instead of waiting for a start (bench/tenants.py: the many-tenant
-# per-step overhead 1.65-1.74x all-warm, against 2.36-2.43x off). Costs one warm slot
-# and some 5.5 MiB per worker process while it waits, at most the warm idle time.
+# miss binds the spare (16-18 ms) instead of waiting for a start (42-43 ms), and the
+# many-tenant per-step overhead was lower with it in every pair (bench/tenants.py:
+# 2.19-2.40x all-warm against 2.95-3.06x off in session 8, 2.09-2.27x against 2.32x in
+# session 9). Costs one warm slot and some 5.5 MiB per worker process while it waits,
+# at most the warm idle time.
 STEPWELL_WARM_SPARE_JAIL = env_bool("STEPWELL_WARM_SPARE_JAIL", True)
 # Benchmarks only (bench/peers.py): every activation in this mode, whatever the quota says.
 STEPWELL_BENCH_SANDBOX_MODE = env_str("STEPWELL_BENCH_SANDBOX_MODE", "")
